@@ -1,0 +1,79 @@
+/** The WebGPU runtime: adapters, limits, pipeline cache, error scopes, device loss, embedding. */
+import { GpuError, InvalidArgumentError } from '../../src/errors.js';
+import { GpuContext, listAdapters } from '../../src/gpu/context.js';
+import { tokenStats } from '../../src/ops/token-stats.js';
+import { describeGpu } from '../helpers.js';
+
+describeGpu('GpuContext', () => {
+  let ctx: GpuContext;
+  beforeAll(async () => {
+    ctx = await GpuContext.create();
+  });
+  afterAll(() => ctx.close());
+
+  test('requests the adapter limits and the optional features it has', async () => {
+    expect(ctx.adapter?.description).toBeTruthy();
+    expect(ctx.limits.maxStorageBufferBindingSize).toBeGreaterThan(128 * 1024 * 1024 - 1);
+    expect(ctx.maxBindingBytes).toBe(ctx.limits.maxStorageBufferBindingSize);
+    expect(ctx.limits.maxStorageBuffersPerShaderStage).toBeGreaterThanOrEqual(9);
+    expect(ctx.features.has('timestamp-query')).toBe(true);
+    expect((await listAdapters()).length).toBeGreaterThan(0);
+  });
+
+  test('pipelines are cached by kernel, entry point and overrides; not by shape', async () => {
+    const a = await ctx.pipeline('token_stats_forward', 'partials_main', { DTYPE: 0, WG: 256 });
+    const b = await ctx.pipeline('token_stats_forward', 'partials_main', { WG: 256, DTYPE: 0 });
+    const c = await ctx.pipeline('token_stats_forward', 'partials_main', { DTYPE: 2, WG: 256 });
+    expect(a).toBe(b);
+    expect(c).not.toBe(a);
+    expect(a.label).toContain('token_stats_forward:partials_main');
+  });
+
+  test('a validation error inside an op becomes a GpuError naming the op', async () => {
+    const op = ctx.scoped('my_op', () => ctx.device.createBuffer({ label: 'bad', size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.STORAGE }));
+    await expect(op).rejects.toThrow(GpuError);
+    await expect(ctx.scoped('my_op', () => ctx.device.createBuffer({ label: 'bad', size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.STORAGE }))).rejects.toThrow(/my_op: GPU validation error/);
+  });
+
+  test('an unknown kernel and a WGSL error are reported, not silent', async () => {
+    await expect(ctx.pipeline('no_such_kernel', 'main')).rejects.toThrow(InvalidArgumentError);
+    await expect(ctx.pipeline('token_stats_forward', 'no_such_entry')).rejects.toThrow(GpuError);
+  });
+
+  test('an error outside any scope surfaces on the next op', async () => {
+    ctx.device.createBuffer({ label: 'unscoped-bad', size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.STORAGE });
+    await ctx.device.queue.onSubmittedWorkDone();
+    await expect(tokenStats({ logits: new Float32Array(4), shape: [1, 4] }, { backend: 'webgpu', context: ctx })).rejects.toThrow(/uncaptured error from an earlier call/);
+  });
+});
+
+describeGpu('device loss and embedding', () => {
+  test('a lost device becomes a typed error, and a new context works after it', async () => {
+    const doomed = await GpuContext.create();
+    doomed.device.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const call = tokenStats({ logits: new Float32Array([1, 2]), shape: [1, 2] }, { backend: 'webgpu', context: doomed });
+    await expect(call).rejects.toMatchObject({ kind: 'device-lost' });
+    doomed.close();
+    const fresh = await GpuContext.create();
+    const r = await tokenStats({ logits: new Float32Array([1, 2]), shape: [1, 2] }, { backend: 'webgpu', context: fresh });
+    expect(r.logsumexp[0]).toBeCloseTo(Math.log(Math.exp(1) + Math.exp(2)), 5);
+    fresh.close();
+  });
+
+  test("a caller's own GPUDevice is used and left alive on close()", async () => {
+    const { create } = (await import('webgpu')) as unknown as { create(flags: string[]): GPU };
+    const instance = create([]);
+    const adapter = (await instance.requestAdapter())!;
+    const device = await adapter.requestDevice({ label: 'caller-device' });
+    const ctx = GpuContext.fromDevice(device);
+    const r = await tokenStats({ logits: new Float32Array([0, 0, 0, 0]), shape: [2, 2] }, { backend: 'webgpu', context: ctx });
+    expect(Array.from(r.selfCertainty)).toEqual([0, 0]);
+    ctx.close();
+    const probe = device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
+    expect(probe.size).toBe(16);
+    device.destroy();
+    expect(() => GpuContext.fromDevice({} as GPUDevice)).toThrow(/device: expected a GPUDevice/);
+    expect(instance).toBeTruthy(); // keep Dawn's instance reachable until here
+  });
+});

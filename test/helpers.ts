@@ -1,0 +1,70 @@
+/** Shared test inputs: seeded random logits with adversarial content, fixture paths, backends. */
+import { fileURLToPath } from 'node:url';
+import { encode, type DType, type HostArray } from '../src/dtype.js';
+import { GpuContext } from '../src/gpu/context.js';
+import { nativeStatus } from '../src/native/addon.js';
+
+export const FIXTURES = fileURLToPath(new URL('../../../shared/fixtures/', import.meta.url));
+
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function gaussian(rand: () => number): number {
+  return Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+}
+
+export interface LogitsSpec {
+  rows: number;
+  vocab: number;
+  dtype: DType;
+  seed?: number;
+  /** A few entries per row multiplied by 20. */
+  outliers?: boolean;
+  /** A few entries per row set to −inf (masked vocabulary). */
+  masked?: boolean;
+}
+
+/** Random N(0, 3) logits, as the dtype's storage; `values` are the decoded numbers. */
+export function makeLogits(spec: LogitsSpec): { logits: HostArray; ids: Int32Array } {
+  const rand = mulberry32(spec.seed ?? 1234);
+  const n = spec.rows * spec.vocab;
+  const values = new Float64Array(n);
+  for (let i = 0; i < n; i++) values[i] = 3 * gaussian(rand);
+  const ids = new Int32Array(spec.rows);
+  for (let r = 0; r < spec.rows; r++) {
+    ids[r] = Math.floor(rand() * spec.vocab);
+    const base = r * spec.vocab;
+    for (let k = 0; k < 3 && spec.vocab > 1; k++) {
+      const j = Math.floor(rand() * spec.vocab);
+      if (spec.outliers) values[base + j] = values[base + j]! * 20;
+      const m = Math.floor(rand() * spec.vocab);
+      if (spec.masked && m !== ids[r]) values[base + m] = -Infinity;
+    }
+  }
+  return { logits: encode(spec.dtype, values), ids };
+}
+
+/** The GPU suite runs unless INTUITOR_SKIP_GPU=1 says otherwise: a missing adapter fails. */
+export const SKIP_GPU = process.env.INTUITOR_SKIP_GPU === '1';
+/** The native suite runs unless INTUITOR_SKIP_NATIVE=1: a missing addon fails. */
+export const SKIP_NATIVE = process.env.INTUITOR_SKIP_NATIVE === '1';
+
+export const describeGpu = SKIP_GPU ? describe.skip : describe;
+export const describeNative = SKIP_NATIVE ? describe.skip : describe;
+
+export async function openGpu(options: Parameters<typeof GpuContext.create>[0] = {}): Promise<GpuContext> {
+  return GpuContext.create(options);
+}
+
+export function requireNative(): void {
+  const status = nativeStatus();
+  if (!status.loaded) throw new Error(`native addon not loaded (${status.reason}); set INTUITOR_SKIP_NATIVE=1 to skip explicitly`);
+}

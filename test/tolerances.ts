@@ -1,0 +1,44 @@
+/**
+ * Every numeric tolerance the suite uses, in one table. A value passes when
+ * |got − want| ≤ atol + rtol·|want|. References are float64 over the same (already rounded)
+ * inputs, so dtype rounding of the logits is not part of the error; only float32 arithmetic is.
+ */
+export interface Tolerance {
+  atol: number;
+  rtol: number;
+}
+
+export const TOLERANCES = {
+  /** token statistics forward (f32 accumulation over up to 10^6 entries), every dtype and backend. */
+  tokenStatsForward: { atol: 5e-5, rtol: 1e-5 },
+  /** token statistics backward: p_j ≈ 1/V, so an absolute floor well under 1/V plus a relative term. */
+  tokenStatsBackward: { atol: 2e-7, rtol: 1e-4 },
+  /** backward against central finite differences of the float64 reference (h = 1e-5). */
+  finiteDifferences: { atol: 1e-6, rtol: 1e-4 },
+  /** Hugging Face fixture (float64 transformers) vs our float32 statistics of the same logits. */
+  fixture: { atol: 1e-4, rtol: 0 },
+} satisfies Record<string, Tolerance>;
+
+/** Index and size of the worst violation, or null when all values pass. Both NaN passes; NaN vs number fails. */
+export function firstViolation(got: ArrayLike<number>, want: ArrayLike<number>, tol: Tolerance): { index: number; got: number; want: number } | null {
+  if (got.length !== want.length) return { index: -1, got: got.length, want: want.length };
+  for (let i = 0; i < got.length; i++) {
+    const g = got[i]!;
+    const w = want[i]!;
+    if (Number.isNaN(w) || Number.isNaN(g)) {
+      if (Number.isNaN(w) && Number.isNaN(g)) continue;
+      return { index: i, got: g, want: w };
+    }
+    if (!Number.isFinite(w) || !Number.isFinite(g)) {
+      if (g === w) continue;
+      return { index: i, got: g, want: w };
+    }
+    if (Math.abs(g - w) > tol.atol + tol.rtol * Math.abs(w)) return { index: i, got: g, want: w };
+  }
+  return null;
+}
+
+export function expectClose(what: string, got: ArrayLike<number>, want: ArrayLike<number>, tol: Tolerance): void {
+  const v = firstViolation(got, want, tol);
+  if (v) throw new Error(`${what}: element ${v.index}: got ${v.got}, want ${v.want} (atol ${tol.atol}, rtol ${tol.rtol})`);
+}
