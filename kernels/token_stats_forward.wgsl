@@ -66,19 +66,23 @@ fn combine(a: Partial, b: Partial) -> Partial {
   return r;
 }
 
-// Adds four finite values.
+// Adds four finite values. The running max only moves when a larger value arrives (rare after
+// the first few loads), so the rescaling exp is paid per new maximum, not per group.
 fn add_finite4(acc: ptr<function, Partial>, x: vec4<f32>) {
-  let a = *acc;
-  let mNew = select(max(a.m, max(max(x.x, x.y), max(x.z, x.w))), max(max(x.x, x.y), max(x.z, x.w)), a.s == 0.0);
-  let d = a.m - mNew;
-  let scale = select(exp(d), 0.0, a.s == 0.0);
-  let dx = x - vec4(mNew);
+  let mx = max(max(x.x, x.y), max(x.z, x.w));
+  if (mx > (*acc).m || (*acc).s == 0.0) {
+    let d = select((*acc).m - mx, 0.0, (*acc).s == 0.0);
+    let scale = exp(d);
+    (*acc).u = scale * ((*acc).u + d * (*acc).s);
+    (*acc).s = (*acc).s * scale;
+    (*acc).m = mx;
+  }
+  let dx = x - vec4((*acc).m);
   let e = exp(dx);
-  (*acc).u = scale * (a.u + select(d * a.s, 0.0, a.s == 0.0)) + dot(dx, e);
-  (*acc).s = a.s * scale + (e.x + e.y + e.z + e.w);
-  (*acc).sum = a.sum + ((x.x + x.y) + (x.z + x.w));
-  (*acc).count = a.count + 4u;
-  (*acc).m = mNew;
+  (*acc).u += dot(dx, e);
+  (*acc).s += (e.x + e.y) + (e.z + e.w);
+  (*acc).sum += (x.x + x.y) + (x.z + x.w);
+  (*acc).count += 4u;
 }
 
 fn add_finite1(acc: ptr<function, Partial>, x: f32) {

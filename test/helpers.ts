@@ -3,23 +3,10 @@ import { fileURLToPath } from 'node:url';
 import { encode, type DType, type HostArray } from '../src/dtype.js';
 import { GpuContext } from '../src/gpu/context.js';
 import { nativeStatus } from '../src/native/addon.js';
+import { gaussian, mulberry32 } from '../src/util/random.js';
 
-export const FIXTURES = fileURLToPath(new URL('../../../shared/fixtures/', import.meta.url));
-
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-export function gaussian(rand: () => number): number {
-  return Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
-}
+/** ../shared/fixtures beside the checkout, or INTUITOR_FIXTURES where the checkout travels alone. */
+export const FIXTURES = process.env.INTUITOR_FIXTURES ?? fileURLToPath(new URL('../../../shared/fixtures/', import.meta.url));
 
 export interface LogitsSpec {
   rows: number;

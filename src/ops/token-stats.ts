@@ -141,7 +141,7 @@ function validateIds(ids: TokenStatsArgs['ids'], rows: number, vocab: number): I
   for (let i = 0; i < rows; i++) {
     const id = Number(ids[i]);
     if (!Number.isInteger(id) || id < 0 || id >= vocab) {
-      throw new InvalidArgumentError(`ids[${i}]`, `an integer in [0, ${vocab})`, describe(ids[i] as number));
+      throw new InvalidArgumentError(`ids[${i}]`, `an integer in [0, ${vocab})`, String(ids[i]));
     }
     out[i] = id;
   }

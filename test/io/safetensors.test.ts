@@ -3,17 +3,16 @@
  * tiny-qwen2 fixture weights (F32, BF16) and reference gradients (F64), the header layout the
  * writer produces, and an error test per way a file can be wrong.
  */
+import { FIXTURES } from '../helpers.js';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { floatToBf16Bits } from '../../src/dtype.js';
 import { FileFormatError, IntuitorError, InvalidArgumentError } from '../../src/errors.js';
 import { openSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
 import { type HostTensor, type TensorDType, TENSOR_DTYPES, allocateData, bytesOf, numel } from '../../src/io/tensor.js';
 
-const FIXTURES = new URL('../../../../shared/fixtures/tiny-qwen2/', import.meta.url);
-const fixture = (name: string) => fileURLToPath(new URL(name, FIXTURES));
+const fixture = (name: string) => path.join(FIXTURES, 'tiny-qwen2', name);
 const SHAPES = [[], [1], [3, 5], [2, 3, 4]];
 
 /** A tensor of deterministic pseudo-random bytes (0 or 1 for bool), so round trips are bit-exact checks. */

@@ -5,10 +5,14 @@
  * windows that each fit one storage-buffer binding.
  */
 
-/** Aim for at least this many workgroups per forward/backward. */
-export const TARGET_WORKGROUPS = 1024;
-/** No chunk shorter than this (elements): 256 threads × 4-deep unrolled 16-byte loads × 2. */
-export const MIN_CHUNK = 8192;
+/** Aim for at least this many workgroups per forward/backward (a few per SM on a large GPU). */
+export const TARGET_WORKGROUPS = 2048;
+/**
+ * No chunk shorter than this (elements): two 16-byte f32 loads per thread of a 256-thread
+ * workgroup. Small chunks put more loads in flight when rows are few (N = 8): the whole batch
+ * is then requested at once instead of a few kilobytes per SM at a time.
+ */
+export const MIN_CHUNK = 2048;
 /** Binding offsets must be multiples of this (WebGPU's minStorageBufferOffsetAlignment ≤ 256). */
 export const OFFSET_ALIGNMENT = 256;
 /** Window capacity is counted in 4-byte elements: the gradient (f32) shares the logits' windows. */

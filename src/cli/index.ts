@@ -1,0 +1,60 @@
+/**
+ * The intuitor command line. Bad input exits with status 2 and one line naming the argument,
+ * what was expected and what came; other failures exit 1.
+ */
+import { Command, CommanderError } from 'commander';
+import { IntuitorError, InvalidArgumentError, FileFormatError } from '../errors.js';
+import { PACKAGE_VERSION } from '../paths.js';
+import { infoCommand } from './info.js';
+import { runCommand } from './run.js';
+import { statsCommand } from './stats.js';
+
+function program(): Command {
+  const cli = new Command('intuitor')
+    .description('Reinforcement learning of language models without external rewards, on WebGPU kernels')
+    .version(PACKAGE_VERSION)
+    .exitOverride()
+    // Commander's own errors (unknown option, missing --logits, stray arguments) read like ours.
+    .configureOutput({ outputError: (text, write) => write(`intuitor: ${text}`) })
+    // A mistyped command must not silently run the default (heavy) `run` job.
+    .allowExcessArguments(false);
+
+  cli.command('run', { isDefault: true })
+    .description('the main job: token statistics of a built-in batch on every available backend, with throughput')
+    .option('--rows <n>', 'rows of the built-in batch', '256')
+    .option('--vocab <v>', 'vocabulary size (Qwen2.5: 151936)', '151936')
+    .option('--repeats <n>', 'timed repetitions per backend', '5')
+    .action(runCommand);
+
+  cli.command('info')
+    .description("the adapters Dawn sees, the chosen one with its limits and features, and the native addon's status")
+    .option('--json', 'print JSON')
+    .action(infoCommand);
+
+  cli.command('stats')
+    .description('per-row self-certainty, entropy, logsumexp and (with --ids) log-prob of a logits file')
+    .requiredOption('--logits <file>', 'logits (..., V): .npy (float32/float16; uint16 with --dtype bf16) or .safetensors')
+    .option('--ids <file>', 'chosen ids (...): .npy of int32, int64 or uint32')
+    .option('--temperature <t>', 'statistics of z / T', '1')
+    .option('--backend <name>', 'auto | webgpu | native | js', 'auto')
+    .option('--dtype <dtype>', 'logits dtype: f32 | f16 | bf16 (needed for uint16 .npy)')
+    .option('--tensor <name>', 'tensor name inside a .safetensors file')
+    .option('--out <dir>', 'write self_certainty.npy, entropy.npy, logsumexp.npy [, logprob.npy] here')
+    .option('--json', 'print the results as JSON instead of writing files')
+    .action(statsCommand);
+  return cli;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await program().parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    const bad = err instanceof InvalidArgumentError || err instanceof FileFormatError;
+    process.stderr.write(`intuitor: error: ${err instanceof IntuitorError ? err.message : (err as Error).stack ?? String(err)}\n`);
+    process.exitCode = bad ? 2 : 1;
+  }
+}

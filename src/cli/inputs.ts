@@ -1,0 +1,90 @@
+/**
+ * Reads the CLI's tensor inputs: logits from .npy (f32, f16, f64; uint16 bit patterns with
+ * --dtype bf16 or f16) or a named tensor of a .safetensors file (F32/F16/BF16/F64), and ids from
+ * .npy (int32, int64, uint32). Everything is checked before any work starts.
+ */
+import { existsSync } from 'node:fs';
+import { extname } from 'node:path';
+import { parseDType, type DType, type HostArray } from '../dtype.js';
+import { FileFormatError, InvalidArgumentError } from '../errors.js';
+import { readNpy } from '../io/npy.js';
+import { openSafetensors } from '../io/safetensors.js';
+import type { HostTensor } from '../io/tensor.js';
+
+export interface LogitsInput {
+  dtype: DType;
+  data: HostArray;
+  shape: number[];
+}
+
+async function readTensor(path: string, tensorName: string | undefined): Promise<HostTensor> {
+  if (!existsSync(path)) throw new FileFormatError(path, 'an existing .npy or .safetensors file', 'no such file');
+  const ext = extname(path).toLowerCase();
+  if (ext === '.npy') {
+    if (tensorName !== undefined) throw new InvalidArgumentError('--tensor', 'no value for a .npy file', JSON.stringify(tensorName));
+    return readNpy(path);
+  }
+  if (ext === '.safetensors') {
+    const file = await openSafetensors(path);
+    try {
+      const names = [...file.entries.keys()];
+      if (tensorName === undefined) {
+        if (names.length !== 1) throw new InvalidArgumentError('--tensor', `the name of one of ${names.length} tensors in ${path} (${names.slice(0, 10).join(', ')})`, 'none');
+        return file.tensor(names[0]!);
+      }
+      if (!file.entries.has(tensorName)) {
+        throw new InvalidArgumentError('--tensor', `the name of one of ${names.length} tensors in ${path} (${names.slice(0, 10).join(', ')})`, JSON.stringify(tensorName));
+      }
+      return file.tensor(tensorName);
+    } finally {
+      file.close();
+    }
+  }
+  throw new FileFormatError(path, 'a file ending in .npy or .safetensors', ext ? `'${ext}'` : 'no extension');
+}
+
+export async function readLogits(path: string, options: { dtype?: string; tensor?: string }): Promise<LogitsInput> {
+  const requested = options.dtype === undefined ? undefined : parseDType(options.dtype, '--dtype');
+  const t = await readTensor(path, options.tensor);
+  if (t.shape.length === 0) throw new FileFormatError(path, 'logits with at least one axis (..., V)', 'a scalar');
+  if (t.shape.at(-1) === 0) throw new FileFormatError(path, 'logits with a vocabulary axis (last) of at least 1', `shape [${t.shape.join(', ')}]`);
+  const from = (dtype: DType, data: HostArray): LogitsInput => {
+    if (requested !== undefined && requested !== dtype) {
+      throw new InvalidArgumentError('--dtype', `${dtype} (the file holds ${t.dtype})`, requested);
+    }
+    return { dtype, data, shape: t.shape };
+  };
+  switch (t.dtype) {
+    case 'f32':
+      return from('f32', t.data as Float32Array);
+    case 'f64':
+      return from('f32', Float32Array.from(t.data as Float64Array));
+    case 'f16':
+      return from('f16', t.data as Uint16Array);
+    case 'bf16':
+      return from('bf16', t.data as Uint16Array);
+    case 'u16':
+      if (requested === 'bf16' || requested === 'f16') return { dtype: requested, data: t.data as Uint16Array, shape: t.shape };
+      throw new InvalidArgumentError('--dtype', 'bf16 or f16 to read uint16 logits as 16-bit float bit patterns', requested ?? 'none');
+    default:
+      throw new FileFormatError(path, 'logits of dtype float32, float16, bfloat16 (uint16 with --dtype bf16) or float64', t.dtype);
+  }
+}
+
+export async function readIds(path: string, rowShape: readonly number[], vocab: number): Promise<Int32Array | BigInt64Array | Uint32Array> {
+  const t = await readTensor(path, undefined);
+  if (t.dtype !== 'i32' && t.dtype !== 'i64' && t.dtype !== 'u32') {
+    throw new FileFormatError(path, 'ids of dtype int32, int64 or uint32', t.dtype);
+  }
+  if (t.shape.join(',') !== rowShape.join(',')) {
+    throw new InvalidArgumentError('--ids', `shape [${rowShape.join(', ')}] (the logits' shape without the vocabulary axis)`, `[${t.shape.join(', ')}]`);
+  }
+  const ids = t.data as Int32Array | BigInt64Array | Uint32Array;
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i]!;
+    if (id < 0 || id >= vocab) {
+      throw new InvalidArgumentError('--ids', `token ids in [0, ${vocab}) (V, the logits' last axis) in ${path}`, `${id} at flat index ${i}`);
+    }
+  }
+  return ids;
+}

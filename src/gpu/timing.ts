@@ -1,0 +1,92 @@
+/**
+ * GPU-side timing for benchmarks: a compute pass of `repeats` encodings bracketed by timestamp
+ * queries gives the device time per repeat; without timestamp-query, wall time around
+ * onSubmittedWorkDone of the same pass (which then includes submission latency, reported as such).
+ */
+import type { GpuContext } from './context.js';
+
+export interface GpuTiming {
+  /** Milliseconds per repeat, one per sample. */
+  samples: number[];
+  method: 'timestamp-query' | 'wall-clock';
+}
+
+export async function timeOnGpu(ctx: GpuContext, label: string, encode: (pass: GPUComputePassEncoder, repeat: number) => void,
+  options: { repeats: number; samples: number }): Promise<GpuTiming> {
+  const device = ctx.device;
+  const useTimestamps = ctx.hasTimestamps;
+  const querySet = useTimestamps ? device.createQuerySet({ label: `${label}:timestamps`, type: 'timestamp', count: 2 }) : null;
+  const resolve = useTimestamps ? ctx.createBuffer(`${label}:timestamps`, 16, GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC) : null;
+  const samples: number[] = [];
+  try {
+    for (let s = 0; s < options.samples; s++) {
+      const start = performance.now();
+      await ctx.scoped(label, () => {
+        const encoder = device.createCommandEncoder({ label });
+        const pass = encoder.beginComputePass({
+          label,
+          ...(querySet ? { timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : {}),
+        });
+        for (let r = 0; r < options.repeats; r++) encode(pass, r);
+        pass.end();
+        if (querySet && resolve) encoder.resolveQuerySet(querySet, 0, 2, resolve, 0);
+        device.queue.submit([encoder.finish()]);
+      });
+      if (resolve) {
+        const [begin, end] = new BigUint64Array(await ctx.read(label, resolve, 16));
+        samples.push(Number(end! - begin!) / 1e6 / options.repeats);
+      } else {
+        await ctx.sync(label);
+        samples.push((performance.now() - start) / options.repeats);
+      }
+    }
+  } finally {
+    querySet?.destroy();
+    resolve?.destroy();
+  }
+  return { samples, method: useTimestamps ? 'timestamp-query' : 'wall-clock' };
+}
+
+/** Device copy bandwidth in GB/s of (read + write) bytes, over a buffer of `bytes`. */
+export async function copyBandwidth(ctx: GpuContext, bytes: number, options = { repeats: 10, samples: 7 }): Promise<{ gbps: number; timing: GpuTiming }> {
+  const units = Math.floor(Math.min(bytes, ctx.maxBindingBytes) / 16);
+  const src = ctx.createBuffer('copy:src', units * 16, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+  const dst = ctx.createBuffer('copy:dst', units * 16, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
+  const pipeline = await ctx.pipeline('copy', 'copy_main');
+  const threads = Math.min(units, 65535 * 256, 1 << 22);
+  const groups = Math.ceil(threads / 256);
+  const uniform = ctx.uniform('copy:params', new Uint32Array([units, groups * 256, 0, 0]).buffer);
+  try {
+    const probe = new Uint32Array(4096).map((_, i) => i * 2654435761);
+    ctx.writeBuffer(src, 0, probe);
+    const bindGroup = ctx.device.createBindGroup({
+      label: 'copy', layout: pipeline.getBindGroupLayout(0),
+      entries: [{ binding: 0, resource: { buffer: uniform } }, { binding: 1, resource: { buffer: src } }, { binding: 2, resource: { buffer: dst } }],
+    });
+    const timing = await timeOnGpu(ctx, 'copy', (pass) => {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(groups);
+    }, options);
+    const copied = new Uint32Array(await ctx.read('copy', dst, probe.byteLength));
+    if (copied.some((v, i) => v !== probe[i])) throw new Error('copy kernel produced wrong bytes');
+    const ms = median(timing.samples);
+    return { gbps: (2 * units * 16) / (ms / 1000) / 1e9, timing };
+  } finally {
+    src.destroy();
+    dst.destroy();
+    uniform.destroy();
+  }
+}
+
+export function quantile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
+}
+
+export function median(values: number[]): number {
+  return quantile(values, 0.5);
+}

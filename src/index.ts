@@ -1,0 +1,15 @@
+/** intuitor's public API. */
+export { IntuitorError, InvalidArgumentError, FileFormatError, BackendUnavailableError, GpuError } from './errors.js';
+export { DTYPES, type DType, type HostArray, encode, bf16BitsToFloat, floatToBf16Bits, f16BitsToFloat, floatToF16Bits } from './dtype.js';
+export { GpuContext, listAdapters, type GpuContextOptions, type AdapterDescription } from './gpu/context.js';
+export { timeOnGpu, copyBandwidth, type GpuTiming } from './gpu/timing.js';
+export {
+  BACKENDS, POISON_BITS, tokenStats, tokenStatsGpu, tokenStatsBackward, tokenStatsBackwardGpu,
+  type Backend, type ResolvedBackend, type TokenStats, type TokenStatsArgs, type TokenStatsBackwardArgs, type TokenStatsOptions,
+} from './ops/token-stats.js';
+export { prepareForward, prepareBackward, allocateOutputs, type PreparedDispatch, type GpuStatsInputs, type GpuStatsOutputs, type GpuBackwardInputs } from './ops/token-stats/webgpu.js';
+export { referenceForward, referenceBackward } from './ops/token-stats/reference.js';
+export { nativeStatus, type NativeStatus } from './native/addon.js';
+export { readNpy, writeNpy, parseNpy, encodeNpy } from './io/npy.js';
+export { openSafetensors, writeSafetensors, type SafetensorsFile, type SafetensorsEntry } from './io/safetensors.js';
+export type { HostTensor, TensorDType } from './io/tensor.js';
