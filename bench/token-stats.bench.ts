@@ -2,9 +2,10 @@
  * bench/token-stats: rows/s and GB/s of logits read for the token-statistics forward and
  * backward, per backend, at Qwen2.5's V = 151,936 with N = 8, 256 and 2048 where memory allows.
  *
- * - webgpu: device time from timestamp queries around a pass of R dispatches over R distinct
- *   input buffers (rotated so that caches don't flatter: R · bytes ≥ 256 MiB), compared with a
- *   large copy on the same device (the bandwidth ceiling) measured in the same run.
+ * - webgpu: device time from full-resolution timestamp queries around passes of ≥ 10 ms, each
+ *   cycling over R distinct input buffers (so caches don't flatter: R · bytes ≥ 256 MiB), after
+ *   ≥ 300 ms of warm-up (GPU clocks leave idle), compared with a large copy on the same device
+ *   (the bandwidth ceiling) timed the same way in the same run.
  * - native, js, gpu.js: benchmark.js (deferred), inputs rotated likewise; native compared with
  *   this machine's single-pass memory read bandwidth (measured by the addon in the same run).
  * - PyTorch (eager, torch.compile), when a results file of bench/peers/torch_token_stats.py from
@@ -12,6 +13,7 @@
  *
  *   node dist/bench/token-stats.bench.js [--quick] [--backends webgpu,native,js,gpujs]
  *     [--rows 8,256,2048] [--dtypes f32,bf16] [--peers torch.json] [--json FILE] [--markdown FILE]
+ *     [--min-chunks 2048,8192]   (webgpu: also time these chunk floors, rows labelled `webgpu/minChunk=…`)
  */
 import Benchmark from 'benchmark';
 import { readFileSync } from 'node:fs';
@@ -40,12 +42,14 @@ const { values: flags } = parseArgs({
     peers: { type: 'string' },
     json: { type: 'string' },
     markdown: { type: 'string' },
+    'min-chunks': { type: 'string' },
   },
 });
 const quick = flags.quick!;
 const backends = new Set(flags.backends!.split(','));
 const rowCounts = (flags.rows ?? (quick ? '8,256' : '8,256,2048')).split(',').map(Number);
 const dtypes = flags.dtypes!.split(',') as DType[];
+const minChunks = flags['min-chunks'] ? flags['min-chunks'].split(',').map(Number) : [];
 
 /** Base logits of a shape, N(0, 2) with a few confident tokens, and ids. */
 function makeInput(rows: number, dtype: DType): { logits: HostArray; ids: Int32Array } {
@@ -93,7 +97,7 @@ async function main(): Promise<void> {
   let gpu: GpuContext | null = null;
   if (backends.has('webgpu')) {
     try {
-      gpu = await GpuContext.create();
+      gpu = await GpuContext.create({ preciseTimestamps: true });
     } catch (err) {
       if (!(err instanceof BackendUnavailableError)) throw err;
       skipped.push(`webgpu: ${err.message}`);
@@ -110,7 +114,7 @@ async function main(): Promise<void> {
   let gpuCopy: { name: string; gbps: number } | null = null;
   if (gpu) {
     const copyBytes = Math.min(gpu.maxBindingBytes, quick ? 128 * 2 ** 20 : 1024 * 2 ** 20);
-    const c = await copyBandwidth(gpu, copyBytes);
+    const c = await copyBandwidth(gpu, copyBytes, { samples: quick ? 5 : 20, warmupMs: quick ? 50 : 300 });
     gpuCopy = { name: `WGSL copy of ${(copyBytes / 2 ** 20).toFixed(0)} MiB`, gbps: c.gbps };
     results.push({ ...rowFromSamples({ kernel: 'copy', backend: 'webgpu', dtype: 'u32', shape: [copyBytes / 4], device: gpuDevice, method: c.timing.method }, c.timing.samples, 2 * copyBytes, null) });
   }
@@ -142,25 +146,28 @@ async function main(): Promise<void> {
         const grads = Array.from({ length: count }, (_, i) => gpu!.createBuffer(`bench:grad${i}`, gradBytes, GPUBufferUsage.STORAGE));
         const gBuffers = [gpu.upload('bench:gL', gLogprob), gpu.upload('bench:gS', gSelfCertainty)];
         const inputs = (i: number) => ({ dtype, rows, vocab: VOCAB, logits: logitsBuffers[i]!, ids: idsBuffer, invTemperature: 1 });
-        const forward: PreparedDispatch[] = [];
-        const backward: PreparedDispatch[] = [];
-        for (let i = 0; i < count; i++) {
-          forward.push(await prepareForward(gpu, inputs(i), outputs));
-          backward.push(await prepareBackward(gpu, { ...inputs(i), logsumexp: outputs.logsumexp, validCount: outputs.validCount, gLogprob: gBuffers[0]!, gSelfCertainty: gBuffers[1]!, grad: grads[i]! }));
-        }
         const samples = quick ? 5 : 20;
-        for (const [kernel, prepared, moved] of [['token_stats_forward', forward, bytes], ['token_stats_backward', backward, bytes + gradBytes]] as const) {
-          await timeOnGpu(gpu, kernel, (pass, r) => prepared[r % count]!.encode(pass), { repeats: count, samples: 1 }); // warm-up
-          const t = await timeOnGpu(gpu, kernel, (pass, r) => prepared[r % count]!.encode(pass), { repeats: count, samples });
-          const row = rowFromSamples({ kernel, backend: 'webgpu', dtype, shape, device: gpuDevice, method: t.method, note: `${count} rotated inputs` }, t.samples, moved, rows);
-          if (gpuCopy) {
-            row.ceiling = gpuCopy;
-            row.fractionOfCeiling = row.gbps! / gpuCopy.gbps;
+        for (const minChunk of [undefined, ...minChunks]) {
+          const tuning = minChunk === undefined ? {} : { minChunk };
+          const backend = minChunk === undefined ? 'webgpu' : `webgpu/minChunk=${minChunk}`;
+          const forward: PreparedDispatch[] = [];
+          const backward: PreparedDispatch[] = [];
+          for (let i = 0; i < count; i++) {
+            forward.push(await prepareForward(gpu, inputs(i), outputs, tuning));
+            backward.push(await prepareBackward(gpu, { ...inputs(i), logsumexp: outputs.logsumexp, validCount: outputs.validCount, gLogprob: gBuffers[0]!, gSelfCertainty: gBuffers[1]!, grad: grads[i]! }, tuning));
           }
-          results.push(row);
-          console.error(`webgpu ${kernel} ${label}: ${row.medianMs.toFixed(4)} ms, ${row.gbps!.toFixed(1)} GB/s`);
+          for (const [kernel, prepared, moved] of [['token_stats_forward', forward, bytes], ['token_stats_backward', backward, bytes + gradBytes]] as const) {
+            const t = await timeOnGpu(gpu, kernel, (pass, r) => prepared[r % count]!.encode(pass), { cycle: count, samples, warmupMs: quick ? 50 : 300 });
+            const row = rowFromSamples({ kernel, backend, dtype, shape, device: gpuDevice, method: t.method, note: `${count} rotated inputs${gpu.variant.subgroups ? ', subgroup reduction' : ''}` }, t.samples, moved, rows);
+            if (gpuCopy) {
+              row.ceiling = gpuCopy;
+              row.fractionOfCeiling = row.gbps! / gpuCopy.gbps;
+            }
+            results.push(row);
+            console.error(`${backend} ${kernel} ${label}: ${row.medianMs.toFixed(4)} ms, ${row.gbps!.toFixed(1)} GB/s`);
+          }
+          for (const p of [...forward, ...backward]) p.destroy();
         }
-        for (const p of [...forward, ...backward]) p.destroy();
         for (const b of [...logitsBuffers, idsBuffer, ...grads, ...gBuffers, outputs.logsumexp, outputs.selfCertainty, outputs.entropy, outputs.logprob!, outputs.validCount]) b.destroy();
       }
 

@@ -23,21 +23,9 @@
 @group(0) @binding(7) var<storage, read> gSelfCertainty: array<f32>;
 @group(0) @binding(8) var<storage, read_write> gradUnits: array<vec4<u32>>;
 
-struct RowTerms {
-  invalid: bool,
-  lse: f32,
-  gL: f32,      // gL / T
-  gS: f32,      // gS / T
-  uniformTerm: f32, // gS / (T · validCount)
-  id: u32,      // chosen column, or 0xffffffff
-}
-
-fn grad_group(x: vec4<f32>, g: Group, col: u32, t: RowTerms) -> vec4<u32> {
-  let p = exp(x - vec4(t.lse));
-  let onehot = select(vec4(0.0), vec4(t.gL), vec4(col) + vec4(0u, 1u, 2u, 3u) == vec4(t.id));
-  let finiteGrad = onehot + (t.gS - t.gL) * p - vec4(t.uniformTerm);
-  let bits = select(bitcast<vec4<u32>>(finiteGrad), bitcast<vec4<u32>>(onehot), g.negInf);
-  return select(bits, vec4(NAN_BITS), vec4(t.invalid));
+// The finite-entry gradient coef·p − uniformTerm of four values, as f32 bits.
+fn grad_bits(z: vec4<f32>, c: f32, lse2: f32, coef: f32, uniformTerm: f32) -> vec4<u32> {
+  return bitcast<vec4<u32>>(coef * exp2(fma(z, vec4(c), vec4(-lse2))) - vec4(uniformTerm));
 }
 
 @compute @workgroup_size(WG)
@@ -48,36 +36,48 @@ fn backward_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
   let it = item_of(wid);
   let sp = span_of(it);
   let invT = params.invTemperature;
-
-  var t: RowTerms;
+  let c = invT * LOG2E;
   let lseBits = logsumexp[it.row];
-  t.invalid = is_special(lseBits);
-  t.lse = bitcast<f32>(lseBits);
-  t.gL = select(0.0, gLogprob[it.row] * invT, (params.flags & 2u) != 0u);
-  t.gS = select(0.0, gSelfCertainty[it.row] * invT, (params.flags & 4u) != 0u);
-  t.uniformTerm = t.gS / f32(max(validCount[it.row], 1u));
-  t.id = select(0xffffffffu, ids[it.row], (params.flags & 1u) != 0u);
+  let invalid = is_special(lseBits);   // NaN statistics: NaN gradient for the whole row
+  let lse2 = bitcast<f32>(lseBits) * LOG2E;
+  let gL = select(0.0, gLogprob[it.row] * invT, (params.flags & 2u) != 0u);
+  let gS = select(0.0, gSelfCertainty[it.row] * invT, (params.flags & 4u) != 0u);
+  let coef = gS - gL;
+  let uniformTerm = gS / f32(max(validCount[it.row], 1u));
 
   let edge = edge_element(it, sp, lid);
   if (edge < sp.end) {
     let bits = element_bits(edge);
-    var g: Group;
-    g.z = vec4(bitcast<f32>(bits), 0.0, 0.0, 0.0);
-    g.negInf = vec4(bits == NEG_INF_BITS, false, false, false);
-    let col = it.colStart + (edge - it.start);
-    // A 4-byte component store: neighbouring items may share this vec4 (WebGPU forbids a
-    // second, aliasing u32 view of a writable buffer).
-    gradUnits[edge / 4u][edge % 4u] = grad_group(g.z * invT, g, col, t).x;
+    let value = select(grad_bits(vec4(bitcast<f32>(bits)), c, lse2, coef, uniformTerm).x, 0u, bits == NEG_INF_BITS);
+    gradUnits[edge / 4u][edge % 4u] = select(value, NAN_BITS, invalid);
   }
-
   let firstUnit = sp.bodyStart / UNIT;
   let endUnit = sp.bodyEnd / UNIT;
   for (var u = firstUnit + lid; u < endUnit; u += WG) {
     let v = logitsUnits[u];
     for (var h = 0u; h < GROUPS; h++) {
-      let g = unit_group(v, h);
-      let e = u * UNIT + h * 4u;
-      gradUnits[e / 4u] = grad_group(g.z * invT, g, it.colStart + (e - it.start), t);
+      let z = unit_values(v, h);
+      var out = grad_bits(z, c, lse2, coef, uniformTerm);
+      if (needs_classification((z.x + z.y) + (z.z + z.w)) || invalid) {
+        out = select(select(out, vec4(0u), unit_group(v, h).negInf), vec4(NAN_BITS), invalid);
+      }
+      gradUnits[(u * UNIT + h * 4u) / 4u] = out;
+    }
+  }
+
+  // The one-hot term gL·δ_{j,id}: thread 0 rewrites the chosen element once every thread of this
+  // workgroup has written its share (the barriers order the two stores to that address).
+  if ((params.flags & 1u) != 0u) {
+    workgroupBarrier();
+    storageBarrier();
+    if (lid == 0u && !invalid) {
+      let id = ids[it.row];
+      if (id >= it.colStart && id < it.colStart + it.len) {
+        let e = it.start + (id - it.colStart);
+        let bits = element_bits(e);
+        let base = select(bitcast<f32>(grad_bits(vec4(bitcast<f32>(bits)), c, lse2, coef, uniformTerm).x), 0.0, bits == NEG_INF_BITS);
+        gradUnits[e / 4u][e % 4u] = bitcast<u32>(base + gL);
+      }
     }
   }
 }

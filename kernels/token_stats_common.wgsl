@@ -20,6 +20,8 @@ const DTYPE_BF16: u32 = 2u;
 override UNIT: u32 = select(8u, 4u, DTYPE == DTYPE_F32);      // elements per 16-byte load
 override GROUPS: u32 = select(2u, 1u, DTYPE == DTYPE_F32);    // 4-element groups per load
 const NAN_BITS: u32 = 0x7fc00000u;
+const LOG2E: f32 = 1.4426950408889634;
+const LN2: f32 = 0.6931471805599453;
 const NEG_INF_BITS: u32 = 0xff800000u;
 
 struct Params {
@@ -87,7 +89,26 @@ fn group_from_halves(w0: u32, w1: u32) -> Group {
   return g;
 }
 
-// Group `half` (0 or 1) of a 16-byte load.
+// The four values of group `half` (0 or 1) of a 16-byte load, without classification: the hot
+// loops check a group's sum instead (inf/NaN anywhere makes the sum's exponent all ones) and
+// only classify groups that fail the check.
+fn unit_values(v: vec4<u32>, half: u32) -> vec4<f32> {
+  if (DTYPE == DTYPE_F32) {
+    return bitcast<vec4<f32>>(v);
+  }
+  let w = select(v.xy, v.zw, half == 1u);
+  if (DTYPE == DTYPE_BF16) {
+    return bitcast<vec4<f32>>(vec4(w.x << 16u, w.x & 0xffff0000u, w.y << 16u, w.y & 0xffff0000u));
+  }
+  return vec4(unpack2x16float(w.x), unpack2x16float(w.y));
+}
+
+// True when a group may hold NaN or ±inf (or finite values whose sum overflows): classify it.
+fn needs_classification(groupSum: f32) -> bool {
+  return is_special(bitcast<u32>(groupSum));
+}
+
+// Group `half` (0 or 1) of a 16-byte load, classified from bit patterns.
 fn unit_group(v: vec4<u32>, half: u32) -> Group {
   if (DTYPE == DTYPE_F32) {
     return group_from_bits(v);

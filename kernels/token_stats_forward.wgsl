@@ -9,11 +9,15 @@
 // Two entry points, dispatched back to back in one compute pass:
 //   partials: one workgroup (WG threads) per work item = one chunk of one row. Each thread
 //     streams its share of the chunk ONCE with 16-byte loads, unrolled 4 deep, keeping an online
-//     (max m, Σe^{x−m}, Σ(x−m)e^{x−m}, Σx, count, bad) state; a shared-memory tree combines the
-//     threads; thread 0 also records x[id] when the chosen id falls inside the chunk.
+//     (max, Σe, Σ(x−m)e, Σz, count, bad) state in raw-logit and log2 units, so each element costs
+//     one FMA into exp2 (1/T and log2 e folded together) and three adds; groups of 4 whose sum is
+//     not finite are classified (−inf masked, NaN/+inf bad) on a slow path. The threads' states
+//     are combined by token_stats_reduce.wgsl (subgroup operations where the device has them,
+//     else a shared-memory tree); thread 0 also records x[id] when the id falls inside the chunk.
 //     Grid: (min(items, 65535), ceil(items / 65535)) workgroups.
-//   finalize (bindings 10+): one thread per row combines that row's chunk partials in order and writes the
-//     outputs as f32 bit patterns (so NaN/−inf are written exactly). Grid: ceil(N / 64).
+//   finalize (bindings 10+): one workgroup per row combines that row's chunk partials (in
+//     parallel, then the same workgroup reduction) and writes the outputs as f32 bit patterns (so
+//     NaN/−inf are written exactly). Grid: (min(N, 65535), ceil(N / 65535)) workgroups.
 
 //!include token_stats_common.wgsl
 
@@ -66,56 +70,75 @@ fn combine(a: Partial, b: Partial) -> Partial {
   return r;
 }
 
-// Adds four finite values. The running max only moves when a larger value arrives (rare after
-// the first few loads), so the rescaling exp is paid per new maximum, not per group.
-fn add_finite4(acc: ptr<function, Partial>, x: vec4<f32>) {
-  let mx = max(max(x.x, x.y), max(x.z, x.w));
-  if (mx > (*acc).m || (*acc).s == 0.0) {
-    let d = select((*acc).m - mx, 0.0, (*acc).s == 0.0);
-    let scale = exp(d);
-    (*acc).u = scale * ((*acc).u + d * (*acc).s);
-    (*acc).s = (*acc).s * scale;
-    (*acc).m = mx;
+// A thread's running state over raw logits z: m = max z, s = Σ 2^{a}, u2 = Σ a·2^{a} with
+// a = (z − m)·c and c = log2(e)/T, sum = Σ z. Converted to a natural-unit Partial at the end.
+struct Stream {
+  m: f32,
+  s: f32,
+  u2: f32,
+  sum: f32,
+  count: u32,
+  bad: u32,
+}
+
+// Moves the running max to `mx` when it grows (rare after the first loads): one exp2 per new max.
+fn raise_max(st: ptr<function, Stream>, mx: f32, c: f32) {
+  if (mx > (*st).m || (*st).s == 0.0) {
+    let d = select(((*st).m - mx) * c, 0.0, (*st).s == 0.0);
+    let scale = exp2(d);
+    (*st).u2 = scale * ((*st).u2 + d * (*st).s);
+    (*st).s = (*st).s * scale;
+    (*st).m = mx;
   }
-  let dx = x - vec4((*acc).m);
-  let e = exp(dx);
-  (*acc).u += dot(dx, e);
-  (*acc).s += (e.x + e.y) + (e.z + e.w);
-  (*acc).sum += (x.x + x.y) + (x.z + x.w);
-  (*acc).count += 4u;
 }
 
-fn add_finite1(acc: ptr<function, Partial>, x: f32) {
-  var one = EMPTY;
-  one.m = x; one.s = 1.0; one.u = 0.0; one.sum = x; one.count = 1u;
-  *acc = combine(*acc, one);
+// Four finite values; `groupSum` is their sum.
+fn add_finite4(st: ptr<function, Stream>, z: vec4<f32>, groupSum: f32, c: f32) {
+  raise_max(st, max(max(z.x, z.y), max(z.z, z.w)), c);
+  let a = fma(z, vec4(c), vec4(-(*st).m * c));
+  let e = exp2(a);
+  (*st).u2 += dot(a, e);
+  (*st).s += (e.x + e.y) + (e.z + e.w);
+  (*st).sum += groupSum;
+  (*st).count += 4u;
 }
 
-fn add_group(acc: ptr<function, Partial>, g: Group) {
-  let x = g.z * params.invTemperature;
-  if (!any(g.special)) {
-    add_finite4(acc, x);
+// Four values of which only the `valid` lanes count (the slow path and the unaligned edges).
+fn add_masked4(st: ptr<function, Stream>, z: vec4<f32>, valid: vec4<bool>, bad: bool, c: f32) {
+  if (bad) {
+    (*st).bad = 1u;
+  }
+  if (!any(valid)) {
     return;
   }
-  for (var i = 0u; i < 4u; i++) {
-    if (g.negInf[i]) {
-      continue;
-    }
-    if (g.special[i]) {
-      (*acc).bad = 1u;
-    } else {
-      add_finite1(acc, x[i]);
-    }
-  }
+  let zv = select(vec4(-3.0e38), z, valid);
+  raise_max(st, max(max(zv.x, zv.y), max(zv.z, zv.w)), c);
+  let a = select(vec4(0.0), fma(z, vec4(c), vec4(-(*st).m * c)), valid);
+  let e = select(vec4(0.0), exp2(a), valid);
+  (*st).u2 += dot(a, e);
+  (*st).s += (e.x + e.y) + (e.z + e.w);
+  (*st).sum += dot(select(vec4(0.0), z, valid), vec4(1.0));
+  (*st).count += dot(select(vec4(0u), vec4(1u), valid), vec4(1u));
 }
 
-fn add_unit(acc: ptr<function, Partial>, v: vec4<u32>) {
+fn add_unit(st: ptr<function, Stream>, v: vec4<u32>, c: f32) {
   for (var h = 0u; h < GROUPS; h++) {
-    add_group(acc, unit_group(v, h));
+    let z = unit_values(v, h);
+    let groupSum = (z.x + z.y) + (z.z + z.w);
+    if (needs_classification(groupSum)) {
+      let g = unit_group(v, h);
+      add_masked4(st, g.z, !g.special, any(g.special & !g.negInf), c);
+    } else {
+      add_finite4(st, z, groupSum, c);
+    }
   }
 }
 
-var<workgroup> shared_state: array<Partial, WG>;
+fn to_partial(st: Stream, invT: f32) -> Partial {
+  return Partial(st.m * invT, st.s, st.u2 * LN2, st.sum * invT, st.count, st.bad);
+}
+
+//!include token_stats_reduce.wgsl
 
 @compute @workgroup_size(WG)
 fn partials_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -124,18 +147,15 @@ fn partials_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
   }
   let it = item_of(wid);
   let sp = span_of(it);
-  var acc = EMPTY;
+  let invT = params.invTemperature;
+  let c = invT * LOG2E;
+  var st = Stream(0.0, 0.0, 0.0, 0.0, 0u, 0u);
 
   let edge = edge_element(it, sp, lid);
   if (edge < sp.end) {
     let bits = element_bits(edge);
-    if (bits != NEG_INF_BITS) {
-      if (is_special(bits)) {
-        acc.bad = 1u;
-      } else {
-        add_finite1(&acc, bitcast<f32>(bits) * params.invTemperature);
-      }
-    }
+    let special = is_special(bits);
+    add_masked4(&st, vec4(bitcast<f32>(bits), 0.0, 0.0, 0.0), vec4(!special, false, false, false), special && bits != NEG_INF_BITS, c);
   }
 
   let firstUnit = sp.bodyStart / UNIT;
@@ -147,27 +167,21 @@ fn partials_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let v1 = logitsUnits[u + WG];
     let v2 = logitsUnits[u + 2u * WG];
     let v3 = logitsUnits[u + 3u * WG];
-    add_unit(&acc, v0);
-    add_unit(&acc, v1);
-    add_unit(&acc, v2);
-    add_unit(&acc, v3);
+    add_unit(&st, v0, c);
+    add_unit(&st, v1, c);
+    add_unit(&st, v2, c);
+    add_unit(&st, v3, c);
     u += 4u * WG;
   }
   while (u < endUnit) {
-    add_unit(&acc, logitsUnits[u]);
+    add_unit(&st, logitsUnits[u], c);
     u += WG;
   }
 
-  shared_state[lid] = acc;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-    if (lid < stride) {
-      shared_state[lid] = combine(shared_state[lid], shared_state[lid + stride]);
-    }
-    workgroupBarrier();
-  }
+  let acc = to_partial(st, invT);
+  let total = reduce_workgroup(acc, lid);
   if (lid == 0u) {
-    partials[it.index] = shared_state[0];
+    partials[it.index] = total;
     if ((params.flags & 1u) != 0u) {
       let id = ids[it.row];
       if (id >= it.colStart && id < it.colStart + it.len) {
@@ -188,15 +202,19 @@ fn partials_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
 @group(0) @binding(17) var<storage, read_write> outLogprob: array<u32>;
 @group(0) @binding(18) var<storage, read_write> outValidCount: array<u32>;
 
-@compute @workgroup_size(64)
-fn finalize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let row = gid.x + gid.y * nwg.x * 64u;
+@compute @workgroup_size(WG)
+fn finalize_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = wid.x + wid.y * nwg.x;
   if (row >= fin.rows) {
     return;
   }
-  var acc = EMPTY;
-  for (var k = 0u; k < fin.chunksPerRow; k++) {
-    acc = combine(acc, finPartials[row * fin.chunksPerRow + k]);
+  var mine = EMPTY;
+  for (var k = lid; k < fin.chunksPerRow; k += WG) {
+    mine = combine(mine, finPartials[row * fin.chunksPerRow + k]);
+  }
+  let acc = reduce_workgroup(mine, lid);
+  if (lid != 0u) {
+    return;
   }
   outValidCount[row] = acc.count;
   let hasIds = (fin.flags & 1u) != 0u;

@@ -1,6 +1,7 @@
 """PyTorch peers for bench/token-stats, run on the same card in the same command.
 
-Times, with CUDA events over rotated inputs (as the WebGPU suite does):
+Times, with CUDA events over rotated inputs, after a warm-up and in samples of >= 10 ms (as the
+WebGPU suite does):
   - torch-eager:   the eager formulas a PyTorch user writes for the same four statistics
                    (logsumexp, mean, gather, softmax·x for the entropy), in float32 math;
   - torch-logsoftmax: INTUITOR/TRL style log_softmax → gather and mean (no entropy);
@@ -46,21 +47,29 @@ def quantile(values, q):
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def time_cuda(fn, inputs, samples):
-    """Milliseconds per call; each sample runs once over every rotated input."""
-    for x in inputs:
-        fn(x)
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(samples):
+def time_cuda(fn, inputs, samples, min_sample_ms=10.0, warmup_ms=300.0):
+    """Milliseconds per call. Like the WebGPU suite: >= warmup_ms of work first (clocks leave
+    idle), then samples of >= min_sample_ms, each cycling over every rotated input."""
+
+    def run(cycles):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        for x in inputs:
-            fn(x)
+        for _ in range(cycles):
+            for x in inputs:
+                fn(x)
         end.record()
         torch.cuda.synchronize()
-        out.append(start.elapsed_time(end) / len(inputs))
-    return out
+        return start.elapsed_time(end)
+
+    per_cycle = run(1)
+    warmed = per_cycle
+    while warmed < warmup_ms:
+        cycles = max(1, math.ceil(min_sample_ms / per_cycle))
+        ms = run(cycles)
+        warmed += ms
+        per_cycle = ms / cycles
+    cycles = max(1, math.ceil(min_sample_ms / per_cycle))
+    return [run(cycles) / (cycles * len(inputs)) for _ in range(samples)]
 
 
 def row(kernel, backend, dtype, shape, samples, bytes_moved, rows, device, note=""):
@@ -70,7 +79,7 @@ def row(kernel, backend, dtype, shape, samples, bytes_moved, rows, device, note=
         "method": "cuda-event", "medianMs": med, "p20Ms": quantile(samples, 0.2), "p80Ms": quantile(samples, 0.8),
         "samples": len(samples), "gbps": bytes_moved / (med / 1000) / 1e9 if bytes_moved else None, "gflops": None,
         "rowsPerSecond": rows / (med / 1000) if rows else None, "ceiling": None, "fractionOfCeiling": None,
-        "ratios": {}, "version": f"torch {torch.__version__}", "timestamp": datetime.datetime.utcnow().isoformat() + "Z",
+        "ratios": {}, "version": f"torch {torch.__version__}", "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "note": note,
     }
 

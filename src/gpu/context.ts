@@ -14,7 +14,7 @@
  */
 import { createRequire } from 'node:module';
 import { GpuError, BackendUnavailableError, InvalidArgumentError, describe } from '../errors.js';
-import { loadKernel } from './kernels.js';
+import { loadKernel, type KernelVariant } from './kernels.js';
 
 type DawnModule = { create(flags: string[]): GPU; globals: Record<string, unknown> };
 let dawn: DawnModule | null = null;
@@ -53,6 +53,13 @@ export interface GpuContextOptions {
    * other work or to exercise the split-across-dispatches path in tests.
    */
   maxBindingBytes?: number;
+  /** Use the `subgroups` variants of kernels where the device has the feature. Default true. */
+  useSubgroups?: boolean;
+  /**
+   * Timestamps at full resolution: Dawn rounds them to 65.5 µs by default (a browser privacy
+   * measure), too coarse for sub-millisecond kernels. Benchmarks turn this on.
+   */
+  preciseTimestamps?: boolean;
 }
 
 export interface AdapterDescription {
@@ -116,13 +123,18 @@ export class GpuContext {
 
   /** Largest storage binding ops use (≤ the device's maxStorageBufferBindingSize). */
   readonly maxBindingBytes: number;
+  /** Which kernel variants this context compiles. */
+  readonly variant: KernelVariant;
 
-  private constructor(device: GPUDevice, adapter: AdapterDescription | null, instance: GPU | null, ownsDevice: boolean, maxBindingBytes?: number) {
+  private constructor(device: GPUDevice, adapter: AdapterDescription | null, instance: GPU | null, ownsDevice: boolean,
+    options: Pick<GpuContextOptions, 'maxBindingBytes' | 'useSubgroups'>) {
+    const { maxBindingBytes } = options;
     const limit = device.limits.maxStorageBufferBindingSize;
     if (maxBindingBytes !== undefined && !(Number.isSafeInteger(maxBindingBytes) && maxBindingBytes >= 4096 && maxBindingBytes <= limit)) {
       throw new InvalidArgumentError('maxBindingBytes', `an integer in [4096, ${limit}]`, describe(maxBindingBytes));
     }
     this.maxBindingBytes = maxBindingBytes ?? limit;
+    this.variant = { subgroups: (options.useSubgroups ?? true) && device.features.has('subgroups') };
     this.device = device;
     this.adapter = adapter;
     this.instance = instance;
@@ -140,6 +152,7 @@ export class GpuContext {
     const flags: string[] = [];
     if (options.backend !== undefined) flags.push(`backend=${options.backend}`);
     if (options.adapterName !== undefined) flags.push(`adapter=${options.adapterName}`);
+    if (options.preciseTimestamps) flags.push('disable-dawn-features=timestamp_quantization');
     const instance = create(flags);
     let adapter: GPUAdapter | null;
     try {
@@ -154,16 +167,16 @@ export class GpuContext {
     for (const name of REQUESTED_LIMITS) requiredLimits[name] = adapter.limits[name];
     const requiredFeatures = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f));
     const device = await adapter.requestDevice({ label: 'intuitor', requiredLimits, requiredFeatures });
-    return new GpuContext(device, describeAdapter(adapter), instance, true, options.maxBindingBytes);
+    return new GpuContext(device, describeAdapter(adapter), instance, true, options);
   }
 
   /** Wraps a caller's device. intuitor never destroys it; close() only detaches. */
-  static fromDevice(device: GPUDevice, options: Pick<GpuContextOptions, 'maxBindingBytes'> = {}): GpuContext {
+  static fromDevice(device: GPUDevice, options: Pick<GpuContextOptions, 'maxBindingBytes' | 'useSubgroups'> = {}): GpuContext {
     if (!device || typeof (device as GPUDevice).createComputePipelineAsync !== 'function') {
       throw new InvalidArgumentError('device', 'a GPUDevice', describe(device));
     }
     loadDawn();
-    return new GpuContext(device, null, null, false, options.maxBindingBytes);
+    return new GpuContext(device, null, null, false, options);
   }
 
   get limits(): GPUSupportedLimits {
@@ -214,7 +227,7 @@ export class GpuContext {
   private module(kernel: string): GPUShaderModule {
     let mod = this.modules.get(kernel);
     if (!mod) {
-      const code = loadKernel(kernel);
+      const code = loadKernel(kernel, this.variant);
       mod = this.device.createShaderModule({ label: kernel, code });
       this.modules.set(kernel, mod);
     }
@@ -238,7 +251,7 @@ export class GpuContext {
 
   private async createPipeline(kernel: string, entryPoint: string, constants: Record<string, number>, label: string): Promise<GPUComputePipeline> {
     this.assertUsable(kernel);
-    loadKernel(kernel); // throws for an unknown kernel before a scope is open
+    loadKernel(kernel, this.variant); // throws for an unknown kernel before a scope is open
     this.device.pushErrorScope('validation');
     const module = this.module(kernel);
     const moduleError = await this.device.popErrorScope();

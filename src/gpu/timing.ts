@@ -11,44 +11,66 @@ export interface GpuTiming {
   method: 'timestamp-query' | 'wall-clock';
 }
 
+export interface TimingOptions {
+  /** Timed samples. */
+  samples: number;
+  /** Repeats per pass come in whole cycles of this many (the rotated inputs). Default 1. */
+  cycle?: number;
+  /** Each timed pass lasts at least this long, so timer resolution and launch gaps don't dominate. Default 10 ms. */
+  minPassMs?: number;
+  /** GPU work before timing, so clocks have left their idle state. Default 300 ms. */
+  warmupMs?: number;
+}
+
 export async function timeOnGpu(ctx: GpuContext, label: string, encode: (pass: GPUComputePassEncoder, repeat: number) => void,
-  options: { repeats: number; samples: number }): Promise<GpuTiming> {
+  options: TimingOptions): Promise<GpuTiming> {
   const device = ctx.device;
   const useTimestamps = ctx.hasTimestamps;
   const querySet = useTimestamps ? device.createQuerySet({ label: `${label}:timestamps`, type: 'timestamp', count: 2 }) : null;
   const resolve = useTimestamps ? ctx.createBuffer(`${label}:timestamps`, 16, GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC) : null;
-  const samples: number[] = [];
-  try {
-    for (let s = 0; s < options.samples; s++) {
-      const start = performance.now();
-      await ctx.scoped(label, () => {
-        const encoder = device.createCommandEncoder({ label });
-        const pass = encoder.beginComputePass({
-          label,
-          ...(querySet ? { timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : {}),
-        });
-        for (let r = 0; r < options.repeats; r++) encode(pass, r);
-        pass.end();
-        if (querySet && resolve) encoder.resolveQuerySet(querySet, 0, 2, resolve, 0);
-        device.queue.submit([encoder.finish()]);
+  const pass = async (repeats: number): Promise<number> => {
+    const start = performance.now();
+    await ctx.scoped(label, () => {
+      const encoder = device.createCommandEncoder({ label });
+      const p = encoder.beginComputePass({
+        label,
+        ...(querySet ? { timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : {}),
       });
-      if (resolve) {
-        const [begin, end] = new BigUint64Array(await ctx.read(label, resolve, 16));
-        samples.push(Number(end! - begin!) / 1e6 / options.repeats);
-      } else {
-        await ctx.sync(label);
-        samples.push((performance.now() - start) / options.repeats);
-      }
+      for (let r = 0; r < repeats; r++) encode(p, r);
+      p.end();
+      if (querySet && resolve) encoder.resolveQuerySet(querySet, 0, 2, resolve, 0);
+      device.queue.submit([encoder.finish()]);
+    });
+    if (resolve) {
+      const [begin, end] = new BigUint64Array(await ctx.read(label, resolve, 16));
+      return Number(end! - begin!) / 1e6;
     }
+    await ctx.sync(label);
+    return performance.now() - start;
+  };
+  try {
+    const cycle = options.cycle ?? 1;
+    const minPassMs = options.minPassMs ?? 10;
+    const repeatsFor = (perCycleMs: number): number => cycle * Math.max(1, Math.ceil(minPassMs / Math.max(perCycleMs, 1e-4)));
+    let perCycle = await pass(cycle);
+    for (let warmed = perCycle; warmed < (options.warmupMs ?? 300);) {
+      const repeats = repeatsFor(perCycle);
+      const ms = await pass(repeats);
+      warmed += ms;
+      perCycle = (ms / repeats) * cycle;
+    }
+    const repeats = repeatsFor(perCycle);
+    const samples: number[] = [];
+    for (let s = 0; s < options.samples; s++) samples.push((await pass(repeats)) / repeats);
+    return { samples, method: useTimestamps ? 'timestamp-query' : 'wall-clock' };
   } finally {
     querySet?.destroy();
     resolve?.destroy();
   }
-  return { samples, method: useTimestamps ? 'timestamp-query' : 'wall-clock' };
 }
 
 /** Device copy bandwidth in GB/s of (read + write) bytes, over a buffer of `bytes`. */
-export async function copyBandwidth(ctx: GpuContext, bytes: number, options = { repeats: 10, samples: 7 }): Promise<{ gbps: number; timing: GpuTiming }> {
+export async function copyBandwidth(ctx: GpuContext, bytes: number, options: TimingOptions = { samples: 10 }): Promise<{ gbps: number; timing: GpuTiming }> {
   const units = Math.floor(Math.min(bytes, ctx.maxBindingBytes) / 16);
   const src = ctx.createBuffer('copy:src', units * 16, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
   const dst = ctx.createBuffer('copy:dst', units * 16, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);

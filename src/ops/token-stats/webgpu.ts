@@ -15,7 +15,6 @@ import { grid, planItems, type Plan } from './plan.js';
 const KERNEL_FORWARD = 'token_stats_forward';
 const KERNEL_BACKWARD = 'token_stats_backward';
 const WORKGROUP_SIZE = 256;
-const FINALIZE_WORKGROUP_SIZE = 64;
 const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2 };
 const PARTIAL_BYTES = 24;
 const FLAG_IDS = 1;
@@ -47,6 +46,12 @@ export interface GpuBackwardInputs extends GpuStatsInputs {
   gSelfCertainty: GPUBuffer | null;
   /** f32 (rows · vocab) destination; its size a multiple of 16 bytes. */
   grad: GPUBuffer;
+}
+
+/** Work-split tuning (defaults in ./plan.ts); benchmarks sweep it, callers rarely need to. */
+export interface PlanTuning {
+  targetWorkgroups?: number;
+  minChunk?: number;
 }
 
 export interface PreparedDispatch {
@@ -81,8 +86,8 @@ function windowParams(plan: Plan, w: Plan['windows'][number], flags: number, inv
   return data;
 }
 
-function makePlan(ctx: GpuContext, inputs: GpuStatsInputs): Plan {
-  return planItems(inputs.rows, inputs.vocab, BYTES_PER_ELEMENT[inputs.dtype], ctx.maxBindingBytes);
+function makePlan(ctx: GpuContext, inputs: GpuStatsInputs, tuning: PlanTuning): Plan {
+  return planItems(inputs.rows, inputs.vocab, BYTES_PER_ELEMENT[inputs.dtype], ctx.maxBindingBytes, tuning.targetWorkgroups, tuning.minChunk);
 }
 
 function logitsWindow(inputs: GpuStatsInputs, w: Plan['windows'][number]): { offset: number; size: number } {
@@ -104,18 +109,17 @@ export function allocateOutputs(ctx: GpuContext, rows: number, withLogprob: bool
   };
 }
 
-export async function prepareForward(ctx: GpuContext, inputs: GpuStatsInputs, outputs: GpuStatsOutputs): Promise<PreparedDispatch> {
+export async function prepareForward(ctx: GpuContext, inputs: GpuStatsInputs, outputs: GpuStatsOutputs, tuning: PlanTuning = {}): Promise<PreparedDispatch> {
   const constants = { DTYPE: DTYPE_CODE[inputs.dtype], WG: WORKGROUP_SIZE };
   const [partialsPipeline, finalizePipeline] = await Promise.all([
     ctx.pipeline(KERNEL_FORWARD, 'partials_main', constants),
     ctx.pipeline(KERNEL_FORWARD, 'finalize_main', constants),
   ]);
-  return ctx.scoped('token_stats:prepare', () => encodeForward(ctx, inputs, outputs, partialsPipeline, finalizePipeline));
+  return ctx.scoped('token_stats:prepare', () => encodeForward(ctx, inputs, outputs, makePlan(ctx, inputs, tuning), partialsPipeline, finalizePipeline));
 }
 
-function encodeForward(ctx: GpuContext, inputs: GpuStatsInputs, outputs: GpuStatsOutputs,
+function encodeForward(ctx: GpuContext, inputs: GpuStatsInputs, outputs: GpuStatsOutputs, plan: Plan,
   partialsPipeline: GPUComputePipeline, finalizePipeline: GPUComputePipeline): PreparedDispatch {
-  const plan = makePlan(ctx, inputs);
   const device = ctx.device;
   const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
   const flags = inputs.ids ? FLAG_IDS : 0;
@@ -163,7 +167,7 @@ function encodeForward(ctx: GpuContext, inputs: GpuStatsInputs, outputs: GpuStat
   steps.push({
     pipeline: finalizePipeline,
     bindGroup: device.createBindGroup({ label: 'token_stats:finalize', layout: finalizePipeline.getBindGroupLayout(0), entries: finEntries }),
-    groups: grid(Math.ceil(inputs.rows / FINALIZE_WORKGROUP_SIZE), maxGroups),
+    groups: grid(inputs.rows, maxGroups),
   });
 
   return {
@@ -180,13 +184,12 @@ function encodeForward(ctx: GpuContext, inputs: GpuStatsInputs, outputs: GpuStat
   };
 }
 
-export async function prepareBackward(ctx: GpuContext, inputs: GpuBackwardInputs): Promise<PreparedDispatch> {
+export async function prepareBackward(ctx: GpuContext, inputs: GpuBackwardInputs, tuning: PlanTuning = {}): Promise<PreparedDispatch> {
   const pipeline = await ctx.pipeline(KERNEL_BACKWARD, 'backward_main', { DTYPE: DTYPE_CODE[inputs.dtype], WG: WORKGROUP_SIZE });
-  return ctx.scoped('token_stats_backward:prepare', () => encodeBackward(ctx, inputs, pipeline));
+  return ctx.scoped('token_stats_backward:prepare', () => encodeBackward(ctx, inputs, makePlan(ctx, inputs, tuning), pipeline));
 }
 
-function encodeBackward(ctx: GpuContext, inputs: GpuBackwardInputs, pipeline: GPUComputePipeline): PreparedDispatch {
-  const plan = makePlan(ctx, inputs);
+function encodeBackward(ctx: GpuContext, inputs: GpuBackwardInputs, plan: Plan, pipeline: GPUComputePipeline): PreparedDispatch {
   const device = ctx.device;
   const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
   const flags = (inputs.ids ? FLAG_IDS : 0) | (inputs.gLogprob ? FLAG_G_LOGPROB : 0) | (inputs.gSelfCertainty ? FLAG_G_SELF_CERTAINTY : 0);
