@@ -54,12 +54,12 @@ export function addRatios(rows: BenchRow[]): void {
 
 export function markdownTable(rows: BenchRow[]): string {
   const lines = [
-    '| kernel | backend | dtype | shape | median ms | p20–p80 ms | GB/s | rows/s | of ceiling | ratios (peer time / this) |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| kernel | backend | dtype | shape | median ms | p20–p80 ms | GB/s | GFLOP/s | rows/s | of ceiling | ratios (peer time / this) |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const r of rows) {
     const ratios = Object.entries(r.ratios).map(([k, v]) => `${k} ${v.toFixed(2)}×`).join(', ');
-    lines.push(`| ${r.kernel} | ${r.backend} | ${r.dtype} | ${r.shape.join('×')} | ${r.medianMs.toPrecision(4)} | ${r.p20Ms.toPrecision(3)}–${r.p80Ms.toPrecision(3)} | ${r.gbps?.toFixed(1) ?? ''} | ${r.rowsPerSecond?.toExponential(2) ?? ''} | ${r.fractionOfCeiling === null ? '' : `${(100 * r.fractionOfCeiling).toFixed(0)}% of ${r.ceiling!.name}`} | ${ratios} |`);
+    lines.push(`| ${r.kernel} | ${r.backend} | ${r.dtype} | ${r.shape.join('×')} | ${r.medianMs.toPrecision(4)} | ${r.p20Ms.toPrecision(3)}–${r.p80Ms.toPrecision(3)} | ${r.gbps?.toFixed(1) ?? ''} | ${r.gflops?.toFixed(0) ?? ''} | ${r.rowsPerSecond?.toExponential(2) ?? ''} | ${r.fractionOfCeiling === null ? '' : `${(100 * r.fractionOfCeiling).toFixed(0)}% of ${r.ceiling!.name}`} | ${ratios} |`);
   }
   return lines.join('\n');
 }

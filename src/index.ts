@@ -9,6 +9,7 @@ export {
 } from './ops/token-stats.js';
 export { prepareForward, prepareBackward, allocateOutputs, type PreparedDispatch, type GpuStatsInputs, type GpuStatsOutputs, type GpuBackwardInputs } from './ops/token-stats/webgpu.js';
 export { referenceForward, referenceBackward } from './ops/token-stats/reference.js';
+export { matmul, prepareMatmul, referenceMatmul, type MatmulShape, type PreparedMatmul } from './ops/matmul.js';
 export { nativeStatus, type NativeStatus } from './native/addon.js';
 export { readNpy, writeNpy, parseNpy, encodeNpy } from './io/npy.js';
 export { openSafetensors, writeSafetensors, type SafetensorsFile, type SafetensorsEntry } from './io/safetensors.js';

@@ -15,6 +15,8 @@ export const TOLERANCES = {
   tokenStatsBackward: { atol: 2e-7, rtol: 1e-4 },
   /** backward against central finite differences of the float64 reference (h = 1e-5). */
   finiteDifferences: { atol: 1e-6, rtol: 1e-4 },
+  /** f32 matmul with f32 accumulation over k ≤ 300 of N(0, 1) values (an outlier of 40). */
+  matmul: { atol: 1e-4, rtol: 1e-5 },
   /** Hugging Face fixture (float64 transformers) vs our float32 statistics of the same logits. */
   fixture: { atol: 1e-4, rtol: 0 },
 } satisfies Record<string, Tolerance>;

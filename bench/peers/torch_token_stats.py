@@ -6,7 +6,8 @@ WebGPU suite does):
                    (logsumexp, mean, gather, softmax·x for the entropy), in float32 math;
   - torch-logsoftmax: INTUITOR/TRL style log_softmax → gather and mean (no entropy);
   - torch-compile: torch.compile of torch-eager (dynamic over N, one compile per dtype);
-  - copy:          a large device copy (the bandwidth ceiling, read + write bytes).
+  - copy:          a large device copy (the bandwidth ceiling, read + write bytes);
+  - matmul:        cuBLAS f32 4096^3 with TF32 off (the f32 FLOP/s ceiling).
 Writes rows in bench/schema.ts's BenchRow schema.
 
   python3 bench/peers/torch_token_stats.py --rows 8,256,2048 --dtypes f32,bf16 --json OUT.json
@@ -100,6 +101,14 @@ def main():
     dst = torch.empty_like(src)
     rows_out.append(row("copy", "torch", "f32", [copy_bytes // 4], time_cuda(lambda s: dst.copy_(s), [src], args.samples), 2 * copy_bytes, None, device))
     del src, dst
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    size = 4096
+    a, b = torch.randn(size, size, device=dev), torch.randn(size, size, device=dev)
+    mm = row("matmul", "torch-cublas", "f32", [size, size, size], time_cuda(lambda x: torch.mm(x, b), [a], args.samples), 0, None, device, "TF32 off")
+    mm["gflops"] = 2 * size**3 / (mm["medianMs"] / 1000) / 1e9
+    rows_out.append(mm)
+    del a, b
 
     compiled = torch.compile(eager, dynamic=True)
     for dtype_name in args.dtypes.split(","):

@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { IntuitorError, InvalidArgumentError, FileFormatError } from '../errors.js';
 import { PACKAGE_VERSION } from '../paths.js';
+import { benchCommand } from './bench.js';
 import { infoCommand } from './info.js';
 import { runCommand } from './run.js';
 import { statsCommand } from './stats.js';
@@ -42,6 +43,19 @@ function program(): Command {
     .option('--out <dir>', 'write self_certainty.npy, entropy.npy, logsumexp.npy [, logprob.npy] here')
     .option('--json', 'print the results as JSON instead of writing files')
     .action(statsCommand);
+  cli.command('bench')
+    .description("kernel benchmarks: every backend, the machine's ceilings measured in the same run, ratios to peers")
+    .option('--kernels <list>', 'token_stats_forward,token_stats_backward (default: all)')
+    .option('--backends <list>', 'webgpu,native,js,gpujs (default: all)')
+    .option('--quick', 'small sizes and few samples (about a minute on 2 cores)')
+    .option('--rows <list>', 'rows N per case (default 8,256,2048; quick 8,256)')
+    .option('--dtypes <list>', 'f32,f16,bf16 (default f32,bf16; quick f32)')
+    .option('--min-chunks <list>', 'also time the WebGPU kernels with these chunk floors (tuning)')
+    .option('--peers <file>', 'merge PyTorch rows from bench/peers/torch_token_stats.py run on the same card')
+    .option('--json <file>', 'write the report as JSON (bench/results/ keeps versioned ones)')
+    .option('--markdown <file>', 'write the Markdown report (a table per kernel)')
+    .option('--chart <file.svg>', 'write a roofline-style chart of the fraction of each ceiling reached')
+    .action(benchCommand);
   return cli;
 }
 

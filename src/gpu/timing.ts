@@ -20,6 +20,8 @@ export interface TimingOptions {
   minPassMs?: number;
   /** GPU work before timing, so clocks have left their idle state. Default 300 ms. */
   warmupMs?: number;
+  /** Fewer samples (at least 3) when they would take longer than this in all. Default 5 s. */
+  maxTimeMs?: number;
 }
 
 export async function timeOnGpu(ctx: GpuContext, label: string, encode: (pass: GPUComputePassEncoder, repeat: number) => void,
@@ -60,8 +62,9 @@ export async function timeOnGpu(ctx: GpuContext, label: string, encode: (pass: G
       perCycle = (ms / repeats) * cycle;
     }
     const repeats = repeatsFor(perCycle);
+    const count = Math.max(3, Math.min(options.samples, Math.floor((options.maxTimeMs ?? 5000) / (perCycle * (repeats / cycle)))));
     const samples: number[] = [];
-    for (let s = 0; s < options.samples; s++) samples.push((await pass(repeats)) / repeats);
+    for (let s = 0; s < count; s++) samples.push((await pass(repeats)) / repeats);
     return { samples, method: useTimestamps ? 'timestamp-query' : 'wall-clock' };
   } finally {
     querySet?.destroy();

@@ -9,77 +9,19 @@
  * awaits its own. `--backend native` keeps runs fast (js when INTUITOR_SKIP_NATIVE=1); one
  * fixture run uses webgpu unless INTUITOR_SKIP_GPU=1.
  */
-import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { DType, HostArray } from '../../src/dtype.js';
 import { encodeNpy, readNpy, writeNpy } from '../../src/io/npy.js';
 import { writeSafetensors } from '../../src/io/safetensors.js';
 import type { HostTensor } from '../../src/io/tensor.js';
 import { referenceForward } from '../../src/ops/token-stats/reference.js';
 import { FIXTURES, SKIP_GPU, SKIP_NATIVE, makeLogits } from '../helpers.js';
+import { cli, expectSuccess, type CliResult } from './run-cli.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const BIN = join(ROOT, 'bin', 'intuitor.js');
 const FAST = SKIP_NATIVE ? 'js' : 'native';
-const CHILD_TIMEOUT_MS = 60_000;
-const MAX_CHILDREN = 2;
-
-// ---------------------------------------------------------------------------------------------
-// Running the CLI
-
-interface CliResult {
-  args: string[];
-  /** Exit status; null when killed by a signal (e.g. the timeout). */
-  status: number | null;
-  signal: string | null;
-  stdout: string;
-  stderr: string;
-  /** stderr lines without blank lines and Dawn's harmless "Warning: maxDynamic... artificially reduced" notes. */
-  messages: string[];
-}
-
-let running = 0;
-const waiting: (() => void)[] = [];
-
-/** Runs `fn` when fewer than MAX_CHILDREN children are running. */
-async function slot<T>(fn: () => Promise<T>): Promise<T> {
-  while (running >= MAX_CHILDREN) await new Promise<void>((wake) => waiting.push(wake));
-  running++;
-  try {
-    return await fn();
-  } finally {
-    running--;
-    waiting.shift()?.();
-  }
-}
-
-function cli(args: string[], cwd = ROOT): Promise<CliResult> {
-  return slot(() => new Promise<CliResult>((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { cwd, timeout: CHILD_TIMEOUT_MS, maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
-      const code = (error as { code?: unknown } | null)?.code;
-      resolve({
-        args,
-        status: error === null ? 0 : typeof code === 'number' ? code : null,
-        signal: (error as { signal?: string | null } | null)?.signal ?? null,
-        stdout,
-        stderr,
-        messages: stderr.split('\n').filter((line) => line.trim() !== '' && !/^Warning: maxDynamic\w+ artificially reduced/.test(line)),
-      });
-    });
-  }));
-}
-
-/** Fails with the child's command line and stderr when it did not exit 0. */
-function expectSuccess(r: CliResult): void {
-  if (r.status !== 0) {
-    throw new Error(`intuitor ${r.args.join(' ')}: exit ${r.status}${r.signal ? ` (${r.signal})` : ''}\nstderr:\n${r.stderr}`);
-  }
-  expect(r.messages.filter((line) => line.startsWith('intuitor: error'))).toEqual([]);
-}
 
 interface StatsJson {
   backend: string;

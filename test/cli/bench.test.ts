@@ -1,0 +1,70 @@
+/**
+ * `intuitor bench`: the quick run finishes within 2 minutes on this machine kind and writes one
+ * schema; bad choices are listed; unavailable backends and sizes that don't fit are reported as
+ * skipped while the run goes on.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { BenchReport } from '../../bench/run.js';
+import { SKIP_GPU, SKIP_NATIVE } from '../helpers.js';
+import { cli, expectSuccess } from './run-cli.js';
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'intuitor-bench-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const ROW_FIELDS = ['kernel', 'backend', 'dtype', 'shape', 'device', 'method', 'medianMs', 'p20Ms', 'p80Ms', 'samples', 'gbps', 'gflops',
+  'rowsPerSecond', 'ceiling', 'fractionOfCeiling', 'ratios', 'version', 'timestamp'];
+
+const backends = ['js', ...(SKIP_NATIVE ? [] : ['native']), ...(SKIP_GPU ? [] : ['webgpu'])];
+
+test('--quick finishes within 2 minutes with the JSON, Markdown and chart it was asked for', async () => {
+  const started = Date.now();
+  const r = await cli(['bench', '--quick', '--backends', [...backends, 'gpujs'].join(','), '--json', join(dir, 'q.json'), '--markdown', join(dir, 'q.md'), '--chart', join(dir, 'q.svg')], undefined, 150_000);
+  expectSuccess(r);
+  expect(Date.now() - started).toBeLessThan(120_000);
+  const report = JSON.parse(readFileSync(join(dir, 'q.json'), 'utf8')) as BenchReport;
+  expect(report.quick).toBe(true);
+  for (const row of report.rows) {
+    for (const field of ROW_FIELDS) expect(row).toHaveProperty(field);
+    expect(row.medianMs).toBeGreaterThan(0);
+    expect(row.p20Ms).toBeLessThanOrEqual(row.p80Ms);
+  }
+  const forward = report.rows.filter((row) => row.kernel === 'token_stats_forward');
+  for (const backend of backends) expect(forward.some((row) => row.backend === backend && row.shape.join() === '8,151936')).toBe(true);
+  if (!SKIP_GPU) {
+    expect(report.rows.some((row) => row.kernel === 'copy' && row.gbps! > 0)).toBe(true);
+    expect(report.rows.some((row) => row.kernel === 'matmul' && row.gflops! > 0)).toBe(true);
+    const gpuForward = forward.find((row) => row.backend === 'webgpu')!;
+    expect(gpuForward.fractionOfCeiling).toBeGreaterThan(0);
+    expect(gpuForward.ratios.js).toBeGreaterThan(0);
+  }
+  const md = readFileSync(join(dir, 'q.md'), 'utf8');
+  expect(md).toMatch(/## token_stats_forward\n\n\| kernel \| backend/);
+  expect(md).toMatch(/## token_stats_backward\n/);
+  expect(readFileSync(join(dir, 'q.svg'), 'utf8')).toMatch(/^<svg [^>]*>[\s\S]*<\/svg>\n$/);
+  expect(r.stdout).toContain('## token_stats_forward');
+}, 160_000);
+
+test('an unknown kernel or backend is refused with the valid choices', async () => {
+  const kernel = await cli(['bench', '--kernels', 'token_stats_forward,attention']);
+  expect(kernel.status).toBe(2);
+  expect(kernel.messages).toEqual(['intuitor: error: --kernels: expected a comma-separated list of token_stats_forward, token_stats_backward, got "attention"']);
+  const backend = await cli(['bench', '--backends', 'cuda']);
+  expect(backend.status).toBe(2);
+  expect(backend.messages).toEqual(['intuitor: error: --backends: expected a comma-separated list of webgpu, native, js, gpujs, got "cuda"']);
+});
+
+test('an unavailable backend is skipped with its reason, and a size that does not fit is reported while the run goes on', async () => {
+  const json = join(dir, 'skip.json');
+  // gpu.js forced into its headless-GL mode cannot run without a display; 10^8 rows of V = 151,936 cannot be allocated.
+  const r = await cli(['bench', '--quick', '--backends', 'js,gpujs', '--kernels', 'token_stats_forward', '--rows', '100000000,8', '--json', json], undefined, 120_000, { INTUITOR_GPUJS_MODE: 'headlessgl', DISPLAY: '' });
+  expectSuccess(r);
+  const report = JSON.parse(readFileSync(json, 'utf8')) as BenchReport;
+  expect(report.skipped.some((s) => s.startsWith('gpujs: '))).toBe(true);
+  expect(report.skipped.some((s) => /^token_stats N=100000000 f32: out of memory/.test(s))).toBe(true);
+  expect(report.rows.some((row) => row.backend === 'js' && row.shape[0] === 8)).toBe(true);
+}, 130_000);
