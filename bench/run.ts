@@ -87,6 +87,9 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   }
   const rows = [...env.rows, ...peerRows];
   addRatios(rows);
+  // On NVIDIA the best f32 matmul is cuBLAS (through PyTorch) when its rows came along.
+  const cublas = peerRows.find((r) => r.kernel === 'matmul' && r.backend === 'torch-cublas' && r.gflops);
+  if (cublas) env.ceilings.gpuMatmul = { name: `cuBLAS f32 matmul ${cublas.shape[0]}³ (PyTorch)`, gflops: cublas.gflops! };
   const report: BenchReport = {
     version: PACKAGE_VERSION, timestamp: new Date().toISOString(), quick,
     devices: { gpu: env.gpuDevice, cpu: env.cpuDevice }, ceilings: env.ceilings, skipped: env.skipped, rows,

@@ -8,7 +8,7 @@
 // Reference: referenceBackward in src/ops/token-stats/reference.ts (float64).
 //
 // One pass: every logit is read once and every gradient written once, with 16-byte loads and
-// stores on the aligned body of each work item (same items and windows as the forward) and
+// stores (coalesced across threads) on the aligned body of each work item (same items and windows as the forward) and
 // scalar accesses on the unaligned head/tail. The gradient buffer's size is a multiple of 16 bytes. One workgroup per item; grid as the forward's.
 
 //!include token_stats_common.wgsl
@@ -51,18 +51,19 @@ fn backward_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let value = select(grad_bits(vec4(bitcast<f32>(bits)), c, lse2, coef, uniformTerm).x, 0u, bits == NEG_INF_BITS);
     gradUnits[edge / 4u][edge % 4u] = select(value, NAN_BITS, invalid);
   }
-  let firstUnit = sp.bodyStart / UNIT;
-  let endUnit = sp.bodyEnd / UNIT;
-  for (var u = firstUnit + lid; u < endUnit; u += WG) {
-    let v = logitsUnits[u];
-    for (var h = 0u; h < GROUPS; h++) {
-      let z = unit_values(v, h);
-      var out = grad_bits(z, c, lse2, coef, uniformTerm);
-      if (needs_classification((z.x + z.y) + (z.z + z.w)) || invalid) {
-        out = select(select(out, vec4(0u), unit_group(v, h).negInf), vec4(NAN_BITS), invalid);
-      }
-      gradUnits[(u * UNIT + h * 4u) / 4u] = out;
+  // The body in 4-element groups, one per thread per step, so that each thread's 16-byte store is
+  // next to its neighbour's (for 16-bit logits two threads share one 16-byte load instead).
+  let firstGroup = sp.bodyStart / 4u;
+  let endGroup = sp.bodyEnd / 4u;
+  for (var q = firstGroup + lid; q < endGroup; q += WG) {
+    let v = logitsUnits[q / GROUPS];
+    let h = q % GROUPS;
+    let z = unit_values(v, h);
+    var out = grad_bits(z, c, lse2, coef, uniformTerm);
+    if (needs_classification((z.x + z.y) + (z.z + z.w)) || invalid) {
+      out = select(select(out, vec4(0u), unit_group(v, h).negInf), vec4(NAN_BITS), invalid);
     }
+    gradUnits[q] = out;
   }
 
   // The one-hot term gL·δ_{j,id}: thread 0 rewrites the chosen element once every thread of this
