@@ -55,3 +55,19 @@ export function requireNative(): void {
   const status = nativeStatus();
   if (!status.loaded) throw new Error(`native addon not loaded (${status.reason}); set INTUITOR_SKIP_NATIVE=1 to skip explicitly`);
 }
+
+/** The tiny-qwen2 fixture as next-token rows: logits[:, :-1] as float32 (B, T−1, V) and ids[:, 1:]. */
+export function fixtureNextToken(logits64: { shape: number[]; data: ArrayLike<number> }, inputIds: ArrayLike<number | bigint>): { logits: Float32Array; ids: Int32Array; shape: number[] } {
+  const [batch, time, vocab] = logits64.shape as [number, number, number];
+  const rows = batch * (time - 1);
+  const logits = new Float32Array(rows * vocab);
+  const ids = new Int32Array(rows);
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < time - 1; t++) {
+      const r = b * (time - 1) + t;
+      for (let j = 0; j < vocab; j++) logits[r * vocab + j] = logits64.data[(b * time + t) * vocab + j]!;
+      ids[r] = Number(inputIds[b * time + t + 1]!);
+    }
+  }
+  return { logits, ids, shape: [batch, time - 1, vocab] };
+}

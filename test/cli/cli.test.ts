@@ -17,7 +17,7 @@ import { encodeNpy, readNpy, writeNpy } from '../../src/io/npy.js';
 import { writeSafetensors } from '../../src/io/safetensors.js';
 import type { HostTensor } from '../../src/io/tensor.js';
 import { referenceForward } from '../../src/ops/token-stats/reference.js';
-import { FIXTURES, SKIP_GPU, SKIP_NATIVE, makeLogits } from '../helpers.js';
+import { FIXTURES, SKIP_GPU, SKIP_NATIVE, fixtureNextToken, makeLogits } from '../helpers.js';
 import { cli, expectSuccess, type CliResult } from './run-cli.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';
 
@@ -95,19 +95,8 @@ function fixture(): Promise<Fixture> {
     expect(logits64.dtype).toBe('f64');
     const [batch, time, vocab] = logits64.shape as [number, number, number];
     expect(inputIds.shape).toEqual([batch, time]);
-    const data64 = logits64.data as Float64Array;
-    const idsIn = Array.from(inputIds.data as ArrayLike<number | bigint>, Number);
     const rows = batch * (time - 1);
-    const logits = new Float32Array(rows * vocab);
-    const ids = new Int32Array(rows);
-    for (let b = 0; b < batch; b++) {
-      for (let t = 0; t < time - 1; t++) {
-        const r = b * (time - 1) + t;
-        logits.set(data64.subarray((b * time + t) * vocab, (b * time + t + 1) * vocab), r * vocab);
-        ids[r] = idsIn[b * time + t + 1]!;
-      }
-    }
-    const shape = [batch, time - 1, vocab];
+    const { logits, ids, shape } = fixtureNextToken(logits64 as { shape: number[]; data: Float64Array }, inputIds.data as ArrayLike<number | bigint>);
     const logitsPath = await npy('fixture_logits.npy', { dtype: 'f32', shape, data: logits });
     const idsPath = await npy('fixture_ids.npy', { dtype: 'i64', shape: [batch, time - 1], data: BigInt64Array.from(ids, BigInt) });
     const ref = async (name: string) => (await readNpy(join(dir, name))).data as Float64Array;

@@ -4,35 +4,16 @@
  * writer produces, and an error test per way a file can be wrong.
  */
 import { FIXTURES } from '../helpers.js';
+import { SHAPES, expectSameTensor, sampleTensor } from './tensors.js';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { floatToBf16Bits } from '../../src/dtype.js';
 import { FileFormatError, IntuitorError, InvalidArgumentError } from '../../src/errors.js';
 import { openSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
-import { type HostTensor, type TensorDType, TENSOR_DTYPES, allocateData, bytesOf, numel } from '../../src/io/tensor.js';
+import { type HostTensor, TENSOR_DTYPES } from '../../src/io/tensor.js';
 
 const fixture = (name: string) => path.join(FIXTURES, 'tiny-qwen2', name);
-const SHAPES = [[], [1], [3, 5], [2, 3, 4]];
-
-/** A tensor of deterministic pseudo-random bytes (0 or 1 for bool), so round trips are bit-exact checks. */
-function sampleTensor(dtype: TensorDType, shape: number[]): HostTensor {
-  const data = allocateData(dtype, numel(shape));
-  const bytes = bytesOf(data);
-  let state = 54321 + bytes.byteLength;
-  for (let i = 0; i < bytes.byteLength; i++) {
-    state = (state * 1103515245 + 12345) >>> 0;
-    bytes[i] = dtype === 'bool' ? (state >>> 16) & 1 : state >>> 24;
-  }
-  return { dtype, shape, data };
-}
-
-function expectSameTensor(actual: HostTensor, expected: HostTensor): void {
-  expect(actual.dtype).toBe(expected.dtype);
-  expect(actual.shape).toEqual(expected.shape);
-  expect(actual.data.constructor).toBe(expected.data.constructor);
-  expect(Buffer.from(bytesOf(actual.data))).toEqual(Buffer.from(bytesOf(expected.data)));
-}
 
 /** A safetensors file from a header (a JSON value, or raw text) and the data section. */
 function safetensorsBytes(header: unknown, data: Uint8Array = new Uint8Array(0)): Buffer {

@@ -13,7 +13,7 @@ import {
   POISON_BITS, tokenStats, tokenStatsBackward, tokenStatsBackwardGpu, tokenStatsGpu, type ResolvedBackend, type TokenStatsOptions,
 } from '../../src/ops/token-stats.js';
 import { referenceBackward, referenceForward } from '../../src/ops/token-stats/reference.js';
-import { FIXTURES, SKIP_GPU, SKIP_NATIVE, makeLogits, openGpu, requireNative } from '../helpers.js';
+import { FIXTURES, SKIP_GPU, SKIP_NATIVE, fixtureNextToken, makeLogits, openGpu, requireNative } from '../helpers.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';
 
 const SHAPES: { rows: number; vocab: number; path: string }[] = [
@@ -139,20 +139,9 @@ describe.each(backends)('token statistics, %s backend', (backend) => {
     const dir = join(FIXTURES, 'tiny-qwen2');
     const load = (name: string) => parseNpy(readFileSync(join(dir, name)), name);
     const logits64 = load('ref_logits_f64.npy');
-    const [batch, time, vocab] = logits64.shape as [number, number, number];
-    const inputIds = load('ref_input_ids.npy').data as Int32Array;
-    const rows = batch * (time - 1);
-    const logits = new Float32Array(rows * vocab);
-    const ids = new Int32Array(rows);
-    for (let b = 0; b < batch; b++) {
-      for (let t = 0; t < time - 1; t++) {
-        const r = b * (time - 1) + t;
-        logits.set((logits64.data as Float64Array).subarray((b * time + t) * vocab, (b * time + t + 1) * vocab), r * vocab);
-        ids[r] = inputIds[b * time + t + 1]!;
-      }
-    }
-    const got = await tokenStats({ logits, shape: [batch, time - 1, vocab], ids }, options(backend));
-    expect(got.shape).toEqual([batch, time - 1]);
+    const { logits, ids, shape } = fixtureNextToken(logits64 as { shape: number[]; data: Float64Array }, load('ref_input_ids.npy').data as Int32Array);
+    const got = await tokenStats({ logits, shape, ids }, options(backend));
+    expect(got.shape).toEqual(shape.slice(0, -1));
     expectClose('logprob', got.logprob!, load('ref_next_logprob.npy').data as Float64Array, TOLERANCES.fixture);
     expectClose('selfCertainty', got.selfCertainty, load('ref_self_certainty.npy').data as Float64Array, TOLERANCES.fixture);
     expectClose('entropy', got.entropy, load('ref_entropy.npy').data as Float64Array, TOLERANCES.fixture);
