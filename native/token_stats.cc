@@ -7,14 +7,17 @@
 // after the first elements). Lanes accumulate in float32 and are flushed into float64 every
 // kFlushElements, so rounding does not grow with the vocabulary; lanes, then chunks of a row,
 // are combined in float64 with the same rescaling. Exponents are formed from z with 1/T as a
-// float pair (InvT), so they carry the reference's accuracy rather than float32 x's.
+// float pair (InvT), so they carry the reference's accuracy rather than float32 x's. (The
+// AVX-512 kernels keep one reference point per chunk instead and check whole blocks: see there.)
 // Backward: one pass writing (1/T)[gL(δ − p) + gS(p − 1/validCount)], p = e^{x − logsumexp}.
 //
 // Threads: tasks are (row, chunk) pairs handed out through an atomic counter; a row is cut into
-// chunks only when there are fewer than 4 rows per thread. Kernels: AVX2+FMA+F16C (Cephes-style
-// polynomial exp, vector f16/bf16 decode) chosen at run time through __builtin_cpu_supports, or
-// portable scalar code. Built without -ffast-math; special values are told apart by their bits
-// (scalar) or by IEEE comparisons on ordered/unordered predicates (vector).
+// chunks only when there are fewer than 4 rows per thread. Kernels, chosen at run time through
+// __builtin_cpu_supports (no -march flags: each set is compiled for its extensions through
+// target attributes): AVX-512 F/BW/DQ/VL (vreduceps/vscalefps exp2, masked instructions),
+// AVX2+FMA+F16C (Cephes-style polynomial exp, vector f16/bf16 decode), or portable scalar code.
+// Built without -ffast-math; special values are told apart by their bits (scalar) or by IEEE
+// comparisons on ordered/unordered predicates and vfpclassps (vector).
 #include "token_stats.h"
 
 #include <algorithm>
@@ -29,8 +32,18 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which -Wuninitialized reports
+// wherever they are inlined; the warnings are located in the header, silenced here.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #define INTUITOR_X86 1
 #endif
 
@@ -56,6 +69,9 @@ constexpr size_t kMinThreadElements = size_t(1) << 18;
 // Keeps the per-lane int32 counts of a chunk from overflowing.
 constexpr size_t kMaxChunk = size_t(1) << 28;
 constexpr size_t kChunkAlign = 64;
+// Backward outputs from this size on are written around the caches (non-temporal stores, where
+// the kernels have them): they would not fit anyway, and this saves reading each line first.
+constexpr size_t kStreamBytes = size_t(16) << 20;
 
 inline uint32_t bitsOf(float x) {
   uint32_t b;
@@ -117,17 +133,48 @@ void splitFloat(double v, float& hi, float& lo) {
 // z/T·log2e − r with about one rounding, so exponents match the float64 reference to ~1e-7
 // even where |x| is in the hundreds and float32 x itself is 1e-5 off. The scalar kernels use
 // `value` in float64.
+//
+// The AVX-512 kernels use their own pair, with c2Hi rounded down so that c2Lo > 0: an infinite z
+// then gives an infinite w of its own sign (never ∞ − ∞ = NaN), and `maskedAtOrBelow`, the
+// largest float z with z·hi = −inf in float32 (−inf itself unless 1/T > 1 makes −FLT_MAX·hi
+// overflow), so that one comparison of z tells masked entries. They require `avx512` (1/T > 0,
+// both halves normal); other temperatures go to the AVX2 kernels.
 struct InvT {
   double value;
   float hi;
   float log2Hi, log2Lo;
+  float c2Hi, c2Lo;
+  float maskedAtOrBelow;
+  bool avx512;
 };
+
+// Largest z with hi·z = −inf in float32, hi > 0 and finite: −inf when −FLT_MAX·hi is finite;
+// otherwise found by bisection over the magnitudes' bit patterns (z·hi is monotonic in z).
+float maskedThreshold(float hi) {
+  constexpr float kMax = std::numeric_limits<float>::max();
+  const auto overflows = [hi](float magnitude) { return (bitsOf(-magnitude * hi) & 0x7fffffffu) == kExponentMask; };
+  if (!overflows(kMax)) return -kInf;
+  uint32_t finite = 0, infinite = bitsOf(kMax);  // overflows(fromBits(infinite)), not overflows(fromBits(finite))
+  while (infinite - finite > 1) {
+    const uint32_t mid = finite + (infinite - finite) / 2;
+    (overflows(fromBits(mid)) ? infinite : finite) = mid;
+  }
+  return -fromBits(infinite);
+}
 
 InvT splitInvT(double value) {
   InvT inv;
   inv.value = value;
   inv.hi = float(value);
-  splitFloat(value * 1.4426950408889634, inv.log2Hi, inv.log2Lo);
+  const double c = value * 1.4426950408889634;
+  splitFloat(c, inv.log2Hi, inv.log2Lo);
+  inv.c2Hi = float(c);
+  if (double(inv.c2Hi) >= c) inv.c2Hi = std::nextafter(inv.c2Hi, -kInf);
+  inv.c2Lo = float(c - double(inv.c2Hi));
+  constexpr float kMinNormal = std::numeric_limits<float>::min();
+  inv.avx512 = inv.hi > 0 && inv.hi <= std::numeric_limits<float>::max() && inv.c2Hi >= kMinNormal &&
+               inv.c2Hi <= std::numeric_limits<float>::max() && inv.c2Lo >= kMinNormal;
+  inv.maskedAtOrBelow = inv.avx512 ? maskedThreshold(inv.hi) : -kInf;
   return inv;
 }
 
@@ -216,7 +263,7 @@ float sumScalar(const float* p, size_t n) {
 
 template <DType D>
 void backwardChunkScalar(const void* row, float* out, size_t begin, size_t end, const InvT& inv, float lse, float a,
-                         float b) {
+                         float b, bool /*stream*/) {
   for (size_t j = begin; j < end; ++j) {
     const float z = loadScalar<D>(row, j);
     const bool masked = bitsOf(z * inv.hi) == kMinusInfBits;
@@ -467,7 +514,7 @@ AVX2_FN float sumAvx2(const float* p, size_t n) {
 
 template <DType D>
 AVX2_FN void backwardChunkAvx2(const void* row, float* out, size_t begin, size_t end, const InvT& inv, float lse,
-                               float a, float b) {
+                               float a, float b, bool /*stream*/) {
   // lse·log2e as a float pair, so that w keeps the accuracy of the float64 reference.
   float lse2Hi, lse2Lo;
   splitFloat(double(lse) * 1.4426950408889634, lse2Hi, lse2Lo);
@@ -484,14 +531,334 @@ AVX2_FN void backwardChunkAvx2(const void* row, float* out, size_t begin, size_t
     std::memcpy(out + i, buf, (end - i) * sizeof(float));
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512 (F, BW, DQ, VL) kernels, compiled for those extensions only here and called only when
+// the CPU has them. Compared with the AVX2 ones they do less per element:
+// - 2^w is vreduceps (f = w − ⌊w⌋), a degree-5 polynomial and vscalefps (· 2^⌊w⌋), which also
+//   gives exactly 0 below the float range (−inf included), +inf above and NaN for NaN, so w needs
+//   no clamping or masking;
+// - masked entries are told by one comparison of z with InvT::maskedAtOrBelow, which also keeps
+//   them out of Σz, Σw·2^w and the count through masked (free) instructions;
+// - the forward keeps one reference point for the whole chunk and no per-vector maximum: blocks
+//   of kBlock512 elements are summed against it in float32 and checked once (vfpclassps) at the
+//   end: a NaN or ±inf among the logits makes Σz non-finite and sends the block to the AVX2
+//   kernel (which classifies every element), and a block whose maximum outgrew the reference
+//   overflows Σ2^w and is redone once against its own maximum; after a block whose Σ2^w grew
+//   large, the reference moves up by a whole power of two. Blocks that still fail, and leading
+//   blocks with no unmasked entry, go to the AVX2 kernel too; its partials are merged in float64.
+#define AVX512_TARGET "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,popcnt"
+#define AVX512_FN __attribute__((target(AVX512_TARGET)))
+#define AVX512_INLINE __attribute__((target(AVX512_TARGET), always_inline)) inline
+
+// Elements per block of the forward: 128 float32 terms per lane between float64 flushes, as in
+// the AVX2 kernels.
+constexpr size_t kBlock512 = 2048;
+// Largest |reference| (log2 units) of the AVX-512 kernels: its float32 rounding stays ≤ 1, so the
+// largest w stays near 0, and the backward's 2^−lse2Lo near 1.
+constexpr float kMaxReference512 = 16777216.0f;  // 2^24
+// A block whose largest lane of Σ2^w reaches this moves the reference up (by ⌊log2⌋ of it).
+constexpr float kRaiseSum = 1048576.0f;  // 2^20
+
+// 2^w with relative error ≤ 1.5e-7: f = w − ⌊w⌋ ∈ [0, 1) (vreduceps gives 0 for ±inf), 2^f by a
+// minimax polynomial of degree 5, scaled by 2^⌊w⌋ (vscalefps).
+AVX512_INLINE __m512 exp2Avx512(__m512 w) {
+  const __m512 f = _mm512_reduce_ps(w, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  __m512 p = _mm512_set1_ps(1.87757669e-3f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(8.98933970e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.58263175e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.40153611e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.93153083e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.99999940e-1f));
+  return _mm512_scalef_ps(p, w);
+}
+
+AVX512_INLINE __mmask32 firstBits32(size_t n) { return n >= 32 ? ~__mmask32(0) : __mmask32((1u << n) - 1); }
+
+// Thirty-two logits from element i as two vectors, in an order of their own (bf16: even then odd
+// elements): the forward only sums them.
+template <DType D>
+AVX512_INLINE void load32(const void* row, size_t i, __m512& a, __m512& b) {
+  if constexpr (D == DType::F32) {
+    const float* p = static_cast<const float*>(row) + i;
+    a = _mm512_loadu_ps(p);
+    b = _mm512_loadu_ps(p + 16);
+  } else if constexpr (D == DType::F16) {
+    const uint16_t* p = static_cast<const uint16_t*>(row) + i;
+    a = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    b = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16)));
+  } else {
+    const __m512i v = _mm512_loadu_si512(static_cast<const uint16_t*>(row) + i);
+    a = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    b = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(int32_t(0xffff0000u))));
+  }
+}
+
+// The same for the last n < 32 elements, padded with −inf (masked entries); nothing past them is
+// read.
+template <DType D>
+AVX512_INLINE void loadTail32(const void* row, size_t i, size_t n, __m512& a, __m512& b) {
+  const __mmask32 k = firstBits32(n);
+  if constexpr (D == DType::F32) {
+    const float* p = static_cast<const float*>(row) + i;
+    const __m512 pad = _mm512_set1_ps(-kInf);
+    a = _mm512_mask_loadu_ps(pad, __mmask16(k), p);
+    b = _mm512_mask_loadu_ps(pad, __mmask16(k >> 16), p + 16);
+  } else if constexpr (D == DType::F16) {
+    const uint16_t* p = static_cast<const uint16_t*>(row) + i;
+    const __m256i pad = _mm256_set1_epi16(int16_t(kF16MinusInf));
+    a = _mm512_cvtph_ps(_mm256_mask_loadu_epi16(pad, __mmask16(k), p));
+    b = _mm512_cvtph_ps(_mm256_mask_loadu_epi16(pad, __mmask16(k >> 16), p + 16));
+  } else {
+    const __m512i v = _mm512_mask_loadu_epi16(_mm512_set1_epi16(int16_t(kBf16MinusInf)), k,
+                                              static_cast<const uint16_t*>(row) + i);
+    a = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    b = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(int32_t(0xffff0000u))));
+  }
+}
+
+// Sixteen logits from element i in order, or the first n of them (the rest 0, not to be stored).
+template <DType D>
+AVX512_INLINE __m512 load16(const void* row, size_t i) {
+  if constexpr (D == DType::F32) {
+    return _mm512_loadu_ps(static_cast<const float*>(row) + i);
+  } else {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + i));
+    if constexpr (D == DType::F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+}
+
+template <DType D>
+AVX512_INLINE __m512 load16(const void* row, size_t i, __mmask16 k) {
+  if constexpr (D == DType::F32) {
+    return _mm512_maskz_loadu_ps(k, static_cast<const float*>(row) + i);
+  } else {
+    const __m256i h = _mm256_maskz_loadu_epi16(k, static_cast<const uint16_t*>(row) + i);
+    if constexpr (D == DType::F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+}
+
+AVX512_INLINE bool anyNonFinite(__m512 v) {
+  // QNaN, +inf, −inf, SNaN.
+  return _mm512_fpclass_ps_mask(v, 0x99) != 0;
+}
+
+AVX512_INLINE double sumLanes(const __m512d v[2]) { return _mm512_reduce_add_pd(_mm512_add_pd(v[0], v[1])); }
+
+AVX512_INLINE void toDouble(__m512 v, __m512d out[2]) {
+  out[0] = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+  out[1] = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+// Float32 sums of one block against the reference m2 (base 2): Σ2^w, Σw·2^w and Σz over the
+// unmasked entries, w = z·c − m2; count = unmasked entries (NaN included: such a block is
+// rejected anyway).
+struct BlockSums {
+  __m512 s, u, z;
+  uint64_t count;
+};
+
+struct ForwardConsts512 {
+  __m512 cHi, cLo, masked;
+};
+
+AVX512_INLINE void accumulate512(__m512 z, const ForwardConsts512& C, __m512 m2, __m512& s, __m512& u, __m512& sz,
+                                 uint64_t& count) {
+  // Not masked: finite x, or NaN (unordered), or +inf.
+  const __mmask16 k = _mm512_cmp_ps_mask(z, C.masked, _CMP_NLE_UQ);
+  count += unsigned(_mm_popcnt_u32(k));
+  sz = _mm512_mask_add_ps(sz, k, sz, z);
+  // w from z with one rounding (see InvT); −inf for masked z.
+  const __m512 w = _mm512_fmadd_ps(z, C.cLo, _mm512_fmsub_ps(z, C.cHi, m2));
+  const __m512 e = exp2Avx512(w);
+  s = _mm512_add_ps(s, e);
+  u = _mm512_mask3_fmadd_ps(w, e, u, k);
+}
+
+template <DType D>
+AVX512_FN void blockSums512(const void* row, size_t i, size_t n, const ForwardConsts512& C, float m2, BlockSums& out) {
+  const __m512 vm2 = _mm512_set1_ps(m2);
+  __m512 s0 = _mm512_setzero_ps(), u0 = s0, z0 = s0, s1 = s0, u1 = s0, z1 = s0;
+  uint64_t count = 0;
+  const size_t end = i + n;
+  for (; end - i >= 32; i += 32) {
+    __m512 a, b;
+    load32<D>(row, i, a, b);
+    accumulate512(a, C, vm2, s0, u0, z0, count);
+    accumulate512(b, C, vm2, s1, u1, z1, count);
+  }
+  if (i < end) {
+    __m512 a, b;
+    loadTail32<D>(row, i, end - i, a, b);
+    accumulate512(a, C, vm2, s0, u0, z0, count);
+    accumulate512(b, C, vm2, s1, u1, z1, count);
+  }
+  out.s = _mm512_add_ps(s0, s1);
+  out.u = _mm512_add_ps(u0, u1);
+  out.z = _mm512_add_ps(z0, z1);
+  out.count = count;
+}
+
+// Largest z > maskedAtOrBelow (NaN left out) in [i, i + n), or −inf.
+template <DType D>
+AVX512_FN float blockMax512(const void* row, size_t i, size_t n, __m512 masked) {
+  __m512 m0 = _mm512_set1_ps(-kInf), m1 = m0;
+  const size_t end = i + n;
+  for (size_t j = i; j < end; j += 32) {
+    __m512 a, b;
+    if (end - j >= 32) {
+      load32<D>(row, j, a, b);
+    } else {
+      loadTail32<D>(row, j, end - j, a, b);
+    }
+    m0 = _mm512_mask_max_ps(m0, _mm512_cmp_ps_mask(a, masked, _CMP_GT_OQ), m0, a);
+    m1 = _mm512_mask_max_ps(m1, _mm512_cmp_ps_mask(b, masked, _CMP_GT_OQ), m1, b);
+  }
+  return _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+}
+
+// Float64 sums of the accepted blocks, all relative to the reference m2.
+struct Totals512 {
+  float m2 = -kInf;
+  __m512d s[2], u[2], z[2];
+  uint64_t count = 0;
+  bool any = false;  // a block was accepted
+};
+
+// Moves the reference to m2new: s ← α s and u ← α (u + d s), α = 2^d, d = m2 − m2new.
+AVX512_INLINE void moveReference(Totals512& T, float m2new) {
+  const double d = double(T.m2) - double(m2new);
+  const __m512d vd = _mm512_set1_pd(d), alpha = _mm512_set1_pd(std::exp2(d));
+  for (int h = 0; h < 2; ++h) {
+    T.u[h] = _mm512_mul_pd(alpha, _mm512_fmadd_pd(vd, T.s[h], T.u[h]));
+    T.s[h] = _mm512_mul_pd(alpha, T.s[h]);
+  }
+  T.m2 = m2new;
+}
+
+template <DType D>
+AVX512_FN Partial forwardChunkAvx512(const void* row, size_t begin, size_t end, const InvT& inv) {
+  if (!inv.avx512) return forwardChunkAvx2<D>(row, begin, end, inv);
+  const ForwardConsts512 C{_mm512_set1_ps(inv.c2Hi), _mm512_set1_ps(inv.c2Lo), _mm512_set1_ps(inv.maskedAtOrBelow)};
+  Totals512 T;
+  for (int h = 0; h < 2; ++h) T.s[h] = T.u[h] = T.z[h] = _mm512_setzero_pd();
+  Partial side;  // blocks left to the AVX2 kernel
+  for (size_t i = begin; i < end;) {
+    const size_t n = std::min(kBlock512, end - i);
+    bool accepted = false;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (attempt > 0 || T.m2 == -kInf) {
+        // Reference from this block's maximum (x = z·hi is monotonic in z, hi > 0).
+        const float zmax = blockMax512<D>(row, i, n, C.masked);
+        const float x = zmax * inv.hi;
+        const float m2 = float(double(zmax) * inv.value * 1.4426950408889634);
+        // No unmasked entry, an x = +inf, or |x| > ~1e7, where the float32 reference is too coarse
+        // for the largest w to be near 0: the AVX2 kernel.
+        if ((bitsOf(x) & kExponentMask) == kExponentMask || !(std::fabs(m2) <= kMaxReference512)) break;
+        if (!(m2 > T.m2)) break;  // redone against the same reference: it failed for another reason
+        if (T.m2 == -kInf) {
+          T.m2 = m2;  // nothing summed yet
+        } else {
+          moveReference(T, m2);
+        }
+      }
+      BlockSums B;
+      blockSums512<D>(row, i, n, C, T.m2, B);
+      if (anyNonFinite(B.z)) break;  // NaN or ±inf among the logits (or Σz overflowed)
+      if (anyNonFinite(B.s) || anyNonFinite(B.u)) continue;  // some 2^w overflowed: the reference is too low
+      __m512d v[2];
+      toDouble(B.s, v);
+      T.s[0] = _mm512_add_pd(T.s[0], v[0]), T.s[1] = _mm512_add_pd(T.s[1], v[1]);
+      toDouble(B.u, v);
+      T.u[0] = _mm512_add_pd(T.u[0], v[0]), T.u[1] = _mm512_add_pd(T.u[1], v[1]);
+      toDouble(B.z, v);
+      T.z[0] = _mm512_add_pd(T.z[0], v[0]), T.z[1] = _mm512_add_pd(T.z[1], v[1]);
+      T.count += B.count;
+      T.any = true;
+      accepted = true;
+      const float smax = _mm512_reduce_max_ps(B.s);
+      if (smax >= kRaiseSum) moveReference(T, T.m2 + float(std::ilogb(smax)));
+      break;
+    }
+    if (!accepted) side = merge(side, forwardChunkAvx2<D>(row, i, i + n, inv));
+    i += n;
+  }
+  Partial p;
+  if (T.any) {
+    constexpr double kLn2 = 0.69314718055994531;
+    p.m = double(T.m2) * kLn2;
+    p.s = sumLanes(T.s);
+    p.u = sumLanes(T.u) * kLn2;
+    p.sumZ = sumLanes(T.z);
+    p.count = T.count;
+  }
+  return merge(p, side);
+}
+
+// Backward: (a·2^{−lse2Lo})·2^w + b with w = z·c − lse2Hi, 0 for masked z (zero-masked FMA);
+// NaN and +inf logits propagate as in the reference. Stores are aligned from the first 64-byte
+// boundary of `out` on, and non-temporal when `stream`.
+struct BackwardConsts512 {
+  __m512 cHi, cLo, masked, lse2, a, b;
+};
+
+AVX512_INLINE __m512 gradient512(__m512 z, const BackwardConsts512& C) {
+  const __mmask16 k = _mm512_cmp_ps_mask(z, C.masked, _CMP_NLE_UQ);
+  const __m512 w = _mm512_fmadd_ps(z, C.cLo, _mm512_fmsub_ps(z, C.cHi, C.lse2));
+  return _mm512_maskz_fmadd_ps(k, C.a, exp2Avx512(w), C.b);
+}
+
+template <DType D>
+AVX512_FN void backwardChunkAvx512(const void* row, float* out, size_t begin, size_t end, const InvT& inv, float lse,
+                                   float a, float b, bool stream) {
+  float lse2Hi, lse2Lo;
+  splitFloat(double(lse) * 1.4426950408889634, lse2Hi, lse2Lo);
+  // Beyond kMaxReference512, lse2Lo could overflow 2^−lse2Lo (and x means little in float32).
+  if (!inv.avx512 || !(std::fabs(lse2Hi) <= kMaxReference512)) {
+    return backwardChunkAvx2<D>(row, out, begin, end, inv, lse, a, b, stream);
+  }
+  const BackwardConsts512 C{_mm512_set1_ps(inv.c2Hi), _mm512_set1_ps(inv.c2Lo), _mm512_set1_ps(inv.maskedAtOrBelow),
+                            _mm512_set1_ps(lse2Hi), _mm512_set1_ps(float(double(a) * std::exp2(-double(lse2Lo)))),
+                            _mm512_set1_ps(b)};
+  size_t i = begin;
+  const size_t head = std::min<size_t>(end - i, (64 - (reinterpret_cast<uintptr_t>(out + i) & 63)) / 4 % 16);
+  if (head > 0) {
+    const __mmask16 k = __mmask16((1u << head) - 1);
+    _mm512_mask_storeu_ps(out + i, k, gradient512(load16<D>(row, i, k), C));
+    i += head;
+  }
+  if (stream) {
+    for (; end - i >= 16; i += 16) _mm512_stream_ps(out + i, gradient512(load16<D>(row, i), C));
+  } else {
+    for (; end - i >= 16; i += 16) _mm512_store_ps(out + i, gradient512(load16<D>(row, i), C));
+  }
+  if (i < end) {
+    const __mmask16 k = __mmask16((1u << (end - i)) - 1);
+    _mm512_mask_storeu_ps(out + i, k, gradient512(load16<D>(row, i, k), C));
+  }
+  if (stream) _mm_sfence();  // streaming stores are weakly ordered: done before this thread reports back
+}
+
+AVX512_FN float sumAvx512(const float* p, size_t n) {
+  __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    for (int k = 0; k < 4; ++k) s[k] = _mm512_add_ps(s[k], _mm512_loadu_ps(p + i + 16 * k));
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3]))) +
+         sumScalar(p + i, n - i);
+}
 #endif  // INTUITOR_X86
 
 // ---------------------------------------------------------------------------------------------
 // Kernel selection, planning, threads.
 
 using ForwardChunkFn = Partial (*)(const void* row, size_t begin, size_t end, const InvT& inv);
+// `stream`: the output is too large to stay in the caches (the kernel may bypass them).
 using BackwardChunkFn = void (*)(const void* row, float* out, size_t begin, size_t end, const InvT& inv, float lse,
-                                 float a, float b);
+                                 float a, float b, bool stream);
 
 struct Kernels {
   const char* name;
@@ -500,13 +867,25 @@ struct Kernels {
   float (*sum)(const float* p, size_t n);  // for readBandwidthMs
 };
 
+// INTUITOR_NATIVE_SIMD caps the choice: "scalar" or "avx2" (anything else: the best the CPU has).
 Kernels chooseKernels() {
   const char* forced = std::getenv("INTUITOR_NATIVE_SIMD");
   const bool scalarOnly = forced != nullptr && std::strcmp(forced, "scalar") == 0;
+  const bool avx2Only = forced != nullptr && std::strcmp(forced, "avx2") == 0;
 #ifdef INTUITOR_X86
   __builtin_cpu_init();
-  if (!scalarOnly && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c")) {
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  // __builtin_cpu_supports also checks that the OS saves the AVX-512 state.
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+                      __builtin_cpu_supports("popcnt");
+  if (!scalarOnly && !avx2Only && avx512) {
+    return {"avx512",
+            {forwardChunkAvx512<DType::F32>, forwardChunkAvx512<DType::F16>, forwardChunkAvx512<DType::BF16>},
+            {backwardChunkAvx512<DType::F32>, backwardChunkAvx512<DType::F16>, backwardChunkAvx512<DType::BF16>},
+            sumAvx512};
+  }
+  if (!scalarOnly && avx2) {
     return {"avx2+fma",
             {forwardChunkAvx2<DType::F32>, forwardChunkAvx2<DType::F16>, forwardChunkAvx2<DType::BF16>},
             {backwardChunkAvx2<DType::F32>, backwardChunkAvx2<DType::F16>, backwardChunkAvx2<DType::BF16>},
@@ -514,6 +893,7 @@ Kernels chooseKernels() {
   }
 #else
   (void)scalarOnly;
+  (void)avx2Only;
 #endif
   return {"scalar",
           {forwardChunkScalar<DType::F32>, forwardChunkScalar<DType::F16>, forwardChunkScalar<DType::BF16>},
@@ -598,8 +978,8 @@ void finishRow(const ForwardJob& job, const InvT& inv, size_t r, const Partial& 
   }
 }
 
-void backwardRange(const BackwardJob& job, const InvT& inv, BackwardChunkFn kernel, size_t r, size_t begin,
-                   size_t end) {
+void backwardRange(const BackwardJob& job, const InvT& inv, BackwardChunkFn kernel, bool stream, size_t r,
+                   size_t begin, size_t end) {
   float* out = job.out + r * job.vocab;
   const float lse = job.logsumexp[r];
   if (isNaNBits(lse)) {
@@ -615,7 +995,7 @@ void backwardRange(const BackwardJob& job, const InvT& inv, BackwardChunkFn kern
   const bool ownsId = id >= int64_t(begin) && id < int64_t(end);
   // Read before the kernel runs: `out` may be the logits themselves.
   const float zId = ownsId ? loadScalar(job.dtype, row, size_t(id)) : 0.0f;
-  kernel(row, out, begin, end, inv, lse, float(invT * (gS - gL)), float(-invT * gS * uniform));
+  kernel(row, out, begin, end, inv, lse, float(invT * (gS - gL)), float(-invT * gS * uniform), stream);
   if (ownsId) {
     // The one-hot term, recomputed in float64 rather than added to a rounded value.
     if (bitsOf(zId * inv.hi) == kMinusInfBits) {
@@ -625,6 +1005,23 @@ void backwardRange(const BackwardJob& job, const InvT& inv, BackwardChunkFn kern
       out[id] = float(invT * (gL * (1.0 - p) + gS * (p - uniform)));
     }
   }
+}
+
+// A large `out` is usually a fresh allocation whose pages are first touched by the backward: one
+// fault per 4 KiB page costs more than computing the gradient. Asking for transparent huge pages
+// on the 2 MiB-aligned part of it (a hint; errors ignored, no effect on the contents or on pages
+// already present) makes that one fault per 2 MiB.
+void adviseHugePages(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  if (bytes < 2 * kHuge) return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
 }
 
 }  // namespace
@@ -662,10 +1059,13 @@ void tokenStatsForward(const ForwardJob& job, unsigned threads) {
 void tokenStatsBackward(const BackwardJob& job, unsigned threads) {
   const BackwardChunkFn kernel = kernels().backward[int(job.dtype)];
   const InvT inv = splitInvT(job.invTemperature);
+  const size_t outBytes = job.rows * job.vocab * sizeof(float);
+  adviseHugePages(job.out, outBytes);
+  const bool stream = outBytes >= kStreamBytes;
   const Plan plan = makePlan(job.rows, job.vocab, threads);
   runTasks(plan, [&](size_t t) {
     const size_t r = t / plan.chunks, begin = t % plan.chunks * plan.chunkLen;
-    backwardRange(job, inv, kernel, r, begin, std::min(begin + plan.chunkLen, job.vocab));
+    backwardRange(job, inv, kernel, stream, r, begin, std::min(begin + plan.chunkLen, job.vocab));
   });
 }
 

@@ -8,8 +8,8 @@
 //
 // Pure C++ (no N-API): the callers own every buffer and keep it alive for the whole call. Work is
 // split over std::threads by rows, and rows are cut into chunks when there are too few rows to
-// keep every thread busy. The SIMD kernels (AVX2+FMA+F16C or portable scalar) are chosen once, at
-// run time, from the CPU.
+// keep every thread busy. The SIMD kernels (AVX-512 F/BW/DQ/VL, AVX2+FMA+F16C or portable scalar)
+// are chosen once, at run time, from the CPU.
 #pragma once
 
 #include <cstddef>
@@ -48,8 +48,10 @@ struct BackwardJob {
   float* out;                   // rows * vocab, fully written
 };
 
-// "avx2+fma" or "scalar": the kernels in use. INTUITOR_NATIVE_SIMD=scalar in the environment
-// forces the portable path (to test it on machines that have AVX2).
+// "avx512", "avx2+fma" or "scalar": the kernels in use, the best the CPU (and OS) supports.
+// INTUITOR_NATIVE_SIMD in the environment caps the choice, to test the other paths on machines
+// that have better: "scalar" forces the portable kernels, "avx2" the AVX2 ones (scalar without
+// AVX2).
 const char* simdName();
 
 // std::thread::hardware_concurrency(), or 1 where it is unknown.
@@ -57,7 +59,10 @@ unsigned defaultThreadCount();
 
 // `threads` is an upper bound (0 = defaultThreadCount()); small jobs use fewer. The calling thread
 // is one of the workers. If threads cannot be started, fewer do the work; the only exception is
-// std::bad_alloc from the forward's few-row partials.
+// std::bad_alloc from the forward's few-row partials. On Linux the backward asks for transparent
+// huge pages (madvise MADV_HUGEPAGE, a hint) on the 2 MiB-aligned part of an `out` of 4 MiB or
+// more, which is usually freshly allocated and first touched here, and writes outputs of 16 MiB
+// or more with non-temporal stores where the kernels have them.
 void tokenStatsForward(const ForwardJob& job, unsigned threads);
 void tokenStatsBackward(const BackwardJob& job, unsigned threads);
 

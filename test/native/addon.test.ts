@@ -2,8 +2,9 @@
  * The native addon (native/*.cc through src/native/addon.ts) against the float64 reference
  * (src/ops/token-stats/reference.ts): every dtype, shapes from one element to a 10^6 vocabulary
  * (rows split into chunks), masked and invalid rows, the backward against the reference and
- * against finite differences, the event loop while a big call runs, argument checks, and the
- * portable scalar kernels (forced in a child process). Outputs are poisoned before each run (the
+ * against finite differences, the event loop while a big call runs, argument checks, and every
+ * kernel set the CPU has (the best in this process: AVX-512, AVX2 or scalar; the others forced
+ * in a child process through INTUITOR_NATIVE_SIMD). Outputs are poisoned before each run (the
  * wrapper's RESULT_POISON_BITS for the forward, POISON_BITS here for the backward's `out`), and
  * no element may keep the pattern: even NaN rows must be written by the kernel.
  *
@@ -214,7 +215,7 @@ describeNative('native token statistics', () => {
     expect(status).toMatchObject({ loaded: true });
     if (!status.loaded) return;
     expect(status.path).toMatch(/build[\\/]Release[\\/]intuitor_native\.node$/);
-    expect(['avx2+fma', 'scalar']).toContain(status.simd);
+    expect(['avx512', 'avx2+fma', 'scalar']).toContain(status.simd);
     expect(status.threads).toBeGreaterThanOrEqual(1);
     expect(nativeStatus()).toBe(status);
   });
@@ -265,6 +266,37 @@ describeNative('native token statistics', () => {
         for (const r of [0, 2]) expect(Object.is(got[key]![r], alone[key]![r])).toBe(true);
       }
     });
+  });
+
+  // Rows shaped for the vector kernels' slow paths: the AVX-512 forward sums blocks of 2048 entries
+  // against one reference point, moving it when a block's sums grow (a rising row), redoing a block
+  // whose maximum jumped far above it (a late outlier), and starting it at the first block that has
+  // an unmasked entry (leading masked blocks, mostly masked rows).
+  test.each(DTYPES)('%s: rising rows, late outliers and masked runs match the reference', async (dtype) => {
+    const rows = 5;
+    const vocab = 3 * 2048 + 77;
+    const rand = mulberry32(2048);
+    const values = new Float64Array(rows * vocab);
+    for (let j = 0; j < vocab; j++) {
+      const noise = (): number => 3 * gaussian(rand);
+      values[j] = (60 * j) / vocab - 30 + 0.1 * noise();
+      values[vocab + j] = j < 2.5 * 2048 ? -Infinity : noise();
+      values[2 * vocab + j] = j === vocab - 100 ? 150 : noise();
+      values[3 * vocab + j] = rand() < 0.9 ? -Infinity : noise();
+      values[4 * vocab + j] = j % 2048 === 5 ? 40 * (j >> 11) : noise();
+    }
+    values[3 * vocab + 17] = 1; // the chosen id below is not masked
+    const rand2 = mulberry32(7);
+    const grads = (): Float32Array => Float32Array.from({ length: rows }, () => gaussian(rand2));
+    const inputs: Inputs = {
+      logits: toDType(dtype, values), ids: Int32Array.from([vocab - 1, vocab - 5, vocab - 100, 17, 2048 + 5]),
+      gLogprob: grads(), gSelfCertainty: grads(),
+    };
+    const { got, want, out, wantGrad } = await runBoth(dtype, rows, vocab, inputs);
+    expectForward(`${dtype} shaped rows`, got, want);
+    expect(Array.from(got.logsumexp).every(isFinite)).toBe(true);
+    expectWritten('backward', out, POISON_BITS);
+    expectClose(`${dtype} shaped rows backward`, out, wantGrad, TOLERANCES.tokenStatsBackward);
   });
 
   test('any thread count gives the same statistics within tolerance', async () => {
@@ -428,7 +460,15 @@ describeNative('native token statistics', () => {
     });
   });
 
-  test('the portable scalar kernels (INTUITOR_NATIVE_SIMD=scalar) match the reference', () => {
+  // Every kernel set this machine has: the best one runs in this process; the others are forced in
+  // a child process through INTUITOR_NATIVE_SIMD (avx2 falls back to scalar without AVX2).
+  const FORCED: [string, (best: string) => string][] = [
+    ['scalar', () => 'scalar'],
+    ['avx2', (best) => (best === 'scalar' ? 'scalar' : 'avx2+fma')],
+  ];
+  test.each(FORCED)('INTUITOR_NATIVE_SIMD=%s: the kernels it selects match the reference', (forced, expectedSimd) => {
+    const best = nativeStatus();
+    if (!best.loaded) throw new Error('native addon not loaded');
     const rows = 4;
     const vocab = 4099;
     const addonUrl = new URL('../../src/native/addon.js', import.meta.url).href;
@@ -468,20 +508,20 @@ describeNative('native token statistics', () => {
       return { dtype, want, wantGrad, job };
     });
     const run = spawnSync(process.execPath, ['--input-type=module', '-e', child], {
-      input: JSON.stringify(cases.map((c) => c.job)), env: { ...process.env, INTUITOR_NATIVE_SIMD: 'scalar' }, encoding: 'utf8',
+      input: JSON.stringify(cases.map((c) => c.job)), env: { ...process.env, INTUITOR_NATIVE_SIMD: forced }, encoding: 'utf8',
     });
     expect(run.stderr).toBe('');
     const { simd, results } = JSON.parse(run.stdout) as { simd: string; results: Record<string, string>[] };
-    expect(simd).toBe('scalar');
+    expect(simd).toBe(expectedSimd(best.simd));
     // Copied out of Buffer's pool, whose offsets need not be aligned for a Float32Array.
     const from = <T>(text: string, Type: new (b: ArrayBuffer) => T): T => new Type(new Uint8Array(Buffer.from(text, 'base64')).buffer as ArrayBuffer);
     cases.forEach(({ dtype, want, wantGrad }, k) => {
       const r = results[k]!;
-      expectForward(`scalar ${dtype}`, {
+      expectForward(`${simd} ${dtype}`, {
         logsumexp: from(r.lse!, Float32Array), selfCertainty: from(r.sc!, Float32Array), entropy: from(r.ent!, Float32Array),
         logprob: from(r.lp!, Float32Array), validCount: from(r.vc!, Uint32Array),
       }, want);
-      expectClose(`scalar ${dtype} backward`, from(r.out!, Float32Array), wantGrad, TOLERANCES.tokenStatsBackward);
+      expectClose(`${simd} ${dtype} backward`, from(r.out!, Float32Array), wantGrad, TOLERANCES.tokenStatsBackward);
     });
   });
 });
