@@ -34,7 +34,8 @@ function table(rows: BenchRow[], peers: string[]): string {
   ];
   for (const r of rows) {
     const ms = r.medianMs >= 1 ? `${r.medianMs.toFixed(2)} ms` : `${(r.medianMs * 1000).toFixed(1)} µs`;
-    const ratios = peers.map((p) => (r.ratios[p] === undefined ? '' : `${r.ratios[p]!.toFixed(r.ratios[p]! >= 10 ? 0 : 1)}×`));
+    const ratio = (x: number): string => (x >= 10 ? x.toFixed(0) : x >= 1 ? x.toFixed(1) : x.toPrecision(2));
+    const ratios = peers.map((p) => (r.ratios[p] === undefined ? '' : `${ratio(r.ratios[p]!)}×`));
     lines.push(`| ${r.kernel.replace('token_stats_', '')} | ${r.dtype} | ${r.shape.join(' × ')} | ${r.backend} | ${ms} | ${r.gbps?.toFixed(1) ?? ''} | ${r.fractionOfCeiling === null ? '' : `${(100 * r.fractionOfCeiling).toFixed(0)}%`} | ${ratios.join(' | ')} |`);
   }
   return lines.join('\n');
