@@ -112,6 +112,7 @@ export class GpuContext {
   readonly adapter: AdapterDescription | null;
   readonly features: ReadonlySet<string>;
   readonly ownsDevice: boolean;
+  /** Dawn's instance: held only to keep it alive while the device is (see the class comment). */
   private instance: GPU | null;
   private lostReason: string | null = null;
   private readonly uncaptured: GPUError[] = [];

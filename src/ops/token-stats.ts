@@ -46,7 +46,7 @@ export interface TokenStatsOptions {
   context?: GpuContext;
   /** Native backend threads (default: all cores). */
   threads?: number;
-  /** Fill outputs with a poison pattern before the run (tests: an unwritten element shows). */
+  /** Fill outputs with a poison pattern before the run (tests: an element a kernel never wrote shows). */
   poisonOutputs?: boolean;
 }
 
@@ -190,12 +190,6 @@ function poisoned(length: number, poison: boolean): Float32Array {
   return out;
 }
 
-function toFloat32(values: Float64Array, poison: boolean): Float32Array {
-  const out = poisoned(values.length, poison);
-  out.set(values);
-  return out;
-}
-
 /** Token statistics with host results. */
 export async function tokenStats(args: TokenStatsArgs, options: TokenStatsOptions = {}): Promise<TokenStats> {
   const v = validate(args);
@@ -222,10 +216,9 @@ export async function tokenStats(args: TokenStatsArgs, options: TokenStatsOption
       return { backend, shape: v.rowShape, ...r };
     }
     const r = referenceForward(v.dtype, logits, v.rows, v.vocab, ids, 1 / v.invTemperature);
-    const poison = options.poisonOutputs ?? false;
     return {
-      backend, shape: v.rowShape, logsumexp: toFloat32(r.logsumexp, poison), selfCertainty: toFloat32(r.selfCertainty, poison),
-      entropy: toFloat32(r.entropy, poison), logprob: r.logprob ? toFloat32(r.logprob, poison) : null, validCount: r.validCount,
+      backend, shape: v.rowShape, logsumexp: Float32Array.from(r.logsumexp), selfCertainty: Float32Array.from(r.selfCertainty),
+      entropy: Float32Array.from(r.entropy), logprob: r.logprob ? Float32Array.from(r.logprob) : null, validCount: r.validCount,
     };
   } finally {
     if (opened) context!.close();
