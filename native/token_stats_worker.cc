@@ -177,25 +177,20 @@ class PromiseWorker : public Napi::AsyncWorker {
   unsigned threads_;
 };
 
-class ForwardWorker final : public PromiseWorker {
+// A token-statistics kernel run on a job whose arrays the worker keeps alive.
+template <typename Job, void (*Kernel)(const Job&, unsigned)>
+class JobWorker final : public PromiseWorker {
  public:
-  ForwardWorker(Napi::Env env, std::vector<Napi::ObjectReference> keepAlive, const ForwardJob& job, unsigned threads)
-      : PromiseWorker(env, "intuitor.tokenStatsForward", std::move(keepAlive), threads), job_(job) {}
+  JobWorker(Napi::Env env, const char* name, std::vector<Napi::ObjectReference> keepAlive, const Job& job, unsigned threads)
+      : PromiseWorker(env, name, std::move(keepAlive), threads), job_(job) {}
 
  private:
-  void Run(unsigned threads) override { tokenStatsForward(job_, threads); }
-  ForwardJob job_;
+  void Run(unsigned threads) override { Kernel(job_, threads); }
+  Job job_;
 };
 
-class BackwardWorker final : public PromiseWorker {
- public:
-  BackwardWorker(Napi::Env env, std::vector<Napi::ObjectReference> keepAlive, const BackwardJob& job, unsigned threads)
-      : PromiseWorker(env, "intuitor.tokenStatsBackward", std::move(keepAlive), threads), job_(job) {}
-
- private:
-  void Run(unsigned threads) override { tokenStatsBackward(job_, threads); }
-  BackwardJob job_;
-};
+using ForwardWorker = JobWorker<ForwardJob, tokenStatsForward>;
+using BackwardWorker = JobWorker<BackwardJob, tokenStatsBackward>;
 
 class ReadBandwidthWorker final : public PromiseWorker {
  public:
@@ -233,7 +228,7 @@ Napi::Value ForwardAsync(const Napi::CallbackInfo& info) {
   job.logprob = args.array<float>(9, "logprob", napi_float32_array, job.rows, job.ids == nullptr);
   job.validCount = args.array<uint32_t>(10, "validCount", napi_uint32_array, job.rows, false);
   const unsigned threads = args.threads(11);
-  auto* worker = new ForwardWorker(info.Env(), args.takeReferences(), job, threads);
+  auto* worker = new ForwardWorker(info.Env(), "intuitor.tokenStatsForward", args.takeReferences(), job, threads);
   const Napi::Promise promise = worker->promise();
   worker->Queue();
   return promise;
@@ -256,7 +251,7 @@ Napi::Value BackwardAsync(const Napi::CallbackInfo& info) {
   job.gSelfCertainty = args.array<const float>(9, "gSelfCertainty", napi_float32_array, job.rows, true);
   job.out = args.array<float>(10, "out", napi_float32_array, n, false);
   const unsigned threads = args.threads(11);
-  auto* worker = new BackwardWorker(info.Env(), args.takeReferences(), job, threads);
+  auto* worker = new BackwardWorker(info.Env(), "intuitor.tokenStatsBackward", args.takeReferences(), job, threads);
   const Napi::Promise promise = worker->promise();
   worker->Queue();
   return promise;
