@@ -14,3 +14,5 @@ export { nativeStatus, type NativeStatus } from './native/addon.js';
 export { readNpy, writeNpy, parseNpy, encodeNpy } from './io/npy.js';
 export { openSafetensors, writeSafetensors, type SafetensorsFile, type SafetensorsEntry } from './io/safetensors.js';
 export type { HostTensor, TensorDType } from './io/tensor.js';
+export { parseModelConfig, loadModelConfig, ropeInverseFrequencies, type ModelConfig, type Architecture, type RopeScaling } from './model/config.js';
+export { PolicyTokenizer, type ChatMessage } from './model/tokenizer.js';

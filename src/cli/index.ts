@@ -9,6 +9,7 @@ import { benchCommand } from './bench.js';
 import { infoCommand } from './info.js';
 import { runCommand } from './run.js';
 import { statsCommand } from './stats.js';
+import { tokenizeCommand } from './tokenize.js';
 
 function program(): Command {
   const cli = new Command('intuitor')
@@ -43,6 +44,14 @@ function program(): Command {
     .option('--out <dir>', 'write self_certainty.npy, entropy.npy, logsumexp.npy [, logprob.npy] here')
     .option('--json', 'print the results as JSON instead of writing files')
     .action(statsCommand);
+  cli.command('tokenize')
+    .description("token ids of a text with a Hugging Face model folder's tokenizer (or, with --ids, the text of ids)")
+    .requiredOption('--model <dir>', 'model folder with tokenizer.json (and tokenizer_config.json)')
+    .option('--text <text>', 'text to encode (no special tokens are added)')
+    .option('--ids <list>', 'token ids to decode, separated by commas or spaces')
+    .option('--json', 'print {"ids": [...]} or {"text": "..."}')
+    .action(tokenizeCommand);
+
   cli.command('bench')
     .description("kernel benchmarks: every backend, the machine's ceilings measured in the same run, ratios to peers")
     .option('--kernels <list>', 'token_stats_forward,token_stats_backward (default: all)')
