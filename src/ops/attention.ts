@@ -116,8 +116,8 @@ export async function attention(ctx: GpuContext, q: Float32Array, k: Float32Arra
   }
   const owned = [
     ctx.upload('attention:q', q), ctx.upload('attention:k', k), ctx.upload('attention:v', v), ctx.upload('attention:lengths', Uint32Array.from(lengths)),
-    ctx.createBuffer('attention:out', qLen * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC),
-    ctx.createBuffer('attention:lse', s.batch * s.heads * s.seqLen * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC),
+    ctx.createBuffer('attention:out', qLen * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST),
+    ctx.createBuffer('attention:lse', s.batch * s.heads * s.seqLen * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST),
   ] as const;
   if (options.poisonOutputs) {
     ctx.writeBuffer(owned[4], 0, new Float32Array(qLen).fill(NaN));
