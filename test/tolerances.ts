@@ -21,6 +21,18 @@ export const TOLERANCES = {
   attention: { atol: 2e-5, rtol: 2e-5 },
   /** Hugging Face fixture (float64 transformers) vs our float32 statistics of the same logits. */
   fixture: { atol: 1e-4, rtol: 0 },
+  /** linear (x · Wᵀ + b), f32 accumulation over k ≤ 2053 with W ~ N(0, 1/k), against float64 over the decoded weights. */
+  linear: { atol: 1e-5, rtol: 1e-5 },
+  /** rmsnorm: an f32 sum of squares per row, inverseSqrt and two products. */
+  rmsNorm: { atol: 1e-5, rtol: 1e-5 },
+  /** embedding: a gather; 16-bit values widen to f32 exactly, so bit-exact. */
+  embedding: { atol: 0, rtol: 0 },
+  /** rope: the kernel's own f32 cos/sin of the same f32 angle (angles up to 2.6·10^5 rad), then a 2×2 rotation. */
+  rope: { atol: 1e-5, rtol: 1e-5 },
+  /** swiglu: f32 exp and a quotient, inputs up to |x| = 1e4. */
+  swiglu: { atol: 1e-5, rtol: 1e-5 },
+  /** add: one correctly rounded f32 addition. */
+  add: { atol: 1e-5, rtol: 1e-5 },
 } satisfies Record<string, Tolerance>;
 
 /** Index and size of the worst violation, or null when all values pass. Both NaN passes; NaN vs number fails. */

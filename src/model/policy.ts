@@ -1,0 +1,185 @@
+/**
+ * The policy: a Qwen2/Llama decoder on WebGPU, loaded from a Hugging Face folder (config.json,
+ * safetensors, tokenizer). This file is the forward pass over a batch of right-padded sequences
+ * (prefill), producing logits that stay on the GPU for the token-statistics kernels:
+ *
+ *   x = embed(ids)
+ *   per layer:  h = rmsnorm(x);  q, k, v = linear(h);  rope(q), rope(k);  a = attention(q, k, v)
+ *               x += linear_o(a);  h = rmsnorm(x);  x += linear_down(silu(linear_gate(h)) ⊙ linear_up(h))
+ *   logits = linear_lm_head(rmsnorm(x))
+ *
+ * Every step is one prepared dispatch recorded into a single compute pass; activations are
+ * allocated once per (batch, length). Each step keeps its inputs, so a backward pass can slot in.
+ */
+import { InvalidArgumentError, describe } from '../errors.js';
+import type { GpuContext } from '../gpu/context.js';
+import { prepareAdd } from '../ops/add.js';
+import { prepareAttention } from '../ops/attention.js';
+import { prepareEmbedding } from '../ops/embedding.js';
+import { prepareLinear } from '../ops/linear.js';
+import { prepareRmsNorm } from '../ops/rmsnorm.js';
+import { prepareRope } from '../ops/rope.js';
+import { prepareSwiglu } from '../ops/swiglu.js';
+import { loadModelConfig, ropeInverseFrequencies, type ModelConfig } from './config.js';
+import { loadWeights, type GpuTensor, type LoadWeightsOptions, type ModelWeights } from './weights.js';
+
+interface Step {
+  encode(pass: GPUComputePassEncoder): void;
+  destroy(): void;
+}
+
+/** A forward pass prepared for one (batch, length): buffers and dispatches, reusable across inputs of that shape. */
+export interface PreparedForward {
+  batch: number;
+  seqLen: number;
+  /** (batch · seqLen) u32 token ids, written by `run`. */
+  ids: GPUBuffer;
+  /** (batch) u32 sequence lengths. */
+  lengths: GPUBuffer;
+  /** (batch, seqLen, vocab) f32 logits. */
+  logits: GPUBuffer;
+  encode(pass: GPUComputePassEncoder): void;
+  destroy(): void;
+}
+
+export class PolicyModel {
+  readonly config: ModelConfig;
+  readonly weights: ModelWeights;
+  private readonly ctx: GpuContext;
+  private readonly invFreq: GPUBuffer;
+
+  private constructor(ctx: GpuContext, config: ModelConfig, weights: ModelWeights) {
+    this.ctx = ctx;
+    this.config = config;
+    this.weights = weights;
+    this.invFreq = ctx.upload('policy:rope_inv_freq', Float32Array.from(ropeInverseFrequencies(config)));
+  }
+
+  static async load(ctx: GpuContext, dir: string, options: LoadWeightsOptions = {}): Promise<PolicyModel> {
+    const config = loadModelConfig(dir);
+    return new PolicyModel(ctx, config, await loadWeights(ctx, dir, config, options));
+  }
+
+  /** Allocates activations and records every dispatch of a forward over (batch, seqLen). */
+  async prepareForward(batch: number, seqLen: number): Promise<PreparedForward> {
+    for (const [name, v] of [['batch', batch], ['seqLen', seqLen]] as const) {
+      if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(name, 'a positive integer', describe(v));
+    }
+    if (seqLen > this.config.maxPositionEmbeddings) {
+      throw new InvalidArgumentError('seqLen', `at most max_position_embeddings (${this.config.maxPositionEmbeddings})`, String(seqLen));
+    }
+    const ctx = this.ctx;
+    const c = this.config;
+    const rows = batch * seqLen;
+    const qWidth = c.numHeads * c.headDim;
+    const kvWidth = c.numKeyValueHeads * c.headDim;
+    const buffers: GPUBuffer[] = [];
+    const steps: Step[] = [];
+    const f32 = (label: string, elements: number): GPUBuffer => {
+      const b = ctx.createBuffer(`policy:${label}`, elements * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST);
+      buffers.push(b);
+      return b;
+    };
+    const u32 = (label: string, data: Uint32Array): GPUBuffer => {
+      const b = ctx.upload(`policy:${label}`, data);
+      buffers.push(b);
+      return b;
+    };
+    try {
+      const ids = u32('ids', new Uint32Array(rows));
+      const lengths = u32('lengths', new Uint32Array(batch).fill(seqLen));
+      const positions = u32('positions', Uint32Array.from({ length: rows }, (_, i) => i % seqLen));
+      const x = f32('x', rows * c.hiddenSize);
+      const h = f32('h', rows * c.hiddenSize);
+      const q = f32('q', rows * qWidth);
+      const k = f32('k', rows * kvWidth);
+      const v = f32('v', rows * kvWidth);
+      const attn = f32('attn', rows * qWidth);
+      const lse = f32('attn_lse', batch * c.numHeads * seqLen);
+      const proj = f32('proj', rows * c.hiddenSize);
+      const gate = f32('gate', rows * c.intermediateSize);
+      const up = f32('up', rows * c.intermediateSize);
+      const act = f32('act', rows * c.intermediateSize);
+      const logits = f32('logits', rows * c.vocabSize);
+
+      const linear = (input: GPUBuffer, k: number, w: GpuTensor, bias: GpuTensor | null, output: GPUBuffer) =>
+        prepareLinear(ctx, { m: rows, k, n: w.shape[0]!, weightDType: w.dtype, biasDType: bias?.dtype }, input, w.buffer, bias?.buffer ?? null, output);
+      const norm = (w: GpuTensor, output: GPUBuffer) =>
+        prepareRmsNorm(ctx, { rows, hidden: c.hiddenSize, eps: c.rmsNormEps, weightDType: w.dtype }, x, w.buffer, output);
+
+      steps.push(await prepareEmbedding(ctx, { tokens: rows, vocab: c.vocabSize, hidden: c.hiddenSize, dtype: this.weights.embed.dtype }, ids, this.weights.embed.buffer, x));
+      for (const layer of this.weights.layers) {
+        steps.push(await norm(layer.inputNorm, h));
+        steps.push(await linear(h, c.hiddenSize, layer.q, layer.qBias, q));
+        steps.push(await linear(h, c.hiddenSize, layer.k, layer.kBias, k));
+        steps.push(await linear(h, c.hiddenSize, layer.v, layer.vBias, v));
+        steps.push(await prepareRope(ctx, { tokens: rows, heads: c.numHeads, headDim: c.headDim }, q, positions, this.invFreq));
+        steps.push(await prepareRope(ctx, { tokens: rows, heads: c.numKeyValueHeads, headDim: c.headDim }, k, positions, this.invFreq));
+        steps.push(await prepareAttention(ctx, { batch, seqLen, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim }, { q, k, v, lengths, out: attn, lse }));
+        steps.push(await linear(attn, qWidth, layer.o, null, proj));
+        steps.push(await prepareAdd(ctx, { n: rows * c.hiddenSize }, x, proj, x));
+        steps.push(await norm(layer.postNorm, h));
+        steps.push(await linear(h, c.hiddenSize, layer.gate, null, gate));
+        steps.push(await linear(h, c.hiddenSize, layer.up, null, up));
+        steps.push(await prepareSwiglu(ctx, { rows, intermediate: c.intermediateSize }, gate, up, act));
+        steps.push(await linear(act, c.intermediateSize, layer.down, null, proj));
+        steps.push(await prepareAdd(ctx, { n: rows * c.hiddenSize }, x, proj, x));
+      }
+      steps.push(await norm(this.weights.finalNorm, h));
+      steps.push(await linear(h, c.hiddenSize, this.weights.lmHead, null, logits));
+      return {
+        batch, seqLen, ids, lengths, logits,
+        encode(pass) {
+          for (const s of steps) s.encode(pass);
+        },
+        destroy() {
+          for (const s of steps) s.destroy();
+          for (const b of buffers) b.destroy();
+        },
+      };
+    } catch (err) {
+      for (const s of steps) s.destroy();
+      for (const b of buffers) b.destroy();
+      throw err;
+    }
+  }
+
+  /** Runs a prepared forward on `ids` (batch · seqLen, right-padded) with per-sequence `lengths`. */
+  async run(prepared: PreparedForward, ids: ArrayLike<number>, lengths?: ArrayLike<number>): Promise<void> {
+    const { batch, seqLen } = prepared;
+    if (ids.length !== batch * seqLen) throw new InvalidArgumentError('ids', `${batch * seqLen} token ids (batch · seqLen)`, `${ids.length}`);
+    const idArray = new Uint32Array(ids.length);
+    for (let i = 0; i < ids.length; i++) {
+      const id = Number(ids[i]);
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) throw new InvalidArgumentError(`ids[${i}]`, `a token id in [0, ${this.config.vocabSize})`, String(ids[i]));
+      idArray[i] = id;
+    }
+    const lens = Uint32Array.from(lengths ?? new Array<number>(batch).fill(seqLen));
+    if (lens.length !== batch || lens.some((n) => n > seqLen)) throw new InvalidArgumentError('lengths', `${batch} lengths of at most ${seqLen}`, `[${Array.from(lens).join(', ')}]`);
+    this.ctx.writeBuffer(prepared.ids, 0, idArray);
+    this.ctx.writeBuffer(prepared.lengths, 0, lens);
+    await this.ctx.scoped('policy_forward', () => {
+      const encoder = this.ctx.device.createCommandEncoder({ label: 'policy_forward' });
+      const pass = encoder.beginComputePass({ label: 'policy_forward' });
+      prepared.encode(pass);
+      pass.end();
+      this.ctx.device.queue.submit([encoder.finish()]);
+    });
+  }
+
+  /** Logits (batch, seqLen, vocab) as float32 on the host. */
+  async logits(ids: ArrayLike<number>, batch: number, seqLen: number, lengths?: ArrayLike<number>): Promise<Float32Array> {
+    const prepared = await this.prepareForward(batch, seqLen);
+    try {
+      await this.run(prepared, ids, lengths);
+      return new Float32Array(await this.ctx.read('policy_forward', prepared.logits, batch * seqLen * this.config.vocabSize * 4));
+    } finally {
+      prepared.destroy();
+    }
+  }
+
+  destroy(): void {
+    this.invFreq.destroy();
+    this.weights.destroy();
+  }
+}

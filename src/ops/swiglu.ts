@@ -1,0 +1,111 @@
+/**
+ * SwiGLU, the gated activation of the Llama / Qwen2 MLP: out = silu(gate) ⊙ up with
+ * silu(x) = x / (1 + e^{−x}), elementwise over (rows, intermediate) f32, on WebGPU
+ * (kernels/swiglu.wgsl), with a float64 reference. Finite for every finite input.
+ */
+import { InvalidArgumentError, describe } from '../errors.js';
+import type { GpuContext } from '../gpu/context.js';
+import { grid } from './token-stats/plan.js';
+
+export interface SwigluShape {
+  rows: number;
+  /** The MLP's intermediate size: columns of gate, up and out. */
+  intermediate: number;
+}
+
+const WORKGROUP_SIZE = 256;
+const POISON_BITS = 0x7fbadbad;
+
+function checkShape(shape: SwigluShape): { rows: number; intermediate: number; n: number } {
+  if (shape === null || typeof shape !== 'object') throw new InvalidArgumentError('shape', 'an object { rows, intermediate }', describe(shape));
+  for (const key of ['rows', 'intermediate'] as const) {
+    const v = shape[key];
+    if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(key, 'a positive integer', describe(v));
+  }
+  const n = shape.rows * shape.intermediate;
+  if (n > 0xffffffff) throw new InvalidArgumentError('shape', 'rows·intermediate < 2^32', String(n));
+  return { rows: shape.rows, intermediate: shape.intermediate, n };
+}
+
+/** A binding of the first `bytes` bytes (rounded up to whole words) of a caller's buffer. */
+function bindingOf(ctx: GpuContext, name: string, buffer: GPUBuffer, bytes: number): GPUBufferBinding {
+  const size = Math.ceil(bytes / 4) * 4;
+  if (buffer === null || typeof buffer !== 'object' || typeof buffer.size !== 'number') throw new InvalidArgumentError(name, 'a GPUBuffer', describe(buffer));
+  if (buffer.size < size) throw new InvalidArgumentError(name, `a GPUBuffer of at least ${size} bytes`, `${buffer.size} bytes`);
+  if (size > ctx.maxBindingBytes) throw new InvalidArgumentError(name, `at most ${ctx.maxBindingBytes} bytes (the context's maxBindingBytes)`, `${size} bytes`);
+  return { buffer, size };
+}
+
+/** The float64 reference, over any number of elements (gate and up of equal length). */
+export function referenceSwiglu(gate: ArrayLike<number>, up: ArrayLike<number>): Float64Array {
+  const out = new Float64Array(gate.length);
+  for (let i = 0; i < gate.length; i++) {
+    const g = gate[i]!;
+    const e = Math.exp(-Math.abs(g));
+    out[i] = ((g >= 0 ? g : g * e) / (1 + e)) * up[i]!;
+  }
+  return out;
+}
+
+export interface PreparedSwiglu {
+  encode(pass: GPUComputePassEncoder): void;
+  destroy(): void;
+}
+
+/** Records out = silu(gate) ⊙ up over GPU buffers (rows·intermediate f32; out distinct) into a caller's pass. */
+export async function prepareSwiglu(ctx: GpuContext, shape: SwigluShape, gate: GPUBuffer, up: GPUBuffer, out: GPUBuffer): Promise<PreparedSwiglu> {
+  const { rows, intermediate, n } = checkShape(shape);
+  const entries = [bindingOf(ctx, 'gate', gate, n * 4), bindingOf(ctx, 'up', up, n * 4), bindingOf(ctx, 'out', out, n * 4)];
+  const [groupsX, groupsY] = grid(Math.ceil(n / WORKGROUP_SIZE), ctx.limits.maxComputeWorkgroupsPerDimension);
+  const pipeline = await ctx.pipeline('swiglu', 'swiglu_main');
+  return ctx.scoped('swiglu:prepare', () => {
+    const uniform = ctx.uniform('swiglu:params', new Uint32Array([n, groupsX, 0, 0]).buffer);
+    const bindGroup = ctx.device.createBindGroup({
+      label: `swiglu ${rows}x${intermediate}`,
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [{ buffer: uniform }, ...entries].map((resource, binding) => ({ binding, resource })),
+    });
+    return {
+      encode(pass: GPUComputePassEncoder) {
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bindGroup);
+        pass.dispatchWorkgroups(groupsX, groupsY);
+      },
+      destroy() {
+        uniform.destroy();
+      },
+    };
+  });
+}
+
+/** SwiGLU for host arrays (Float32Array, rows·intermediate each). `poison` fills out with NaN first. */
+export async function swiglu(ctx: GpuContext, gate: Float32Array, up: Float32Array, shape: SwigluShape, options: { poison?: boolean } = {}): Promise<Float32Array> {
+  const { n } = checkShape(shape);
+  if (!(gate instanceof Float32Array) || gate.length !== n) throw new InvalidArgumentError('gate', `Float32Array of ${n} elements (rows·intermediate)`, describe(gate));
+  if (!(up instanceof Float32Array) || up.length !== n) throw new InvalidArgumentError('up', `Float32Array of ${n} elements (rows·intermediate)`, describe(up));
+  const owned: GPUBuffer[] = [];
+  try {
+    const bufGate = ctx.upload('swiglu:gate', gate);
+    owned.push(bufGate);
+    const bufUp = ctx.upload('swiglu:up', up);
+    owned.push(bufUp);
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC;
+    const bufOut = options.poison ? ctx.upload('swiglu:out', new Uint32Array(n).fill(POISON_BITS), usage) : ctx.createBuffer('swiglu:out', n * 4, usage);
+    owned.push(bufOut);
+    const prepared = await prepareSwiglu(ctx, shape, bufGate, bufUp, bufOut);
+    try {
+      await ctx.scoped('swiglu', () => {
+        const encoder = ctx.device.createCommandEncoder({ label: 'swiglu' });
+        const pass = encoder.beginComputePass({ label: 'swiglu' });
+        prepared.encode(pass);
+        pass.end();
+        ctx.device.queue.submit([encoder.finish()]);
+      });
+    } finally {
+      prepared.destroy();
+    }
+    return new Float32Array(await ctx.read('swiglu', bufOut, n * 4));
+  } finally {
+    for (const buffer of owned) buffer.destroy();
+  }
+}
