@@ -16,3 +16,12 @@ export { openSafetensors, writeSafetensors, type SafetensorsFile, type Safetenso
 export type { HostTensor, TensorDType } from './io/tensor.js';
 export { parseModelConfig, loadModelConfig, ropeInverseFrequencies, type ModelConfig, type Architecture, type RopeScaling } from './model/config.js';
 export { PolicyTokenizer, type ChatMessage } from './model/tokenizer.js';
+export { loadWeights, expectedParameters, type ModelWeights, type LayerWeights, type GpuTensor, type LoadWeightsOptions } from './model/weights.js';
+export { PolicyModel, type PreparedForward } from './model/policy.js';
+export { attention, prepareAttention, referenceAttention, type AttentionShape } from './ops/attention.js';
+export { linear, prepareLinear, referenceLinear, type LinearShape } from './ops/linear.js';
+export { rmsNorm, prepareRmsNorm, referenceRmsNorm, type RmsNormShape } from './ops/rmsnorm.js';
+export { embedding, prepareEmbedding, referenceEmbedding, type EmbeddingShape } from './ops/embedding.js';
+export { rope, prepareRope, referenceRope, type RopeShape } from './ops/rope.js';
+export { swiglu, prepareSwiglu, referenceSwiglu, type SwigluShape } from './ops/swiglu.js';
+export { add, prepareAdd, referenceAdd, type AddShape } from './ops/add.js';

@@ -7,6 +7,7 @@ import { IntuitorError, InvalidArgumentError, FileFormatError } from '../errors.
 import { PACKAGE_VERSION } from '../paths.js';
 import { benchCommand } from './bench.js';
 import { infoCommand } from './info.js';
+import { logitsCommand } from './logits.js';
 import { runCommand } from './run.js';
 import { statsCommand } from './stats.js';
 import { tokenizeCommand } from './tokenize.js';
@@ -44,6 +45,14 @@ function program(): Command {
     .option('--out <dir>', 'write self_certainty.npy, entropy.npy, logsumexp.npy [, logprob.npy] here')
     .option('--json', 'print the results as JSON instead of writing files')
     .action(statsCommand);
+  cli.command('logits')
+    .description("the policy's logits (B, T, V) for token ids (B, T), on WebGPU")
+    .requiredOption('--model <dir>', 'Hugging Face model folder (config.json, model.safetensors or shards)')
+    .requiredOption('--ids <file>', 'token ids (B, T): .npy of int32 or int64')
+    .requiredOption('--out <dir>', 'writes logits.npy (float32) here')
+    .option('--weights <how>', 'as-stored (16-bit stays 16-bit) or f32 (upcast on load)', 'as-stored')
+    .action(logitsCommand);
+
   cli.command('tokenize')
     .description("token ids of a text with a Hugging Face model folder's tokenizer (or, with --ids, the text of ids)")
     .requiredOption('--model <dir>', 'model folder with tokenizer.json (and tokenizer_config.json)')

@@ -1,0 +1,54 @@
+/** `intuitor logits` on the Hugging Face fixture, and its bad input. */
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readNpy, writeNpy } from '../../src/io/npy.js';
+import { FIXTURES, describeGpu } from '../helpers.js';
+import { TOLERANCES, expectClose } from '../tolerances.js';
+import { cli, expectSuccess } from './run-cli.js';
+
+const model = join(FIXTURES, 'tiny-qwen2');
+
+describeGpu('intuitor logits', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'intuitor-logits-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('writes float32 (B, T, V) logits matching transformers, from int32 and int64 ids', async () => {
+    const ids = await readNpy(join(model, 'ref_input_ids.npy'));
+    const i64 = join(dir, 'ids64.npy');
+    await writeNpy(i64, { dtype: 'i64', shape: ids.shape, data: BigInt64Array.from(ids.data as Int32Array, BigInt) });
+    const reference = (await readNpy(join(model, 'ref_logits_f64.npy'))).data as Float64Array;
+    for (const [name, path] of [['i32', join(model, 'ref_input_ids.npy')], ['i64', i64]] as const) {
+      const out = join(dir, name);
+      expectSuccess(await cli(['logits', '--model', model, '--ids', path, '--out', out]));
+      const logits = await readNpy(join(out, 'logits.npy'));
+      expect(logits.dtype).toBe('f32');
+      expect(logits.shape).toEqual([4, 24, 384]);
+      expectClose(`logits from ${name} ids`, logits.data as Float32Array, reference, TOLERANCES.fixture);
+    }
+  });
+
+  test('bad ids are refused naming the file or id, and nothing is written', async () => {
+    const floatIds = join(dir, 'float.npy');
+    await writeNpy(floatIds, { dtype: 'f32', shape: [1, 2], data: new Float32Array([1, 2]) });
+    const flat = join(dir, 'flat.npy');
+    await writeNpy(flat, { dtype: 'i32', shape: [3], data: new Int32Array([1, 2, 3]) });
+    const big = join(dir, 'big.npy');
+    await writeNpy(big, { dtype: 'i32', shape: [1, 2], data: new Int32Array([1, 384]) });
+    const cases: [string, RegExp][] = [
+      [floatIds, /float\.npy: expected token ids of dtype int32 or int64, got f32/],
+      [flat, /flat\.npy: expected ids of shape \(B, T\), got shape \[3\]/],
+      [big, /ids\[1\]: expected a token id in \[0, 384\), got 384/],
+    ];
+    for (const [path, message] of cases) {
+      const out = join(dir, 'never');
+      const r = await cli(['logits', '--model', model, '--ids', path, '--out', out]);
+      expect(r.status).toBe(2);
+      expect(r.messages.join('\n')).toMatch(message);
+      expect(readdirSync(dir)).not.toContain('never');
+    }
+  });
+});
