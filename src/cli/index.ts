@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { IntuitorError, InvalidArgumentError, FileFormatError } from '../errors.js';
 import { PACKAGE_VERSION } from '../paths.js';
 import { benchCommand } from './bench.js';
+import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
 import { logitsCommand } from './logits.js';
 import { runCommand } from './run.js';
@@ -52,6 +53,15 @@ function program(): Command {
     .requiredOption('--out <dir>', 'writes logits.npy (float32) here')
     .option('--weights <how>', 'as-stored (16-bit stays 16-bit) or f32 (upcast on load)', 'as-stored')
     .action(logitsCommand);
+
+  cli.command('generate')
+    .description('a greedy continuation of a prompt (batched prefill, then KV-cache decoding on WebGPU)')
+    .requiredOption('--model <dir>', 'Hugging Face model folder')
+    .requiredOption('--prompt <text>', 'the prompt (encoded without special tokens)')
+    .option('--max-new-tokens <n>', 'stop after this many new tokens (or at EOS)', '32')
+    .option('--greedy', 'greedy decoding (required: sampling strategies come with GRPO)')
+    .option('--json', 'print {"prompt_ids": [...], "new_ids": [...], "text": "..."}')
+    .action(generateCommand);
 
   cli.command('tokenize')
     .description("token ids of a text with a Hugging Face model folder's tokenizer (or, with --ids, the text of ids)")

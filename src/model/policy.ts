@@ -10,12 +10,18 @@
  *
  * Every step is one prepared dispatch recorded into a single compute pass; activations are
  * allocated once per (batch, length). Each step keeps its inputs, so a backward pass can slot in.
+ *
+ * Generation: the prefill also writes each layer's (RoPE'd) keys and values into a per-sequence
+ * cache; each decode step then runs the same layers on one token per sequence, attending to the
+ * cache, and an argmax on the GPU, so the only host round-trip per token is the new token ids.
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { prepareAdd } from '../ops/add.js';
+import { prepareArgmax } from '../ops/argmax.js';
 import { prepareAttention } from '../ops/attention.js';
 import { prepareEmbedding } from '../ops/embedding.js';
+import { prepareAttentionDecode, prepareKvWrite } from '../ops/kv-cache.js';
 import { prepareLinear } from '../ops/linear.js';
 import { prepareRmsNorm } from '../ops/rmsnorm.js';
 import { prepareRope } from '../ops/rope.js';
@@ -26,6 +32,33 @@ import { loadWeights, type GpuTensor, type LoadWeightsOptions, type ModelWeights
 interface Step {
   encode(pass: GPUComputePassEncoder): void;
   destroy(): void;
+}
+
+/** Keys and values of every layer, (batch, maxLen, kvHeads · headDim) f32 each. */
+export interface KvCache {
+  batch: number;
+  maxLen: number;
+  k: GPUBuffer[];
+  v: GPUBuffer[];
+  destroy(): void;
+}
+
+/** One decoding step for every sequence of a cache: feed `tokens` at `positions`, get `nextIds`. */
+export interface PreparedDecode {
+  tokens: GPUBuffer;
+  positions: GPUBuffer;
+  /** positions + 1: the keys each new query sees. */
+  lengths: GPUBuffer;
+  /** (batch) u32 greedy next tokens. */
+  nextIds: GPUBuffer;
+  encode(pass: GPUComputePassEncoder): void;
+  destroy(): void;
+}
+
+export interface GenerateOptions {
+  maxNewTokens: number;
+  /** Stop a sequence at any of these (default: the config's eos_token_id). */
+  eosTokenIds?: number[];
 }
 
 /** A forward pass prepared for one (batch, length): buffers and dispatches, reusable across inputs of that shape. */
@@ -61,7 +94,7 @@ export class PolicyModel {
   }
 
   /** Allocates activations and records every dispatch of a forward over (batch, seqLen). */
-  async prepareForward(batch: number, seqLen: number): Promise<PreparedForward> {
+  async prepareForward(batch: number, seqLen: number, cache?: KvCache): Promise<PreparedForward> {
     for (const [name, v] of [['batch', batch], ['seqLen', seqLen]] as const) {
       if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(name, 'a positive integer', describe(v));
     }
@@ -108,13 +141,18 @@ export class PolicyModel {
         prepareRmsNorm(ctx, { rows, hidden: c.hiddenSize, eps: c.rmsNormEps, weightDType: w.dtype }, x, w.buffer, output);
 
       steps.push(await prepareEmbedding(ctx, { tokens: rows, vocab: c.vocabSize, hidden: c.hiddenSize, dtype: this.weights.embed.dtype }, ids, this.weights.embed.buffer, x));
-      for (const layer of this.weights.layers) {
+      for (const [index, layer] of this.weights.layers.entries()) {
         steps.push(await norm(layer.inputNorm, h));
         steps.push(await linear(h, c.hiddenSize, layer.q, layer.qBias, q));
         steps.push(await linear(h, c.hiddenSize, layer.k, layer.kBias, k));
         steps.push(await linear(h, c.hiddenSize, layer.v, layer.vBias, v));
         steps.push(await prepareRope(ctx, { tokens: rows, heads: c.numHeads, headDim: c.headDim }, q, positions, this.invFreq));
         steps.push(await prepareRope(ctx, { tokens: rows, heads: c.numKeyValueHeads, headDim: c.headDim }, k, positions, this.invFreq));
+        if (cache) {
+          const shape = { batch, seqLen, width: kvWidth, maxLen: cache.maxLen };
+          steps.push(await prepareKvWrite(ctx, shape, k, positions, cache.k[index]!));
+          steps.push(await prepareKvWrite(ctx, shape, v, positions, cache.v[index]!));
+        }
         steps.push(await prepareAttention(ctx, { batch, seqLen, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim }, { q, k, v, lengths, out: attn, lse }));
         steps.push(await linear(attn, qWidth, layer.o, null, proj));
         steps.push(await prepareAdd(ctx, { n: rows * c.hiddenSize }, x, proj, x));
@@ -144,8 +182,166 @@ export class PolicyModel {
     }
   }
 
+  createCache(batch: number, maxLen: number): KvCache {
+    const c = this.config;
+    if (!Number.isSafeInteger(maxLen) || maxLen < 1 || maxLen > c.maxPositionEmbeddings) {
+      throw new InvalidArgumentError('maxLen', `an integer in [1, ${c.maxPositionEmbeddings}] (max_position_embeddings)`, describe(maxLen));
+    }
+    const bytes = batch * maxLen * c.numKeyValueHeads * c.headDim * 4;
+    const make = (kind: string): GPUBuffer[] => Array.from({ length: c.numLayers }, (_, l) => this.ctx.createBuffer(`policy:${kind}_cache.${l}`, bytes, GPUBufferUsage.STORAGE));
+    const k = make('k');
+    const v = make('v');
+    return { batch, maxLen, k, v, destroy: () => [...k, ...v].forEach((b) => b.destroy()) };
+  }
+
+  /** One decode step over every sequence of `cache` (see PreparedDecode). */
+  async prepareDecode(cache: KvCache): Promise<PreparedDecode> {
+    const ctx = this.ctx;
+    const c = this.config;
+    const rows = cache.batch;
+    const qWidth = c.numHeads * c.headDim;
+    const kvWidth = c.numKeyValueHeads * c.headDim;
+    const buffers: GPUBuffer[] = [];
+    const steps: Step[] = [];
+    const make = (label: string, elements: number): GPUBuffer => {
+      const b = ctx.createBuffer(`policy_decode:${label}`, elements * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST);
+      buffers.push(b);
+      return b;
+    };
+    try {
+      const tokens = make('tokens', rows);
+      const positions = make('positions', rows);
+      const lengths = make('lengths', rows);
+      const nextIds = make('next_ids', rows);
+      const x = make('x', rows * c.hiddenSize);
+      const h = make('h', rows * c.hiddenSize);
+      const q = make('q', rows * qWidth);
+      const k = make('k', rows * kvWidth);
+      const v = make('v', rows * kvWidth);
+      const attn = make('attn', rows * qWidth);
+      const proj = make('proj', rows * c.hiddenSize);
+      const gate = make('gate', rows * c.intermediateSize);
+      const up = make('up', rows * c.intermediateSize);
+      const act = make('act', rows * c.intermediateSize);
+      const logits = make('logits', rows * c.vocabSize);
+      const linear = (input: GPUBuffer, kIn: number, w: GpuTensor, bias: GpuTensor | null, output: GPUBuffer) =>
+        prepareLinear(ctx, { m: rows, k: kIn, n: w.shape[0]!, weightDType: w.dtype, biasDType: bias?.dtype }, input, w.buffer, bias?.buffer ?? null, output);
+      const norm = (w: GpuTensor, output: GPUBuffer) =>
+        prepareRmsNorm(ctx, { rows, hidden: c.hiddenSize, eps: c.rmsNormEps, weightDType: w.dtype }, x, w.buffer, output);
+      steps.push(await prepareEmbedding(ctx, { tokens: rows, vocab: c.vocabSize, hidden: c.hiddenSize, dtype: this.weights.embed.dtype }, tokens, this.weights.embed.buffer, x));
+      for (const [index, layer] of this.weights.layers.entries()) {
+        steps.push(await norm(layer.inputNorm, h));
+        steps.push(await linear(h, c.hiddenSize, layer.q, layer.qBias, q));
+        steps.push(await linear(h, c.hiddenSize, layer.k, layer.kBias, k));
+        steps.push(await linear(h, c.hiddenSize, layer.v, layer.vBias, v));
+        steps.push(await prepareRope(ctx, { tokens: rows, heads: c.numHeads, headDim: c.headDim }, q, positions, this.invFreq));
+        steps.push(await prepareRope(ctx, { tokens: rows, heads: c.numKeyValueHeads, headDim: c.headDim }, k, positions, this.invFreq));
+        const shape = { batch: rows, seqLen: 1, width: kvWidth, maxLen: cache.maxLen };
+        steps.push(await prepareKvWrite(ctx, shape, k, positions, cache.k[index]!));
+        steps.push(await prepareKvWrite(ctx, shape, v, positions, cache.v[index]!));
+        steps.push(await prepareAttentionDecode(ctx, { batch: rows, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim, maxLen: cache.maxLen },
+          { q, kCache: cache.k[index]!, vCache: cache.v[index]!, lengths, out: attn }));
+        steps.push(await linear(attn, qWidth, layer.o, null, proj));
+        steps.push(await prepareAdd(ctx, { n: rows * c.hiddenSize }, x, proj, x));
+        steps.push(await norm(layer.postNorm, h));
+        steps.push(await linear(h, c.hiddenSize, layer.gate, null, gate));
+        steps.push(await linear(h, c.hiddenSize, layer.up, null, up));
+        steps.push(await prepareSwiglu(ctx, { rows, intermediate: c.intermediateSize }, gate, up, act));
+        steps.push(await linear(act, c.intermediateSize, layer.down, null, proj));
+        steps.push(await prepareAdd(ctx, { n: rows * c.hiddenSize }, x, proj, x));
+      }
+      steps.push(await norm(this.weights.finalNorm, h));
+      steps.push(await linear(h, c.hiddenSize, this.weights.lmHead, null, logits));
+      steps.push(await prepareArgmax(ctx, { rows, cols: c.vocabSize }, logits, nextIds));
+      return {
+        tokens, positions, lengths, nextIds,
+        encode(pass) {
+          for (const step of steps) step.encode(pass);
+        },
+        destroy() {
+          for (const step of steps) step.destroy();
+          for (const b of buffers) b.destroy();
+        },
+      };
+    } catch (err) {
+      for (const step of steps) step.destroy();
+      for (const b of buffers) b.destroy();
+      throw err;
+    }
+  }
+
+  /**
+   * Greedy generation for a batch of prompts of any lengths: batched prefill, then one decode
+   * step per token with the KV cache. Returns each sequence's new tokens (stopping at EOS,
+   * which is included, or at maxNewTokens).
+   */
+  async generateGreedy(prompts: number[][], options: GenerateOptions): Promise<number[][]> {
+    const c = this.config;
+    if (!Array.isArray(prompts) || prompts.length === 0 || prompts.some((p) => !Array.isArray(p) || p.length === 0)) {
+      throw new InvalidArgumentError('prompts', 'a non-empty array of non-empty token-id arrays', describe(prompts));
+    }
+    const maxNew = options.maxNewTokens;
+    if (!Number.isSafeInteger(maxNew) || maxNew < 1) throw new InvalidArgumentError('maxNewTokens', 'a positive integer', describe(maxNew));
+    const eos = new Set(options.eosTokenIds ?? c.eosTokenIds);
+    const batch = prompts.length;
+    const promptLen = Math.max(...prompts.map((p) => p.length));
+    const maxLen = promptLen + maxNew;
+    if (maxLen > c.maxPositionEmbeddings) {
+      throw new InvalidArgumentError('maxNewTokens', `at most ${c.maxPositionEmbeddings - promptLen} for a ${promptLen}-token prompt (max_position_embeddings ${c.maxPositionEmbeddings})`, String(maxNew));
+    }
+    const padded = new Array<number>(batch * promptLen).fill(0);
+    prompts.forEach((p, b) => p.forEach((id, t) => (padded[b * promptLen + t] = id)));
+    const cache = this.createCache(batch, maxLen);
+    const prefill = await this.prepareForward(batch, promptLen, cache);
+    const prefillIds = this.ctx.createBuffer('policy:prefill_next_ids', batch * promptLen * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
+    const decode = await this.prepareDecode(cache).catch((err: unknown) => {
+      prefill.destroy();
+      cache.destroy();
+      prefillIds.destroy();
+      throw err;
+    });
+    try {
+      const prefillArgmax = await prepareArgmax(this.ctx, { rows: batch * promptLen, cols: c.vocabSize }, prefill.logits, prefillIds);
+      try {
+        await this.run(prefill, padded, prompts.map((p) => p.length), (pass) => prefillArgmax.encode(pass));
+      } finally {
+        prefillArgmax.destroy();
+      }
+      const all = new Uint32Array(await this.ctx.read('policy_generate', prefillIds, batch * promptLen * 4));
+      let next = prompts.map((p, b) => all[b * promptLen + p.length - 1]!);
+      const outputs: number[][] = prompts.map(() => []);
+      const done = new Array<boolean>(batch).fill(false);
+      for (let step = 0; ; step++) {
+        next.forEach((id, b) => {
+          if (done[b]) return;
+          outputs[b]!.push(id);
+          if (eos.has(id) || outputs[b]!.length >= maxNew) done[b] = true;
+        });
+        if (done.every(Boolean)) break;
+        const positions = Uint32Array.from(prompts, (p) => p.length + step);
+        this.ctx.writeBuffer(decode.tokens, 0, Uint32Array.from(next));
+        this.ctx.writeBuffer(decode.positions, 0, positions);
+        this.ctx.writeBuffer(decode.lengths, 0, positions.map((pos) => pos + 1));
+        await this.ctx.scoped('policy_decode', () => {
+          const encoder = this.ctx.device.createCommandEncoder({ label: 'policy_decode' });
+          const pass = encoder.beginComputePass({ label: 'policy_decode' });
+          decode.encode(pass);
+          pass.end();
+          this.ctx.device.queue.submit([encoder.finish()]);
+        });
+        next = Array.from(new Uint32Array(await this.ctx.read('policy_decode', decode.nextIds, batch * 4)));
+      }
+      return outputs;
+    } finally {
+      decode.destroy();
+      prefill.destroy();
+      prefillIds.destroy();
+      cache.destroy();
+    }
+  }
+
   /** Runs a prepared forward on `ids` (batch · seqLen, right-padded) with per-sequence `lengths`. */
-  async run(prepared: PreparedForward, ids: ArrayLike<number>, lengths?: ArrayLike<number>): Promise<void> {
+  async run(prepared: PreparedForward, ids: ArrayLike<number>, lengths?: ArrayLike<number>, after?: (pass: GPUComputePassEncoder) => void): Promise<void> {
     const { batch, seqLen } = prepared;
     if (ids.length !== batch * seqLen) throw new InvalidArgumentError('ids', `${batch * seqLen} token ids (batch · seqLen)`, `${ids.length}`);
     const idArray = new Uint32Array(ids.length);
@@ -162,6 +358,7 @@ export class PolicyModel {
       const encoder = this.ctx.device.createCommandEncoder({ label: 'policy_forward' });
       const pass = encoder.beginComputePass({ label: 'policy_forward' });
       prepared.encode(pass);
+      after?.(pass);
       pass.end();
       this.ctx.device.queue.submit([encoder.finish()]);
     });

@@ -1,5 +1,5 @@
-/** `intuitor logits` on the Hugging Face fixture, and its bad input. */
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+/** `intuitor logits` and `intuitor generate` on the Hugging Face fixture, and their bad input. */
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readNpy, writeNpy } from '../../src/io/npy.js';
@@ -50,5 +50,25 @@ describeGpu('intuitor logits', () => {
       expect(r.messages.join('\n')).toMatch(message);
       expect(readdirSync(dir)).not.toContain('never');
     }
+  });
+
+  test('generate --greedy --json continues greedy_prompt_ids as transformers does', async () => {
+    const ref = JSON.parse(readFileSync(join(model, 'reference.json'), 'utf8')) as { greedy_prompt_ids: number[]; greedy_output_ids: number[]; greedy_text: string; texts: string[] };
+    const r = await cli(['generate', '--model', model, '--prompt', 'What is 12 times 7?', '--max-new-tokens', '12', '--greedy', '--json']);
+    expectSuccess(r);
+    const out = JSON.parse(r.stdout) as { prompt_ids: number[]; new_ids: number[]; text: string };
+    expect(out.prompt_ids).toEqual(ref.greedy_prompt_ids);
+    expect([...out.prompt_ids, ...out.new_ids]).toEqual(ref.greedy_output_ids);
+    expect(out.text).toBe(ref.greedy_text);
+  });
+
+  test.each([
+    [['--max-new-tokens', '0', '--greedy'], /--max-new-tokens: expected a positive integer, got "0"/],
+    [['--max-new-tokens', '4'], /--greedy: expected the flag/],
+    [['--prompt', '', '--greedy'], /--prompt: expected text that encodes to at least one token, got ""/],
+  ])('generate refuses %j', async (args, message) => {
+    const r = await cli(['generate', '--model', model, '--prompt', 'Hi', ...args]);
+    expect(r.status).toBe(2);
+    expect(r.messages.join('\n')).toMatch(message);
   });
 });
