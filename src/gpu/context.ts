@@ -225,6 +225,17 @@ export class GpuContext {
     return result as T;
   }
 
+  /** Records `encode` into one compute pass and submits it, inside the op's error scopes. */
+  async runPass(op: string, encode: (pass: GPUComputePassEncoder) => void): Promise<void> {
+    await this.scoped(op, () => {
+      const encoder = this.device.createCommandEncoder({ label: op });
+      const pass = encoder.beginComputePass({ label: op });
+      encode(pass);
+      pass.end();
+      this.device.queue.submit([encoder.finish()]);
+    });
+  }
+
   private module(kernel: string): GPUShaderModule {
     let mod = this.modules.get(kernel);
     if (!mod) {

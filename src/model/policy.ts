@@ -75,6 +75,11 @@ export interface PreparedForward {
   destroy(): void;
 }
 
+function release(steps: Step[], buffers: GPUBuffer[]): void {
+  for (const step of steps) step.destroy();
+  for (const b of buffers) b.destroy();
+}
+
 export class PolicyModel {
   readonly config: ModelConfig;
   readonly weights: ModelWeights;
@@ -93,7 +98,75 @@ export class PolicyModel {
     return new PolicyModel(ctx, config, await loadWeights(ctx, dir, config, options));
   }
 
-  /** Allocates activations and records every dispatch of a forward over (batch, seqLen). */
+  /**
+   * Allocates the activations of `rows` tokens and records the decoder over them: embedding of
+   * `tokens`, every layer, the final norm, the lm_head into `logits`. `attend` records what runs
+   * between RoPE and the output projection for layer `index` (cache writes and attention), the
+   * only part in which a prefill and a decode step differ.
+   */
+  private async buildDecoder(label: string, rows: number,
+    attend: (index: number, a: { q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; positions: GPUBuffer; out: GPUBuffer }) => Promise<Step[]>,
+    positionsOf: (row: number) => number): Promise<{ tokens: GPUBuffer; positions: GPUBuffer; logits: GPUBuffer; steps: Step[]; buffers: GPUBuffer[] }> {
+    const ctx = this.ctx;
+    const c = this.config;
+    const qWidth = c.numHeads * c.headDim;
+    const kvWidth = c.numKeyValueHeads * c.headDim;
+    const buffers: GPUBuffer[] = [];
+    const steps: Step[] = [];
+    const f32 = (name: string, elements: number): GPUBuffer => {
+      const b = ctx.createBuffer(`${label}:${name}`, elements * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST);
+      buffers.push(b);
+      return b;
+    };
+    try {
+      const tokens = f32('tokens', rows);
+      const positions = ctx.upload(`${label}:positions`, Uint32Array.from({ length: rows }, (_, i) => positionsOf(i)), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+      buffers.push(positions);
+      const x = f32('x', rows * c.hiddenSize);
+      const h = f32('h', rows * c.hiddenSize);
+      const q = f32('q', rows * qWidth);
+      const k = f32('k', rows * kvWidth);
+      const v = f32('v', rows * kvWidth);
+      const attn = f32('attn', rows * qWidth);
+      const proj = f32('proj', rows * c.hiddenSize);
+      const gate = f32('gate', rows * c.intermediateSize);
+      const up = f32('up', rows * c.intermediateSize);
+      const act = f32('act', rows * c.intermediateSize);
+      const logits = f32('logits', rows * c.vocabSize);
+      const linear = (input: GPUBuffer, kIn: number, w: GpuTensor, bias: GpuTensor | null, output: GPUBuffer) =>
+        prepareLinear(ctx, { m: rows, k: kIn, n: w.shape[0]!, weightDType: w.dtype, biasDType: bias?.dtype }, input, w.buffer, bias?.buffer ?? null, output);
+      const norm = (w: GpuTensor, output: GPUBuffer) =>
+        prepareRmsNorm(ctx, { rows, hidden: c.hiddenSize, eps: c.rmsNormEps, weightDType: w.dtype }, x, w.buffer, output);
+      const residual = () => prepareAdd(ctx, { n: rows * c.hiddenSize }, x, proj, x);
+
+      steps.push(await prepareEmbedding(ctx, { tokens: rows, vocab: c.vocabSize, hidden: c.hiddenSize, dtype: this.weights.embed.dtype }, tokens, this.weights.embed.buffer, x));
+      for (const [index, layer] of this.weights.layers.entries()) {
+        steps.push(await norm(layer.inputNorm, h));
+        steps.push(await linear(h, c.hiddenSize, layer.q, layer.qBias, q));
+        steps.push(await linear(h, c.hiddenSize, layer.k, layer.kBias, k));
+        steps.push(await linear(h, c.hiddenSize, layer.v, layer.vBias, v));
+        steps.push(await prepareRope(ctx, { tokens: rows, heads: c.numHeads, headDim: c.headDim }, q, positions, this.invFreq));
+        steps.push(await prepareRope(ctx, { tokens: rows, heads: c.numKeyValueHeads, headDim: c.headDim }, k, positions, this.invFreq));
+        steps.push(...(await attend(index, { q, k, v, positions, out: attn })));
+        steps.push(await linear(attn, qWidth, layer.o, null, proj));
+        steps.push(await residual());
+        steps.push(await norm(layer.postNorm, h));
+        steps.push(await linear(h, c.hiddenSize, layer.gate, null, gate));
+        steps.push(await linear(h, c.hiddenSize, layer.up, null, up));
+        steps.push(await prepareSwiglu(ctx, { rows, intermediate: c.intermediateSize }, gate, up, act));
+        steps.push(await linear(act, c.intermediateSize, layer.down, null, proj));
+        steps.push(await residual());
+      }
+      steps.push(await norm(this.weights.finalNorm, h));
+      steps.push(await linear(h, c.hiddenSize, this.weights.lmHead, null, logits));
+      return { tokens, positions, logits, steps, buffers };
+    } catch (err) {
+      release(steps, buffers);
+      throw err;
+    }
+  }
+
+  /** Allocates activations and records every dispatch of a forward over (batch, seqLen); with a cache, also fills it. */
   async prepareForward(batch: number, seqLen: number, cache?: KvCache): Promise<PreparedForward> {
     for (const [name, v] of [['batch', batch], ['seqLen', seqLen]] as const) {
       if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(name, 'a positive integer', describe(v));
@@ -103,83 +176,34 @@ export class PolicyModel {
     }
     const ctx = this.ctx;
     const c = this.config;
-    const rows = batch * seqLen;
-    const qWidth = c.numHeads * c.headDim;
     const kvWidth = c.numKeyValueHeads * c.headDim;
-    const buffers: GPUBuffer[] = [];
-    const steps: Step[] = [];
-    const f32 = (label: string, elements: number): GPUBuffer => {
-      const b = ctx.createBuffer(`policy:${label}`, elements * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST);
-      buffers.push(b);
-      return b;
-    };
-    const u32 = (label: string, data: Uint32Array): GPUBuffer => {
-      const b = ctx.upload(`policy:${label}`, data);
-      buffers.push(b);
-      return b;
-    };
+    const lengths = ctx.upload('policy:lengths', new Uint32Array(batch).fill(seqLen), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    const lse = ctx.createBuffer('policy:attn_lse', batch * c.numHeads * seqLen * 4, GPUBufferUsage.STORAGE);
+    let built: Awaited<ReturnType<PolicyModel['buildDecoder']>>;
     try {
-      const ids = u32('ids', new Uint32Array(rows));
-      const lengths = u32('lengths', new Uint32Array(batch).fill(seqLen));
-      const positions = u32('positions', Uint32Array.from({ length: rows }, (_, i) => i % seqLen));
-      const x = f32('x', rows * c.hiddenSize);
-      const h = f32('h', rows * c.hiddenSize);
-      const q = f32('q', rows * qWidth);
-      const k = f32('k', rows * kvWidth);
-      const v = f32('v', rows * kvWidth);
-      const attn = f32('attn', rows * qWidth);
-      const lse = f32('attn_lse', batch * c.numHeads * seqLen);
-      const proj = f32('proj', rows * c.hiddenSize);
-      const gate = f32('gate', rows * c.intermediateSize);
-      const up = f32('up', rows * c.intermediateSize);
-      const act = f32('act', rows * c.intermediateSize);
-      const logits = f32('logits', rows * c.vocabSize);
-
-      const linear = (input: GPUBuffer, k: number, w: GpuTensor, bias: GpuTensor | null, output: GPUBuffer) =>
-        prepareLinear(ctx, { m: rows, k, n: w.shape[0]!, weightDType: w.dtype, biasDType: bias?.dtype }, input, w.buffer, bias?.buffer ?? null, output);
-      const norm = (w: GpuTensor, output: GPUBuffer) =>
-        prepareRmsNorm(ctx, { rows, hidden: c.hiddenSize, eps: c.rmsNormEps, weightDType: w.dtype }, x, w.buffer, output);
-
-      steps.push(await prepareEmbedding(ctx, { tokens: rows, vocab: c.vocabSize, hidden: c.hiddenSize, dtype: this.weights.embed.dtype }, ids, this.weights.embed.buffer, x));
-      for (const [index, layer] of this.weights.layers.entries()) {
-        steps.push(await norm(layer.inputNorm, h));
-        steps.push(await linear(h, c.hiddenSize, layer.q, layer.qBias, q));
-        steps.push(await linear(h, c.hiddenSize, layer.k, layer.kBias, k));
-        steps.push(await linear(h, c.hiddenSize, layer.v, layer.vBias, v));
-        steps.push(await prepareRope(ctx, { tokens: rows, heads: c.numHeads, headDim: c.headDim }, q, positions, this.invFreq));
-        steps.push(await prepareRope(ctx, { tokens: rows, heads: c.numKeyValueHeads, headDim: c.headDim }, k, positions, this.invFreq));
-        if (cache) {
-          const shape = { batch, seqLen, width: kvWidth, maxLen: cache.maxLen };
-          steps.push(await prepareKvWrite(ctx, shape, k, positions, cache.k[index]!));
-          steps.push(await prepareKvWrite(ctx, shape, v, positions, cache.v[index]!));
-        }
-        steps.push(await prepareAttention(ctx, { batch, seqLen, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim }, { q, k, v, lengths, out: attn, lse }));
-        steps.push(await linear(attn, qWidth, layer.o, null, proj));
-        steps.push(await prepareAdd(ctx, { n: rows * c.hiddenSize }, x, proj, x));
-        steps.push(await norm(layer.postNorm, h));
-        steps.push(await linear(h, c.hiddenSize, layer.gate, null, gate));
-        steps.push(await linear(h, c.hiddenSize, layer.up, null, up));
-        steps.push(await prepareSwiglu(ctx, { rows, intermediate: c.intermediateSize }, gate, up, act));
-        steps.push(await linear(act, c.intermediateSize, layer.down, null, proj));
-        steps.push(await prepareAdd(ctx, { n: rows * c.hiddenSize }, x, proj, x));
-      }
-      steps.push(await norm(this.weights.finalNorm, h));
-      steps.push(await linear(h, c.hiddenSize, this.weights.lmHead, null, logits));
-      return {
-        batch, seqLen, ids, lengths, logits,
-        encode(pass) {
-          for (const s of steps) s.encode(pass);
-        },
-        destroy() {
-          for (const s of steps) s.destroy();
-          for (const b of buffers) b.destroy();
-        },
-      };
+      built = await this.buildDecoder('policy', batch * seqLen, async (index, { q, k, v, positions, out }) => [
+        ...(cache ? [
+          await prepareKvWrite(ctx, { batch, seqLen, width: kvWidth, maxLen: cache.maxLen }, k, positions, cache.k[index]!),
+          await prepareKvWrite(ctx, { batch, seqLen, width: kvWidth, maxLen: cache.maxLen }, v, positions, cache.v[index]!),
+        ] : []),
+        await prepareAttention(ctx, { batch, seqLen, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim }, { q, k, v, lengths, out, lse }),
+      ], (row) => row % seqLen);
     } catch (err) {
-      for (const s of steps) s.destroy();
-      for (const b of buffers) b.destroy();
+      lengths.destroy();
+      lse.destroy();
       throw err;
     }
+    const { tokens, logits, steps, buffers } = built;
+    buffers.push(lengths, lse);
+    return {
+      batch, seqLen, ids: tokens, lengths, logits,
+      encode(pass) {
+        for (const step of steps) step.encode(pass);
+      },
+      destroy() {
+        release(steps, buffers);
+      },
+    };
   }
 
   createCache(batch: number, maxLen: number): KvCache {
@@ -199,75 +223,36 @@ export class PolicyModel {
     const ctx = this.ctx;
     const c = this.config;
     const rows = cache.batch;
-    const qWidth = c.numHeads * c.headDim;
     const kvWidth = c.numKeyValueHeads * c.headDim;
-    const buffers: GPUBuffer[] = [];
-    const steps: Step[] = [];
-    const make = (label: string, elements: number): GPUBuffer => {
-      const b = ctx.createBuffer(`policy_decode:${label}`, elements * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST);
-      buffers.push(b);
-      return b;
-    };
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    const lengths = ctx.createBuffer('policy_decode:lengths', rows * 4, usage);
+    const nextIds = ctx.createBuffer('policy_decode:next_ids', rows * 4, usage);
+    let built: Awaited<ReturnType<PolicyModel['buildDecoder']>> | undefined;
     try {
-      const tokens = make('tokens', rows);
-      const positions = make('positions', rows);
-      const lengths = make('lengths', rows);
-      const nextIds = make('next_ids', rows);
-      const x = make('x', rows * c.hiddenSize);
-      const h = make('h', rows * c.hiddenSize);
-      const q = make('q', rows * qWidth);
-      const k = make('k', rows * kvWidth);
-      const v = make('v', rows * kvWidth);
-      const attn = make('attn', rows * qWidth);
-      const proj = make('proj', rows * c.hiddenSize);
-      const gate = make('gate', rows * c.intermediateSize);
-      const up = make('up', rows * c.intermediateSize);
-      const act = make('act', rows * c.intermediateSize);
-      const logits = make('logits', rows * c.vocabSize);
-      const linear = (input: GPUBuffer, kIn: number, w: GpuTensor, bias: GpuTensor | null, output: GPUBuffer) =>
-        prepareLinear(ctx, { m: rows, k: kIn, n: w.shape[0]!, weightDType: w.dtype, biasDType: bias?.dtype }, input, w.buffer, bias?.buffer ?? null, output);
-      const norm = (w: GpuTensor, output: GPUBuffer) =>
-        prepareRmsNorm(ctx, { rows, hidden: c.hiddenSize, eps: c.rmsNormEps, weightDType: w.dtype }, x, w.buffer, output);
-      steps.push(await prepareEmbedding(ctx, { tokens: rows, vocab: c.vocabSize, hidden: c.hiddenSize, dtype: this.weights.embed.dtype }, tokens, this.weights.embed.buffer, x));
-      for (const [index, layer] of this.weights.layers.entries()) {
-        steps.push(await norm(layer.inputNorm, h));
-        steps.push(await linear(h, c.hiddenSize, layer.q, layer.qBias, q));
-        steps.push(await linear(h, c.hiddenSize, layer.k, layer.kBias, k));
-        steps.push(await linear(h, c.hiddenSize, layer.v, layer.vBias, v));
-        steps.push(await prepareRope(ctx, { tokens: rows, heads: c.numHeads, headDim: c.headDim }, q, positions, this.invFreq));
-        steps.push(await prepareRope(ctx, { tokens: rows, heads: c.numKeyValueHeads, headDim: c.headDim }, k, positions, this.invFreq));
-        const shape = { batch: rows, seqLen: 1, width: kvWidth, maxLen: cache.maxLen };
-        steps.push(await prepareKvWrite(ctx, shape, k, positions, cache.k[index]!));
-        steps.push(await prepareKvWrite(ctx, shape, v, positions, cache.v[index]!));
-        steps.push(await prepareAttentionDecode(ctx, { batch: rows, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim, maxLen: cache.maxLen },
-          { q, kCache: cache.k[index]!, vCache: cache.v[index]!, lengths, out: attn }));
-        steps.push(await linear(attn, qWidth, layer.o, null, proj));
-        steps.push(await prepareAdd(ctx, { n: rows * c.hiddenSize }, x, proj, x));
-        steps.push(await norm(layer.postNorm, h));
-        steps.push(await linear(h, c.hiddenSize, layer.gate, null, gate));
-        steps.push(await linear(h, c.hiddenSize, layer.up, null, up));
-        steps.push(await prepareSwiglu(ctx, { rows, intermediate: c.intermediateSize }, gate, up, act));
-        steps.push(await linear(act, c.intermediateSize, layer.down, null, proj));
-        steps.push(await prepareAdd(ctx, { n: rows * c.hiddenSize }, x, proj, x));
-      }
-      steps.push(await norm(this.weights.finalNorm, h));
-      steps.push(await linear(h, c.hiddenSize, this.weights.lmHead, null, logits));
-      steps.push(await prepareArgmax(ctx, { rows, cols: c.vocabSize }, logits, nextIds));
-      return {
-        tokens, positions, lengths, nextIds,
-        encode(pass) {
-          for (const step of steps) step.encode(pass);
-        },
-        destroy() {
-          for (const step of steps) step.destroy();
-          for (const b of buffers) b.destroy();
-        },
-      };
+      built = await this.buildDecoder('policy_decode', rows, async (index, { q, k, v, positions, out }) => [
+        await prepareKvWrite(ctx, { batch: rows, seqLen: 1, width: kvWidth, maxLen: cache.maxLen }, k, positions, cache.k[index]!),
+        await prepareKvWrite(ctx, { batch: rows, seqLen: 1, width: kvWidth, maxLen: cache.maxLen }, v, positions, cache.v[index]!),
+        await prepareAttentionDecode(ctx, { batch: rows, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim, maxLen: cache.maxLen },
+          { q, kCache: cache.k[index]!, vCache: cache.v[index]!, lengths, out }),
+      ], () => 0);
+      built.steps.push(await prepareArgmax(ctx, { rows, cols: c.vocabSize }, built.logits, nextIds));
     } catch (err) {
-      for (const step of steps) step.destroy();
-      for (const b of buffers) b.destroy();
+      if (built) release(built.steps, built.buffers);
+      lengths.destroy();
+      nextIds.destroy();
       throw err;
     }
+    const { tokens, positions, steps, buffers } = built;
+    buffers.push(lengths, nextIds);
+    return {
+      tokens, positions, lengths, nextIds,
+      encode(pass) {
+        for (const step of steps) step.encode(pass);
+      },
+      destroy() {
+        release(steps, buffers);
+      },
+    };
   }
 
   /**
@@ -322,13 +307,7 @@ export class PolicyModel {
         this.ctx.writeBuffer(decode.tokens, 0, Uint32Array.from(next));
         this.ctx.writeBuffer(decode.positions, 0, positions);
         this.ctx.writeBuffer(decode.lengths, 0, positions.map((pos) => pos + 1));
-        await this.ctx.scoped('policy_decode', () => {
-          const encoder = this.ctx.device.createCommandEncoder({ label: 'policy_decode' });
-          const pass = encoder.beginComputePass({ label: 'policy_decode' });
-          decode.encode(pass);
-          pass.end();
-          this.ctx.device.queue.submit([encoder.finish()]);
-        });
+        await this.ctx.runPass('policy_decode', (pass) => decode.encode(pass));
         next = Array.from(new Uint32Array(await this.ctx.read('policy_decode', decode.nextIds, batch * 4)));
       }
       return outputs;
@@ -354,13 +333,9 @@ export class PolicyModel {
     if (lens.length !== batch || lens.some((n) => n > seqLen)) throw new InvalidArgumentError('lengths', `${batch} lengths of at most ${seqLen}`, `[${Array.from(lens).join(', ')}]`);
     this.ctx.writeBuffer(prepared.ids, 0, idArray);
     this.ctx.writeBuffer(prepared.lengths, 0, lens);
-    await this.ctx.scoped('policy_forward', () => {
-      const encoder = this.ctx.device.createCommandEncoder({ label: 'policy_forward' });
-      const pass = encoder.beginComputePass({ label: 'policy_forward' });
+    await this.ctx.runPass('policy_forward', (pass) => {
       prepared.encode(pass);
       after?.(pass);
-      pass.end();
-      this.ctx.device.queue.submit([encoder.finish()]);
     });
   }
 

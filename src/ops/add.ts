@@ -90,13 +90,7 @@ export async function add(ctx: GpuContext, a: Float32Array, b: Float32Array, opt
     owned.push(bufOut);
     const prepared = await prepareAdd(ctx, { n }, bufA, bufB, bufOut);
     try {
-      await ctx.scoped('add', () => {
-        const encoder = ctx.device.createCommandEncoder({ label: 'add' });
-        const pass = encoder.beginComputePass({ label: 'add' });
-        prepared.encode(pass);
-        pass.end();
-        ctx.device.queue.submit([encoder.finish()]);
-      });
+      await ctx.runPass('add', (pass) => prepared.encode(pass));
     } finally {
       prepared.destroy();
     }

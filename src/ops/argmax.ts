@@ -53,13 +53,7 @@ export async function argmax(ctx: GpuContext, x: Float32Array, shape: ArgmaxShap
   try {
     ctx.writeBuffer(out, 0, new Uint32Array(shape.rows).fill(0xffffffff));
     const prepared = await prepareArgmax(ctx, shape, input, out);
-    await ctx.scoped('argmax', () => {
-      const encoder = ctx.device.createCommandEncoder({ label: 'argmax' });
-      const pass = encoder.beginComputePass({ label: 'argmax' });
-      prepared.encode(pass);
-      pass.end();
-      ctx.device.queue.submit([encoder.finish()]);
-    });
+    await ctx.runPass('argmax', (pass) => prepared.encode(pass));
     prepared.destroy();
     return new Uint32Array(await ctx.read('argmax', out, shape.rows * 4));
   } finally {

@@ -126,13 +126,7 @@ export async function attention(ctx: GpuContext, q: Float32Array, k: Float32Arra
   try {
     const prepared = await prepareAttention(ctx, s, { q: owned[0], k: owned[1], v: owned[2], lengths: owned[3], out: owned[4], lse: owned[5] });
     try {
-      await ctx.scoped('attention', () => {
-        const encoder = ctx.device.createCommandEncoder({ label: 'attention' });
-        const pass = encoder.beginComputePass({ label: 'attention' });
-        prepared.encode(pass);
-        pass.end();
-        ctx.device.queue.submit([encoder.finish()]);
-      });
+      await ctx.runPass('attention', (pass) => prepared.encode(pass));
     } finally {
       prepared.destroy();
     }

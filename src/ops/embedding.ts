@@ -128,13 +128,7 @@ export async function embedding(ctx: GpuContext, ids: Uint32Array | Int32Array |
     owned.push(bufOut);
     const prepared = await prepareEmbedding(ctx, { tokens, vocab, hidden, dtype }, bufIds, bufTable, bufOut);
     try {
-      await ctx.scoped('embedding', () => {
-        const encoder = ctx.device.createCommandEncoder({ label: 'embedding' });
-        const pass = encoder.beginComputePass({ label: 'embedding' });
-        prepared.encode(pass);
-        pass.end();
-        ctx.device.queue.submit([encoder.finish()]);
-      });
+      await ctx.runPass('embedding', (pass) => prepared.encode(pass));
     } finally {
       prepared.destroy();
     }

@@ -134,13 +134,7 @@ export async function linear(ctx: GpuContext, x: Float32Array, weight: HostArray
     owned.push(bufY);
     const prepared = await prepareLinear(ctx, shape, bufX, bufW, bufB, bufY);
     try {
-      await ctx.scoped('linear', () => {
-        const encoder = ctx.device.createCommandEncoder({ label: 'linear' });
-        const pass = encoder.beginComputePass({ label: 'linear' });
-        prepared.encode(pass);
-        pass.end();
-        ctx.device.queue.submit([encoder.finish()]);
-      });
+      await ctx.runPass('linear', (pass) => prepared.encode(pass));
     } finally {
       prepared.destroy();
     }

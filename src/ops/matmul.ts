@@ -79,13 +79,7 @@ export async function matmul(ctx: GpuContext, a: Float32Array, b: Float32Array, 
   try {
     const prepared = await prepareMatmul(ctx, shape, bufA, bufB, bufC);
     try {
-      await ctx.scoped('matmul', () => {
-        const encoder = ctx.device.createCommandEncoder({ label: 'matmul' });
-        const pass = encoder.beginComputePass({ label: 'matmul' });
-        prepared.encode(pass);
-        pass.end();
-        ctx.device.queue.submit([encoder.finish()]);
-      });
+      await ctx.runPass('matmul', (pass) => prepared.encode(pass));
     } finally {
       prepared.destroy();
     }

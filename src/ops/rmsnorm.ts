@@ -113,13 +113,7 @@ export async function rmsNorm(ctx: GpuContext, x: Float32Array, weight: HostArra
     owned.push(bufY);
     const prepared = await prepareRmsNorm(ctx, shape, bufX, bufW, bufY);
     try {
-      await ctx.scoped('rmsnorm', () => {
-        const encoder = ctx.device.createCommandEncoder({ label: 'rmsnorm' });
-        const pass = encoder.beginComputePass({ label: 'rmsnorm' });
-        prepared.encode(pass);
-        pass.end();
-        ctx.device.queue.submit([encoder.finish()]);
-      });
+      await ctx.runPass('rmsnorm', (pass) => prepared.encode(pass));
     } finally {
       prepared.destroy();
     }

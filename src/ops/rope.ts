@@ -137,13 +137,7 @@ export async function rope(ctx: GpuContext, x: Float32Array, positions: Uint32Ar
     owned.push(bufFreq);
     const prepared = await prepareRope(ctx, shape, bufX, bufPositions, bufFreq);
     try {
-      await ctx.scoped('rope', () => {
-        const encoder = ctx.device.createCommandEncoder({ label: 'rope' });
-        const pass = encoder.beginComputePass({ label: 'rope' });
-        prepared.encode(pass);
-        pass.end();
-        ctx.device.queue.submit([encoder.finish()]);
-      });
+      await ctx.runPass('rope', (pass) => prepared.encode(pass));
     } finally {
       prepared.destroy();
     }

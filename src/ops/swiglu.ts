@@ -94,13 +94,7 @@ export async function swiglu(ctx: GpuContext, gate: Float32Array, up: Float32Arr
     owned.push(bufOut);
     const prepared = await prepareSwiglu(ctx, shape, bufGate, bufUp, bufOut);
     try {
-      await ctx.scoped('swiglu', () => {
-        const encoder = ctx.device.createCommandEncoder({ label: 'swiglu' });
-        const pass = encoder.beginComputePass({ label: 'swiglu' });
-        prepared.encode(pass);
-        pass.end();
-        ctx.device.queue.submit([encoder.finish()]);
-      });
+      await ctx.runPass('swiglu', (pass) => prepared.encode(pass));
     } finally {
       prepared.destroy();
     }

@@ -18,7 +18,7 @@ import { GpuContext } from '../gpu/context.js';
 import { nativeBackward, nativeForward, nativeStatus } from '../native/addon.js';
 import { referenceBackward, referenceForward } from './token-stats/reference.js';
 import {
-  allocateOutputs, prepareBackward, prepareForward, submit, type GpuStatsInputs, type GpuStatsOutputs, type PreparedDispatch,
+  allocateOutputs, prepareBackward, prepareForward, type GpuStatsInputs, type GpuStatsOutputs, type PreparedDispatch,
 } from './token-stats/webgpu.js';
 
 export const BACKENDS = ['auto', 'webgpu', 'native', 'js'] as const;
@@ -269,7 +269,7 @@ function gpuInputs(v: Validated, toGpu: ToGpu): GpuStatsInputs {
 async function runPrepared(ctx: GpuContext, op: string, prepare: Promise<PreparedDispatch>): Promise<void> {
   const prepared = await prepare;
   try {
-    await submit(ctx, op, prepared);
+    await ctx.runPass(op, (pass) => prepared.encode(pass));
   } finally {
     prepared.destroy();
   }

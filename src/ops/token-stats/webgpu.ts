@@ -4,8 +4,8 @@
  * ../token-stats.ts); this file plans windows, caches pipelines and encodes dispatches.
  *
  * `prepare*` returns an object whose `encode(pass)` records the dispatches into a caller's
- * compute pass, so a trainer or benchmark can batch them with other work; `forwardOnGpu` and
- * `backwardOnGpu` prepare, encode and submit in one go inside the context's error scopes.
+ * compute pass, so a trainer or benchmark can batch them with other work (GpuContext.runPass
+ * submits one on its own).
  */
 import type { DType } from '../../dtype.js';
 import { BYTES_PER_ELEMENT } from '../../dtype.js';
@@ -231,15 +231,4 @@ function encodeBackward(ctx: GpuContext, inputs: GpuBackwardInputs, plan: Plan, 
       for (const b of owned) b.destroy();
     },
   };
-}
-
-/** Encodes and submits a prepared dispatch inside the context's error scopes. */
-export async function submit(ctx: GpuContext, op: string, prepared: PreparedDispatch): Promise<void> {
-  await ctx.scoped(op, () => {
-    const encoder = ctx.device.createCommandEncoder({ label: op });
-    const pass = encoder.beginComputePass({ label: op });
-    prepared.encode(pass);
-    pass.end();
-    ctx.device.queue.submit([encoder.finish()]);
-  });
 }
