@@ -6,6 +6,7 @@
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
+import { bindingOf } from './bindings.js';
 
 export interface AddShape {
   /** Elements of a, b and out. */
@@ -19,15 +20,6 @@ function checkShape(shape: AddShape): number {
   if (shape === null || typeof shape !== 'object') throw new InvalidArgumentError('shape', 'an object { n }', describe(shape));
   if (!Number.isSafeInteger(shape.n) || shape.n < 1 || shape.n > 0xffffffff) throw new InvalidArgumentError('n', 'a positive integer below 2^32', describe(shape.n));
   return shape.n;
-}
-
-/** A binding of the first `bytes` bytes (rounded up to whole words) of a caller's buffer. */
-function bindingOf(ctx: GpuContext, name: string, buffer: GPUBuffer, bytes: number): GPUBufferBinding {
-  const size = Math.ceil(bytes / 4) * 4;
-  if (buffer === null || typeof buffer !== 'object' || typeof buffer.size !== 'number') throw new InvalidArgumentError(name, 'a GPUBuffer', describe(buffer));
-  if (buffer.size < size) throw new InvalidArgumentError(name, `a GPUBuffer of at least ${size} bytes`, `${buffer.size} bytes`);
-  if (size > ctx.maxBindingBytes) throw new InvalidArgumentError(name, `at most ${ctx.maxBindingBytes} bytes (the context's maxBindingBytes)`, `${size} bytes`);
-  return { buffer, size };
 }
 
 /** The float64 reference. */

@@ -8,6 +8,7 @@ import { BYTES_PER_ELEMENT, checkHostArray, elementReader, parseDType, type DTyp
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
+import { bindingOf } from './bindings.js';
 
 export interface EmbeddingShape {
   tokens: number;
@@ -28,15 +29,6 @@ function checkShape(shape: EmbeddingShape): { tokens: number; vocab: number; hid
   }
   if (shape.vocab > 0xffffffff) throw new InvalidArgumentError('vocab', 'at most 2^32 − 1', describe(shape.vocab));
   return { tokens: shape.tokens, vocab: shape.vocab, hidden: shape.hidden, dtype: parseDType(shape.dtype ?? 'f32', 'dtype') };
-}
-
-/** A binding of the first `bytes` bytes (rounded up to whole words) of a caller's buffer. */
-function bindingOf(ctx: GpuContext, name: string, buffer: GPUBuffer, bytes: number): GPUBufferBinding {
-  const size = Math.ceil(bytes / 4) * 4;
-  if (buffer === null || typeof buffer !== 'object' || typeof buffer.size !== 'number') throw new InvalidArgumentError(name, 'a GPUBuffer', describe(buffer));
-  if (buffer.size < size) throw new InvalidArgumentError(name, `a GPUBuffer of at least ${size} bytes`, `${buffer.size} bytes`);
-  if (size > ctx.maxBindingBytes) throw new InvalidArgumentError(name, `at most ${ctx.maxBindingBytes} bytes (the context's maxBindingBytes)`, `${size} bytes`);
-  return { buffer, size };
 }
 
 /** Host ids as a Uint32Array, each an integer in [0, vocab). */

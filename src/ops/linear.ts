@@ -7,6 +7,7 @@
 import { BYTES_PER_ELEMENT, checkHostArray, parseDType, type DType, type HostArray } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
+import { bindingOf } from './bindings.js';
 
 export interface LinearShape {
   /** Rows of x and y (tokens). */
@@ -35,15 +36,6 @@ function checkShape(shape: LinearShape): { m: number; k: number; n: number; weig
   const weightDType = parseDType(shape.weightDType ?? 'f32', 'weightDType');
   const biasDType = parseDType(shape.biasDType ?? weightDType, 'biasDType');
   return { m: shape.m, k: shape.k, n: shape.n, weightDType, biasDType };
-}
-
-/** A binding of the first `bytes` bytes (rounded up to whole words) of a caller's buffer. */
-function bindingOf(ctx: GpuContext, name: string, buffer: GPUBuffer, bytes: number): GPUBufferBinding {
-  const size = Math.ceil(bytes / 4) * 4;
-  if (buffer === null || typeof buffer !== 'object' || typeof buffer.size !== 'number') throw new InvalidArgumentError(name, 'a GPUBuffer', describe(buffer));
-  if (buffer.size < size) throw new InvalidArgumentError(name, `a GPUBuffer of at least ${size} bytes`, `${buffer.size} bytes`);
-  if (size > ctx.maxBindingBytes) throw new InvalidArgumentError(name, `at most ${ctx.maxBindingBytes} bytes (the context's maxBindingBytes)`, `${size} bytes`);
-  return { buffer, size };
 }
 
 /**

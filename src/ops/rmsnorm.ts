@@ -7,6 +7,7 @@ import { BYTES_PER_ELEMENT, checkHostArray, parseDType, type DType, type HostArr
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
+import { bindingOf } from './bindings.js';
 
 export interface RmsNormShape {
   rows: number;
@@ -28,15 +29,6 @@ function checkShape(shape: RmsNormShape): { rows: number; hidden: number; eps: n
   }
   if (typeof shape.eps !== 'number' || !Number.isFinite(shape.eps) || shape.eps < 0) throw new InvalidArgumentError('eps', 'a finite number ≥ 0', describe(shape.eps));
   return { rows: shape.rows, hidden: shape.hidden, eps: shape.eps, weightDType: parseDType(shape.weightDType ?? 'f32', 'weightDType') };
-}
-
-/** A binding of the first `bytes` bytes (rounded up to whole words) of a caller's buffer. */
-function bindingOf(ctx: GpuContext, name: string, buffer: GPUBuffer, bytes: number): GPUBufferBinding {
-  const size = Math.ceil(bytes / 4) * 4;
-  if (buffer === null || typeof buffer !== 'object' || typeof buffer.size !== 'number') throw new InvalidArgumentError(name, 'a GPUBuffer', describe(buffer));
-  if (buffer.size < size) throw new InvalidArgumentError(name, `a GPUBuffer of at least ${size} bytes`, `${buffer.size} bytes`);
-  if (size > ctx.maxBindingBytes) throw new InvalidArgumentError(name, `at most ${ctx.maxBindingBytes} bytes (the context's maxBindingBytes)`, `${size} bytes`);
-  return { buffer, size };
 }
 
 /** The float64 reference over values (decode 16-bit weights first, e.g. with elementReader). */

@@ -11,6 +11,7 @@
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
+import { bindingOf } from './bindings.js';
 
 export interface RopeShape {
   tokens: number;
@@ -34,15 +35,6 @@ function checkShape(shape: RopeShape): RopeShape {
   const elements = shape.tokens * shape.heads * shape.headDim;
   if (elements > 0xffffffff) throw new InvalidArgumentError('shape', 'tokens·heads·headDim < 2^32', String(elements));
   return { tokens: shape.tokens, heads: shape.heads, headDim: shape.headDim };
-}
-
-/** A binding of the first `bytes` bytes (rounded up to whole words) of a caller's buffer. */
-function bindingOf(ctx: GpuContext, name: string, buffer: GPUBuffer, bytes: number): GPUBufferBinding {
-  const size = Math.ceil(bytes / 4) * 4;
-  if (buffer === null || typeof buffer !== 'object' || typeof buffer.size !== 'number') throw new InvalidArgumentError(name, 'a GPUBuffer', describe(buffer));
-  if (buffer.size < size) throw new InvalidArgumentError(name, `a GPUBuffer of at least ${size} bytes`, `${buffer.size} bytes`);
-  if (size > ctx.maxBindingBytes) throw new InvalidArgumentError(name, `at most ${ctx.maxBindingBytes} bytes (the context's maxBindingBytes)`, `${size} bytes`);
-  return { buffer, size };
 }
 
 /**

@@ -6,6 +6,7 @@
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
+import { bindingOf } from './bindings.js';
 
 export interface SwigluShape {
   rows: number;
@@ -25,15 +26,6 @@ function checkShape(shape: SwigluShape): { rows: number; intermediate: number; n
   const n = shape.rows * shape.intermediate;
   if (n > 0xffffffff) throw new InvalidArgumentError('shape', 'rows·intermediate < 2^32', String(n));
   return { rows: shape.rows, intermediate: shape.intermediate, n };
-}
-
-/** A binding of the first `bytes` bytes (rounded up to whole words) of a caller's buffer. */
-function bindingOf(ctx: GpuContext, name: string, buffer: GPUBuffer, bytes: number): GPUBufferBinding {
-  const size = Math.ceil(bytes / 4) * 4;
-  if (buffer === null || typeof buffer !== 'object' || typeof buffer.size !== 'number') throw new InvalidArgumentError(name, 'a GPUBuffer', describe(buffer));
-  if (buffer.size < size) throw new InvalidArgumentError(name, `a GPUBuffer of at least ${size} bytes`, `${buffer.size} bytes`);
-  if (size > ctx.maxBindingBytes) throw new InvalidArgumentError(name, `at most ${ctx.maxBindingBytes} bytes (the context's maxBindingBytes)`, `${size} bytes`);
-  return { buffer, size };
 }
 
 /** The float64 reference, over any number of elements (gate and up of equal length). */
