@@ -277,15 +277,12 @@ export class PolicyModel {
     const padded = new Array<number>(batch * promptLen).fill(0);
     prompts.forEach((p, b) => p.forEach((id, t) => (padded[b * promptLen + t] = id)));
     const cache = this.createCache(batch, maxLen);
-    const prefill = await this.prepareForward(batch, promptLen, cache);
     const prefillIds = this.ctx.createBuffer('policy:prefill_next_ids', batch * promptLen * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
-    const decode = await this.prepareDecode(cache).catch((err: unknown) => {
-      prefill.destroy();
-      cache.destroy();
-      prefillIds.destroy();
-      throw err;
-    });
+    let prefill: PreparedForward | undefined;
+    let decode: PreparedDecode | undefined;
     try {
+      prefill = await this.prepareForward(batch, promptLen, cache);
+      decode = await this.prepareDecode(cache);
       const prefillArgmax = await prepareArgmax(this.ctx, { rows: batch * promptLen, cols: c.vocabSize }, prefill.logits, prefillIds);
       try {
         await this.run(prefill, padded, prompts.map((p) => p.length), (pass) => prefillArgmax.encode(pass));
@@ -307,13 +304,13 @@ export class PolicyModel {
         this.ctx.writeBuffer(decode.tokens, 0, Uint32Array.from(next));
         this.ctx.writeBuffer(decode.positions, 0, positions);
         this.ctx.writeBuffer(decode.lengths, 0, positions.map((pos) => pos + 1));
-        await this.ctx.runPass('policy_decode', (pass) => decode.encode(pass));
+        await this.ctx.runPass('policy_decode', (pass) => decode!.encode(pass));
         next = Array.from(new Uint32Array(await this.ctx.read('policy_decode', decode.nextIds, batch * 4)));
       }
       return outputs;
     } finally {
-      decode.destroy();
-      prefill.destroy();
+      decode?.destroy();
+      prefill?.destroy();
       prefillIds.destroy();
       cache.destroy();
     }
