@@ -18,7 +18,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join } from 'node:path';
 import { f16BitsToFloat } from '../dtype.js';
-import { FileFormatError, InvalidArgumentError, describe } from '../errors.js';
+import { FileFormatError, GpuError, InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { openSafetensors, type SafetensorsFile } from '../io/safetensors.js';
 import { bytesOf, type HostTensor, numel } from '../io/tensor.js';
@@ -347,8 +347,10 @@ async function upload(
   };
   let gpuBytes = 0;
   let sinceDrain = 0;
+  let current = '';
   try {
     for (const name of expected.keys()) {
+      current = name;
       let host = readTensor(checkpoint, name);
       if (mode === 'f32') host = toF32(host);
       const data = bytesOf(host.data);
@@ -374,6 +376,16 @@ async function upload(
     await ctx.sync('loadWeights');
   } catch (error) {
     destroy();
+    if (error instanceof GpuError && error.kind === 'out-of-memory') {
+      const needed = [...expected.keys()].reduce((sum, name) => {
+        const entry = checkpoint.files.get(checkpoint.locations.get(name)!)!.entries.get(name)!;
+        const elements = entry.shape.reduce((a, b) => a * b, 1);
+        return sum + Math.ceil((mode === 'f32' ? elements * 4 : entry.byteLength) / 16) * 16;
+      }, 0);
+      const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+      throw new GpuError('loadWeights', 'out-of-memory',
+        `the weights need ${mib(needed)} of GPU memory; the device ran out after ${mib(gpuBytes)}, at ${current} (${error.message})`);
+    }
     throw error;
   }
 

@@ -8,7 +8,7 @@ import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promi
 import os from 'node:os';
 import path from 'node:path';
 import { bf16BitsToFloat, f16BitsToFloat, floatToF16Bits } from '../../src/dtype.js';
-import { FileFormatError, InvalidArgumentError } from '../../src/errors.js';
+import { FileFormatError, GpuError, InvalidArgumentError } from '../../src/errors.js';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { openSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
 import { bytesOf, type HostTensor } from '../../src/io/tensor.js';
@@ -331,5 +331,24 @@ describeGpu('loadWeights', () => {
     test('an unknown options.dtype is an InvalidArgumentError', async () => {
       await expect(loadWeights(ctx, FIXTURE, fixtureConfig, { dtype: 'f16' as 'f32' })).rejects.toThrow(InvalidArgumentError);
     });
+  });
+
+  test('running out of GPU memory says how much the weights need, and frees what was uploaded', async () => {
+    let calls = 0;
+    const destroyed: ReturnType<typeof jest.fn>[] = [];
+    // A context whose fourth upload fails the way Dawn reports out-of-memory.
+    const tight = Object.create(ctx) as GpuContext;
+    tight.scoped = async <T>(op: string, encode: () => T): Promise<T> => {
+      if (++calls === 4) throw new GpuError(op, 'out-of-memory', 'allocation failed');
+      const result = await ctx.scoped(op, encode);
+      destroyed.push(jest.spyOn(result as unknown as GPUBuffer, 'destroy') as unknown as ReturnType<typeof jest.fn>);
+      return result;
+    };
+    const error = await loadWeights(tight, FIXTURE, fixtureConfig).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(GpuError);
+    expect((error as GpuError).kind).toBe('out-of-memory');
+    expect((error as Error).message).toMatch(/loadWeights: GPU out-of-memory error: the weights need 0\.4 MiB of GPU memory; the device ran out after 0\.\d MiB, at model\./);
+    expect(destroyed).toHaveLength(3);
+    for (const spy of destroyed) expect(spy).toHaveBeenCalledTimes(1);
   });
 });
