@@ -22,8 +22,8 @@ export function rooflineSvg(rows: BenchRow[], title: string): string {
     `<rect width="100%" height="100%" fill="white"/>`,
     `<text x="10" y="22" font-size="15" font-weight="bold">${escape(title)}</text>`,
     `<text x="10" y="42" fill="#555">Achieved fraction of the ceiling measured in the same run:</text>`,
-    `<rect x="330" y="32" width="12" height="12" fill="${color('webgpu')}"/><text x="346" y="42" fill="#555">WebGPU ÷ GPU copy GB/s</text>`,
-    `<rect x="500" y="32" width="12" height="12" fill="${color('native')}"/><text x="516" y="42" fill="#555">native ÷ CPU read GB/s</text>`,
+    `<rect x="330" y="32" width="12" height="12" fill="${color('webgpu')}"/><text x="346" y="42" fill="#555">WebGPU ÷ GPU copy GB/s or matmul FLOP/s</text>`,
+    `<rect x="600" y="32" width="12" height="12" fill="${color('native')}"/><text x="616" y="42" fill="#555">native ÷ CPU read GB/s</text>`,
   ];
   for (const f of [0, 0.25, 0.5, 0.75, 1]) {
     parts.push(`<line x1="${x(f)}" y1="${top - 6}" x2="${x(f)}" y2="${height - 30}" stroke="${f === 1 ? '#c00' : '#ddd'}" stroke-width="${f === 1 ? 1.5 : 1}"/>`);

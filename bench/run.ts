@@ -10,9 +10,10 @@ import { PACKAGE_VERSION } from '../src/paths.js';
 import { rooflineSvg } from './chart.js';
 import { BENCH_BACKENDS, closeEnvironment, measureCeilings, openEnvironment, type BenchBackend, type BenchEnv } from './harness.js';
 import { addRatios, markdownTable, writeOutput, type BenchRow } from './schema.js';
+import { MODEL_KERNELS, modelSuite } from './model.bench.js';
 import { TOKEN_STATS_KERNELS, tokenStatsSuite } from './token-stats.bench.js';
 
-export const BENCH_KERNELS = [...TOKEN_STATS_KERNELS] as const;
+export const BENCH_KERNELS = [...TOKEN_STATS_KERNELS, ...MODEL_KERNELS] as const;
 
 export interface BenchOptions {
   kernels?: string[];
@@ -82,6 +83,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       dtypes: options.dtypes ? dtypes : quick ? ['f32'] : ['f32', 'bf16'],
       minChunks: options.minChunks ?? [],
     });
+    await modelSuite(env, new Set(kernels), options.dtypes ? dtypes : ['f32', 'bf16']);
   } finally {
     closeEnvironment(env);
   }

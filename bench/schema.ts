@@ -21,7 +21,7 @@ export interface BenchRow {
   gflops: number | null;
   rowsPerSecond: number | null;
   /** The ceiling this row is compared with, measured in the same run. */
-  ceiling: { name: string; gbps: number } | null;
+  ceiling: { name: string; gbps?: number; gflops?: number } | null;
   fractionOfCeiling: number | null;
   /** Peer time / this row's time, per peer (backend name): > 1 means this row is faster. */
   ratios: Record<string, number>;

@@ -7,7 +7,9 @@ WebGPU suite does):
   - torch-logsoftmax: INTUITOR/TRL style log_softmax → gather and mean (no entropy);
   - torch-compile: torch.compile of torch-eager (dynamic over N, one compile per dtype);
   - copy:          a large device copy (the bandwidth ceiling, read + write bytes);
-  - matmul:        cuBLAS f32 4096^3 with TF32 off (the f32 FLOP/s ceiling).
+  - matmul:        cuBLAS f32 4096^3 with TF32 off (the f32 FLOP/s ceiling);
+  - linear:        cuBLAS x @ W.T at the Qwen2.5-0.5B MLP shapes (M 2048, 896 <-> 4864), f32, TF32 off;
+  - attention:     scaled_dot_product_attention, causal, f32, B 8, 14/2 heads (GQA), T 2048, D 64.
 Writes rows in bench/schema.ts's BenchRow schema.
 
   python3 bench/peers/torch_token_stats.py --rows 8,256,2048 --dtypes f32,bf16 --json OUT.json
@@ -109,6 +111,21 @@ def main():
     mm["gflops"] = 2 * size**3 / (mm["medianMs"] / 1000) / 1e9
     rows_out.append(mm)
     del a, b
+
+    m = 2048
+    for k, n in ((896, 4864), (4864, 896)):
+        x, w = torch.randn(m, k, device=dev), torch.randn(n, k, device=dev)
+        lin = row("linear", "torch-cublas", "f32", [m, k, n], time_cuda(lambda t: t @ w.T, [x], args.samples), 0, None, device, "x @ W.T, TF32 off")
+        lin["gflops"] = 2 * m * k * n / (lin["medianMs"] / 1000) / 1e9
+        rows_out.append(lin)
+    B, T, H, KV, D = 8, 2048, 14, 2, 64
+    q = torch.randn(B, H, T, D, device=dev)
+    kv = [torch.randn(B, KV, T, D, device=dev).repeat_interleave(H // KV, dim=1) for _ in range(2)]
+    sdpa = lambda t: torch.nn.functional.scaled_dot_product_attention(t, kv[0], kv[1], is_causal=True)
+    att = row("attention", "torch-sdpa", "f32", [B, T, H, KV, D], time_cuda(sdpa, [q], args.samples), 0, None, device, "causal, GQA by repeated K/V")
+    att["gflops"] = 2 * 2 * B * H * D * (T * (T + 1) / 2) / (att["medianMs"] / 1000) / 1e9
+    rows_out.append(att)
+    del q, kv
 
     compiled = torch.compile(eager, dynamic=True)
     for dtype_name in args.dtypes.split(","):

@@ -1,0 +1,81 @@
+/**
+ * Suites `linear` and `attention`: the policy's two heavy kernels at Qwen2.5-0.5B shapes.
+ * - linear: y = x · Wᵀ for M = 2048 tokens, hidden 896, intermediate 4864 (gate/up and down
+ *   projections), f32 and bf16 weights; GFLOP/s against the f32 matmul ceiling of the same run.
+ * - attention: causal prefill, B 8, 14 query heads, 2 key/value heads, T 2048, D 64, f32.
+ * On a software adapter (lavapipe) both run at reduced sizes, labelled by their shapes.
+ * PyTorch rows (cuBLAS `x @ W.T`, `scaled_dot_product_attention`) come from
+ * bench/peers/torch_token_stats.py on the same card and join through --peers.
+ */
+import { encode, type DType } from '../src/dtype.js';
+import { timeOnGpu } from '../src/gpu/timing.js';
+import { prepareAttention } from '../src/ops/attention.js';
+import { prepareLinear } from '../src/ops/linear.js';
+import { gaussian, mulberry32 } from '../src/util/random.js';
+import { runCase, type BenchEnv } from './harness.js';
+import { rowFromSamples } from './schema.js';
+
+export const MODEL_KERNELS = ['linear', 'attention'] as const;
+
+function randomValues(n: number, seed: number): Float32Array {
+  const rand = mulberry32(seed);
+  return Float32Array.from({ length: n }, () => gaussian(rand));
+}
+
+export async function modelSuite(env: BenchEnv, kernels: ReadonlySet<string>, dtypes: DType[]): Promise<void> {
+  const gpu = env.gpu;
+  if (!gpu) return;
+  const small = env.quick || gpu.adapter?.isFallbackAdapter === true;
+  const timing = { samples: env.quick ? 3 : 10, warmupMs: env.quick ? 50 : 300 };
+  const usage = GPUBufferUsage.STORAGE;
+  if (kernels.has('linear')) {
+    const m = small ? 256 : 2048;
+    for (const [k, n] of [[896, 4864], [4864, 896]] as const) {
+      for (const dtype of dtypes) {
+        await runCase(env, `linear ${m}x${k}x${n} ${dtype}`, async () => {
+          const x = gpu.upload('bench:x', randomValues(m * k, k));
+          const w = gpu.upload('bench:w', encode(dtype, randomValues(n * k, n)));
+          const y = gpu.createBuffer('bench:y', m * n * 4, usage);
+          try {
+            const prepared = await prepareLinear(gpu, { m, k, n, weightDType: dtype }, x, w, null, y);
+            const t = await timeOnGpu(gpu, 'linear', (pass) => prepared.encode(pass), timing);
+            prepared.destroy();
+            const row = rowFromSamples({ kernel: 'linear', backend: 'webgpu', dtype, shape: [m, k, n], device: env.gpuDevice, method: t.method, note: 'y = x·Wᵀ, no bias' }, t.samples, 0, null);
+            row.gflops = (2 * m * k * n) / (row.medianMs / 1000) / 1e9;
+            const ceiling = env.ceilings.gpuMatmul;
+            if (ceiling?.gflops) {
+              row.ceiling = { name: ceiling.name, gflops: ceiling.gflops };
+              row.fractionOfCeiling = row.gflops / ceiling.gflops;
+            }
+            env.rows.push(row);
+          } finally {
+            for (const b of [x, w, y]) b.destroy();
+          }
+        });
+      }
+    }
+  }
+  if (kernels.has('attention')) {
+    const s = small ? { batch: 1, seqLen: 256, heads: 14, kvHeads: 2, headDim: 64 } : { batch: 8, seqLen: 2048, heads: 14, kvHeads: 2, headDim: 64 };
+    await runCase(env, `attention ${JSON.stringify(s)}`, async () => {
+      const qn = s.batch * s.seqLen * s.heads * s.headDim;
+      const kvn = s.batch * s.seqLen * s.kvHeads * s.headDim;
+      const buffers = {
+        q: gpu.upload('bench:q', randomValues(qn, 1)), k: gpu.upload('bench:k', randomValues(kvn, 2)), v: gpu.upload('bench:v', randomValues(kvn, 3)),
+        lengths: gpu.upload('bench:lengths', new Uint32Array(s.batch).fill(s.seqLen)),
+        out: gpu.createBuffer('bench:out', qn * 4, usage), lse: gpu.createBuffer('bench:lse', s.batch * s.heads * s.seqLen * 4, usage),
+      };
+      try {
+        const prepared = await prepareAttention(gpu, s, buffers);
+        const t = await timeOnGpu(gpu, 'attention', (pass) => prepared.encode(pass), timing);
+        prepared.destroy();
+        const row = rowFromSamples({ kernel: 'attention', backend: 'webgpu', dtype: 'f32', shape: [s.batch, s.seqLen, s.heads, s.kvHeads, s.headDim], device: env.gpuDevice, method: t.method, note: 'causal prefill, GQA' }, t.samples, 0, null);
+        // Causal: half of the T×T score and value products, 2 FLOPs each, per head.
+        row.gflops = (2 * 2 * s.batch * s.heads * s.headDim * (s.seqLen * (s.seqLen + 1)) / 2) / (row.medianMs / 1000) / 1e9;
+        env.rows.push(row);
+      } finally {
+        for (const b of Object.values(buffers)) b.destroy();
+      }
+    });
+  }
+}
