@@ -27,29 +27,10 @@ override T_DTYPE: u32 = 0u;   // 0 = f32, 1 = f16, 2 = bf16
 const WG: u32 = 256u;
 const NAN_BITS: u32 = 0x7fc00000u;
 
-// f16 bits (low 16 bits of h) to f32 bits, exactly.
-fn f16_to_f32_bits(h: u32) -> u32 {
-  let sign = (h & 0x8000u) << 16u;
-  let exponent = (h >> 10u) & 0x1fu;
-  let mantissa = h & 0x3ffu;
-  if (exponent == 0x1fu) {
-    return sign | 0x7f800000u | (mantissa << 13u);
-  }
-  if (exponent == 0u) {
-    return sign | bitcast<u32>(f32(mantissa) * 5.9604644775390625e-8);   // mantissa · 2^-24
-  }
-  return sign | ((exponent + 112u) << 23u) | (mantissa << 13u);
-}
+//!include packed16.wgsl
 
 fn element_bits(e: u32) -> u32 {
-  if (T_DTYPE == 0u) {
-    return table[e];
-  }
-  let h = (table[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu;
-  if (T_DTYPE == 2u) {
-    return h << 16u;
-  }
-  return f16_to_f32_bits(h);
+  return packed_bits(table[packed_word(e, T_DTYPE)], e, T_DTYPE);
 }
 
 @compute @workgroup_size(WG)

@@ -35,41 +35,17 @@ const DEPTH: u32 = 16u;
 var<workgroup> tileX: array<array<f32, TILE>, DEPTH>;   // [k][row of x]
 var<workgroup> tileW: array<array<f32, TILE>, DEPTH>;   // [k][row of W = column of y]
 
-// f16 bits (low 16 bits of h) to f32, exactly: specials keep their class, subnormals their value.
-fn f16_to_f32(h: u32) -> f32 {
-  let sign = (h & 0x8000u) << 16u;
-  let exponent = (h >> 10u) & 0x1fu;
-  let mantissa = h & 0x3ffu;
-  if (exponent == 0x1fu) {
-    return bitcast<f32>(sign | 0x7f800000u | (mantissa << 13u));
-  }
-  if (exponent == 0u) {
-    return bitcast<f32>(sign | bitcast<u32>(f32(mantissa) * 5.9604644775390625e-8));   // mantissa · 2^-24
-  }
-  return bitcast<f32>(sign | ((exponent + 112u) << 23u) | (mantissa << 13u));
-}
-
-// Element e of a packed array of `dtype`, given its word.
-fn decode(word: u32, e: u32, dtype: u32) -> f32 {
-  if (dtype == 0u) {
-    return bitcast<f32>(word);
-  }
-  let h = (word >> ((e & 1u) * 16u)) & 0xffffu;
-  if (dtype == 2u) {
-    return bitcast<f32>(h << 16u);
-  }
-  return f16_to_f32(h);
-}
+//!include packed16.wgsl
 
 fn weight_at(e: u32) -> f32 {
-  return decode(w[select(e >> 1u, e, W_DTYPE == 0u)], e, W_DTYPE);
+  return bitcast<f32>(packed_bits(w[packed_word(e, W_DTYPE)], e, W_DTYPE));
 }
 
 fn bias_at(e: u32) -> f32 {
   if (B_DTYPE == 3u) {
     return 0.0;
   }
-  return decode(bias[select(e >> 1u, e, B_DTYPE == 0u)], e, B_DTYPE);
+  return bitcast<f32>(packed_bits(bias[packed_word(e, B_DTYPE)], e, B_DTYPE));
 }
 
 @compute @workgroup_size(16, 16)

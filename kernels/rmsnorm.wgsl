@@ -26,29 +26,10 @@ const WG: u32 = 256u;
 
 var<workgroup> partial: array<f32, WG>;
 
-// f16 bits (low 16 bits of h) to f32, exactly: specials keep their class, subnormals their value.
-fn f16_to_f32(h: u32) -> f32 {
-  let sign = (h & 0x8000u) << 16u;
-  let exponent = (h >> 10u) & 0x1fu;
-  let mantissa = h & 0x3ffu;
-  if (exponent == 0x1fu) {
-    return bitcast<f32>(sign | 0x7f800000u | (mantissa << 13u));
-  }
-  if (exponent == 0u) {
-    return bitcast<f32>(sign | bitcast<u32>(f32(mantissa) * 5.9604644775390625e-8));   // mantissa · 2^-24
-  }
-  return bitcast<f32>(sign | ((exponent + 112u) << 23u) | (mantissa << 13u));
-}
+//!include packed16.wgsl
 
 fn weight_at(e: u32) -> f32 {
-  if (W_DTYPE == 0u) {
-    return bitcast<f32>(w[e]);
-  }
-  let h = (w[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu;
-  if (W_DTYPE == 2u) {
-    return bitcast<f32>(h << 16u);
-  }
-  return f16_to_f32(h);
+  return bitcast<f32>(packed_bits(w[packed_word(e, W_DTYPE)], e, W_DTYPE));
 }
 
 @compute @workgroup_size(WG)

@@ -209,11 +209,10 @@ class ReadBandwidthWorker final : public PromiseWorker {
   std::vector<double> ms_;
 };
 
-}  // namespace
-
-Napi::Value ForwardAsync(const Napi::CallbackInfo& info) {
-  Arguments args(info);
-  ForwardJob job{};
+// Arguments 0–5, shared by the forward and the backward: dtype, logits, rows, vocab, ids, 1/T.
+// Returns rows · vocab.
+template <typename Job>
+size_t readRowInputs(Arguments& args, Job& job) {
   job.dtype = args.dtype(0);
   job.rows = args.count(2, "rows");
   job.vocab = args.count(3, "vocab");
@@ -222,39 +221,42 @@ Napi::Value ForwardAsync(const Napi::CallbackInfo& info) {
   job.ids = args.array<const int32_t>(4, "ids", napi_int32_array, job.rows, true);
   checkIds(args, job.ids, job.rows, job.vocab);
   job.invTemperature = args.number(5, "invTemperature");
+  return n;
+}
+
+// Queues a worker (which deletes itself when done) and returns its promise.
+Napi::Value queue(PromiseWorker* worker) {
+  const Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
+}  // namespace
+
+Napi::Value ForwardAsync(const Napi::CallbackInfo& info) {
+  Arguments args(info);
+  ForwardJob job{};
+  readRowInputs(args, job);
   job.logsumexp = args.array<float>(6, "logsumexp", napi_float32_array, job.rows, false);
   job.selfCertainty = args.array<float>(7, "selfCertainty", napi_float32_array, job.rows, false);
   job.entropy = args.array<float>(8, "entropy", napi_float32_array, job.rows, false);
   job.logprob = args.array<float>(9, "logprob", napi_float32_array, job.rows, job.ids == nullptr);
   job.validCount = args.array<uint32_t>(10, "validCount", napi_uint32_array, job.rows, false);
   const unsigned threads = args.threads(11);
-  auto* worker = new ForwardWorker(info.Env(), "intuitor.tokenStatsForward", args.takeReferences(), job, threads);
-  const Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+  return queue(new ForwardWorker(info.Env(), "intuitor.tokenStatsForward", args.takeReferences(), job, threads));
 }
 
 Napi::Value BackwardAsync(const Napi::CallbackInfo& info) {
   Arguments args(info);
   BackwardJob job{};
-  job.dtype = args.dtype(0);
-  job.rows = args.count(2, "rows");
-  job.vocab = args.count(3, "vocab");
-  const size_t n = elements(args, job.rows, job.vocab);
-  job.logits = args.array<const void>(1, "logits", logitsType(job.dtype), n, false);
-  job.ids = args.array<const int32_t>(4, "ids", napi_int32_array, job.rows, true);
-  checkIds(args, job.ids, job.rows, job.vocab);
-  job.invTemperature = args.number(5, "invTemperature");
+  const size_t n = readRowInputs(args, job);
   job.logsumexp = args.array<const float>(6, "logsumexp", napi_float32_array, job.rows, false);
   job.validCount = args.array<const uint32_t>(7, "validCount", napi_uint32_array, job.rows, false);
   job.gLogprob = args.array<const float>(8, "gLogprob", napi_float32_array, job.rows, true);
   job.gSelfCertainty = args.array<const float>(9, "gSelfCertainty", napi_float32_array, job.rows, true);
   job.out = args.array<float>(10, "out", napi_float32_array, n, false);
   const unsigned threads = args.threads(11);
-  auto* worker = new BackwardWorker(info.Env(), "intuitor.tokenStatsBackward", args.takeReferences(), job, threads);
-  const Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+  return queue(new BackwardWorker(info.Env(), "intuitor.tokenStatsBackward", args.takeReferences(), job, threads));
 }
 
 Napi::Value ReadBandwidthAsync(const Napi::CallbackInfo& info) {
@@ -264,10 +266,7 @@ Napi::Value ReadBandwidthAsync(const Napi::CallbackInfo& info) {
   if (bytes < sizeof(float) || samples == 0 || samples > 10000) {
     throw Napi::RangeError::New(info.Env(), "readBandwidth: expected bytes ≥ 4 and 1 ≤ samples ≤ 10000");
   }
-  auto* worker = new ReadBandwidthWorker(info.Env(), bytes, unsigned(samples), args.threads(2));
-  const Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+  return queue(new ReadBandwidthWorker(info.Env(), bytes, unsigned(samples), args.threads(2)));
 }
 
 }  // namespace intuitor
