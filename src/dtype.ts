@@ -12,6 +12,12 @@ export type DType = (typeof DTYPES)[number];
 export type HostArrayOf<D extends DType> = D extends 'f32' ? Float32Array : Uint16Array;
 export type HostArray = Float32Array | Uint16Array;
 
+/**
+ * Outputs are filled with this NaN bit pattern before a run when tests ask (`poison`), so an
+ * element a kernel never wrote shows, distinct from any NaN a kernel writes (0x7fc00000).
+ */
+export const POISON_BITS = 0x7fbadbad;
+
 export const BYTES_PER_ELEMENT: Record<DType, number> = { f32: 4, f16: 2, bf16: 2 };
 
 export function parseDType(value: unknown, argument = 'dtype'): DType {

@@ -21,7 +21,7 @@ import { f16BitsToFloat } from '../dtype.js';
 import { FileFormatError, GpuError, InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { openSafetensors, type SafetensorsFile } from '../io/safetensors.js';
-import { bytesOf, type HostTensor, numel } from '../io/tensor.js';
+import { bytesOf, type HostTensor } from '../io/tensor.js';
 import type { ModelConfig } from './config.js';
 
 export type WeightDType = 'f32' | 'bf16' | 'f16';

@@ -11,7 +11,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { DType, HostArray } from '../dtype.js';
+import { POISON_BITS, type DType, type HostArray } from '../dtype.js';
 import { BackendUnavailableError } from '../errors.js';
 
 export type NativeStatus =
@@ -135,15 +135,13 @@ function binding(): Binding {
 }
 
 /**
- * Float results start as this NaN pattern (validCount as 0xffffffff), so an element the kernel
- * failed to write reads as invalid rather than as a plausible number, and tests can tell it from
- * the kernel's own NaNs. The same pattern as POISON_BITS in src/ops/token-stats.ts.
+ * Float results start as POISON_BITS (validCount as 0xffffffff), so an element the kernel failed
+ * to write reads as invalid rather than as a plausible number, and tests can tell it from the
+ * kernel's own NaNs.
  */
-export const RESULT_POISON_BITS = 0x7fbadbad;
-
 function poisoned(length: number): Float32Array {
   const out = new Float32Array(length);
-  new Uint32Array(out.buffer).fill(RESULT_POISON_BITS);
+  new Uint32Array(out.buffer).fill(POISON_BITS);
   return out;
 }
 

@@ -6,7 +6,7 @@
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
-import { bindingOf } from './bindings.js';
+import { bindingOf, runOnHost } from './bindings.js';
 
 export interface AddShape {
   /** Elements of a, b and out. */
@@ -14,7 +14,6 @@ export interface AddShape {
 }
 
 const WORKGROUP_SIZE = 256;
-const POISON_BITS = 0x7fbadbad;
 
 function checkShape(shape: AddShape): number {
   if (shape === null || typeof shape !== 'object') throw new InvalidArgumentError('shape', 'an object { n }', describe(shape));
@@ -71,23 +70,5 @@ export async function add(ctx: GpuContext, a: Float32Array, b: Float32Array, opt
   if (!(a instanceof Float32Array) || a.length === 0) throw new InvalidArgumentError('a', 'a non-empty Float32Array', describe(a));
   const n = a.length;
   if (!(b instanceof Float32Array) || b.length !== n) throw new InvalidArgumentError('b', `Float32Array of ${n} elements (a's length)`, describe(b));
-  const owned: GPUBuffer[] = [];
-  try {
-    const bufA = ctx.upload('add:a', a);
-    owned.push(bufA);
-    const bufB = ctx.upload('add:b', b);
-    owned.push(bufB);
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC;
-    const bufOut = options.poison ? ctx.upload('add:out', new Uint32Array(n).fill(POISON_BITS), usage) : ctx.createBuffer('add:out', n * 4, usage);
-    owned.push(bufOut);
-    const prepared = await prepareAdd(ctx, { n }, bufA, bufB, bufOut);
-    try {
-      await ctx.runPass('add', (pass) => prepared.encode(pass));
-    } finally {
-      prepared.destroy();
-    }
-    return new Float32Array(await ctx.read('add', bufOut, n * 4));
-  } finally {
-    for (const buffer of owned) buffer.destroy();
-  }
+  return runOnHost(ctx, 'add', { a, b }, n, options.poison ?? false, (bufs, out) => prepareAdd(ctx, { n }, bufs.a!, bufs.b!, out));
 }

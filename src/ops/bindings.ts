@@ -1,4 +1,8 @@
-/** Checks a caller's GPU buffer for an op's binding: a GPUBuffer, big enough, within the context's binding limit. */
+/**
+ * Shared by the ops: checking a caller's GPU buffer for a binding, and running an op once on
+ * host arrays (upload, optional poisoned output, one pass, read back).
+ */
+import { POISON_BITS } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 
@@ -9,4 +13,39 @@ export function bindingOf(ctx: GpuContext, name: string, buffer: GPUBuffer, byte
   if (buffer.size < size) throw new InvalidArgumentError(name, `a GPUBuffer of at least ${size} bytes`, `${buffer.size} bytes`);
   if (size > ctx.maxBindingBytes) throw new InvalidArgumentError(name, `at most ${ctx.maxBindingBytes} bytes (the context's maxBindingBytes)`, `${size} bytes`);
   return { buffer, size };
+}
+
+interface PreparedOp {
+  encode(pass: GPUComputePassEncoder): void;
+  destroy(): void;
+}
+
+/**
+ * Runs an op once on host data: uploads each input (null stays null), makes a float32 output of
+ * `outElements` (filled with POISON_BITS first when `poison`), records `prepare`'s dispatch in one
+ * pass and returns the output. Every buffer it made is destroyed, whatever happens.
+ */
+export async function runOnHost<K extends string>(ctx: GpuContext, op: string, inputs: Record<K, ArrayBufferView | null>, outElements: number, poison: boolean,
+  prepare: (buffers: Record<K, GPUBuffer | null>, out: GPUBuffer) => Promise<PreparedOp>): Promise<Float32Array> {
+  const owned: GPUBuffer[] = [];
+  try {
+    const buffers = {} as Record<K, GPUBuffer | null>;
+    for (const name of Object.keys(inputs) as K[]) {
+      const data = inputs[name];
+      buffers[name] = data === null ? null : ctx.upload(`${op}:${name}`, data);
+      if (buffers[name]) owned.push(buffers[name]!);
+    }
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC;
+    const out = poison ? ctx.upload(`${op}:out`, new Uint32Array(outElements).fill(POISON_BITS), usage) : ctx.createBuffer(`${op}:out`, outElements * 4, usage);
+    owned.push(out);
+    const prepared = await prepare(buffers, out);
+    try {
+      await ctx.runPass(op, (pass) => prepared.encode(pass));
+    } finally {
+      prepared.destroy();
+    }
+    return new Float32Array(await ctx.read(op, out, outElements * 4));
+  } finally {
+    for (const buffer of owned) buffer.destroy();
+  }
 }

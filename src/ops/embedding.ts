@@ -8,7 +8,7 @@ import { BYTES_PER_ELEMENT, checkHostArray, elementReader, parseDType, type DTyp
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
-import { bindingOf } from './bindings.js';
+import { bindingOf, runOnHost } from './bindings.js';
 
 export interface EmbeddingShape {
   tokens: number;
@@ -19,7 +19,6 @@ export interface EmbeddingShape {
 }
 
 const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2 };
-const POISON_BITS = 0x7fbadbad;
 
 function checkShape(shape: EmbeddingShape): { tokens: number; vocab: number; hidden: number; dtype: DType } {
   if (shape === null || typeof shape !== 'object') throw new InvalidArgumentError('shape', 'an object { tokens, vocab, hidden }', describe(shape));
@@ -108,24 +107,6 @@ export async function embedding(ctx: GpuContext, ids: Uint32Array | Int32Array |
   const tokens = hostIds.length;
   checkHostArray('table', dtype, table);
   if (table.length !== vocab * hidden) throw new InvalidArgumentError('table', `${vocab * hidden} elements (vocab·hidden)`, describe(table));
-  const owned: GPUBuffer[] = [];
-  try {
-    const bufIds = ctx.upload('embedding:ids', hostIds);
-    owned.push(bufIds);
-    const bufTable = ctx.upload('embedding:table', table);
-    owned.push(bufTable);
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC;
-    const bytes = tokens * hidden * 4;
-    const bufOut = options.poison ? ctx.upload('embedding:out', new Uint32Array(tokens * hidden).fill(POISON_BITS), usage) : ctx.createBuffer('embedding:out', bytes, usage);
-    owned.push(bufOut);
-    const prepared = await prepareEmbedding(ctx, { tokens, vocab, hidden, dtype }, bufIds, bufTable, bufOut);
-    try {
-      await ctx.runPass('embedding', (pass) => prepared.encode(pass));
-    } finally {
-      prepared.destroy();
-    }
-    return new Float32Array(await ctx.read('embedding', bufOut, bytes));
-  } finally {
-    for (const buffer of owned) buffer.destroy();
-  }
+  return runOnHost(ctx, 'embedding', { ids: hostIds, table }, tokens * hidden, options.poison ?? false,
+    (bufs, out) => prepareEmbedding(ctx, { tokens, vocab, hidden, dtype }, bufs.ids!, bufs.table!, out));
 }

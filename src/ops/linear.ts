@@ -7,7 +7,7 @@
 import { BYTES_PER_ELEMENT, checkHostArray, parseDType, type DType, type HostArray } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
-import { bindingOf } from './bindings.js';
+import { bindingOf, runOnHost } from './bindings.js';
 
 export interface LinearShape {
   /** Rows of x and y (tokens). */
@@ -25,7 +25,6 @@ export interface LinearShape {
 const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2 };
 const NO_BIAS = 3;
 const TILE = 64;
-const POISON_BITS = 0x7fbadbad;
 
 function checkShape(shape: LinearShape): { m: number; k: number; n: number; weightDType: DType; biasDType: DType } {
   if (shape === null || typeof shape !== 'object') throw new InvalidArgumentError('shape', 'an object { m, k, n }', describe(shape));
@@ -113,25 +112,6 @@ export async function linear(ctx: GpuContext, x: Float32Array, weight: HostArray
     checkHostArray('bias', biasDType, bias);
     if (bias.length !== n) throw new InvalidArgumentError('bias', `${n} elements (n)`, describe(bias));
   }
-  const owned: GPUBuffer[] = [];
-  try {
-    const bufX = ctx.upload('linear:x', x);
-    owned.push(bufX);
-    const bufW = ctx.upload('linear:weight', weight);
-    owned.push(bufW);
-    const bufB = bias === null ? null : ctx.upload('linear:bias', bias);
-    if (bufB) owned.push(bufB);
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC;
-    const bufY = options.poison ? ctx.upload('linear:y', new Uint32Array(m * n).fill(POISON_BITS), usage) : ctx.createBuffer('linear:y', m * n * 4, usage);
-    owned.push(bufY);
-    const prepared = await prepareLinear(ctx, shape, bufX, bufW, bufB, bufY);
-    try {
-      await ctx.runPass('linear', (pass) => prepared.encode(pass));
-    } finally {
-      prepared.destroy();
-    }
-    return new Float32Array(await ctx.read('linear', bufY, m * n * 4));
-  } finally {
-    for (const buffer of owned) buffer.destroy();
-  }
+  return runOnHost(ctx, 'linear', { x, weight, bias }, m * n, options.poison ?? false,
+    (bufs, y) => prepareLinear(ctx, shape, bufs.x!, bufs.weight!, bufs.bias, y));
 }

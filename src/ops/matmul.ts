@@ -4,6 +4,7 @@
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
+import { runOnHost } from './bindings.js';
 
 export interface MatmulShape {
   m: number;
@@ -73,18 +74,5 @@ export async function matmul(ctx: GpuContext, a: Float32Array, b: Float32Array, 
   const { m, k, n } = shape;
   if (!(a instanceof Float32Array) || a.length !== m * k) throw new InvalidArgumentError('a', `Float32Array of ${m * k} elements (m·k)`, describe(a));
   if (!(b instanceof Float32Array) || b.length !== k * n) throw new InvalidArgumentError('b', `Float32Array of ${k * n} elements (k·n)`, describe(b));
-  const bufA = ctx.upload('matmul:a', a);
-  const bufB = ctx.upload('matmul:b', b);
-  const bufC = ctx.createBuffer('matmul:c', m * n * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
-  try {
-    const prepared = await prepareMatmul(ctx, shape, bufA, bufB, bufC);
-    try {
-      await ctx.runPass('matmul', (pass) => prepared.encode(pass));
-    } finally {
-      prepared.destroy();
-    }
-    return new Float32Array(await ctx.read('matmul', bufC, m * n * 4));
-  } finally {
-    for (const buffer of [bufA, bufB, bufC]) buffer.destroy();
-  }
+  return runOnHost(ctx, 'matmul', { a, b }, m * n, false, (bufs, c) => prepareMatmul(ctx, shape, bufs.a!, bufs.b!, c));
 }

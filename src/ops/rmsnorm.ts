@@ -7,7 +7,7 @@ import { BYTES_PER_ELEMENT, checkHostArray, parseDType, type DType, type HostArr
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
-import { bindingOf } from './bindings.js';
+import { bindingOf, runOnHost } from './bindings.js';
 
 export interface RmsNormShape {
   rows: number;
@@ -19,7 +19,6 @@ export interface RmsNormShape {
 }
 
 const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2 };
-const POISON_BITS = 0x7fbadbad;
 
 function checkShape(shape: RmsNormShape): { rows: number; hidden: number; eps: number; weightDType: DType } {
   if (shape === null || typeof shape !== 'object') throw new InvalidArgumentError('shape', 'an object { rows, hidden, eps }', describe(shape));
@@ -93,24 +92,5 @@ export async function rmsNorm(ctx: GpuContext, x: Float32Array, weight: HostArra
   if (!(x instanceof Float32Array) || x.length !== rows * hidden) throw new InvalidArgumentError('x', `Float32Array of ${rows * hidden} elements (rows·hidden)`, describe(x));
   checkHostArray('weight', weightDType, weight);
   if (weight.length !== hidden) throw new InvalidArgumentError('weight', `${hidden} elements (hidden)`, describe(weight));
-  const owned: GPUBuffer[] = [];
-  try {
-    const bufX = ctx.upload('rmsnorm:x', x);
-    owned.push(bufX);
-    const bufW = ctx.upload('rmsnorm:weight', weight);
-    owned.push(bufW);
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC;
-    const bytes = rows * hidden * 4;
-    const bufY = options.poison ? ctx.upload('rmsnorm:y', new Uint32Array(rows * hidden).fill(POISON_BITS), usage) : ctx.createBuffer('rmsnorm:y', bytes, usage);
-    owned.push(bufY);
-    const prepared = await prepareRmsNorm(ctx, shape, bufX, bufW, bufY);
-    try {
-      await ctx.runPass('rmsnorm', (pass) => prepared.encode(pass));
-    } finally {
-      prepared.destroy();
-    }
-    return new Float32Array(await ctx.read('rmsnorm', bufY, bytes));
-  } finally {
-    for (const buffer of owned) buffer.destroy();
-  }
+  return runOnHost(ctx, 'rmsnorm', { x, weight }, rows * hidden, options.poison ?? false, (bufs, y) => prepareRmsNorm(ctx, shape, bufs.x!, bufs.weight!, y));
 }

@@ -6,7 +6,7 @@
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
-import { bindingOf } from './bindings.js';
+import { bindingOf, runOnHost } from './bindings.js';
 
 export interface SwigluShape {
   rows: number;
@@ -15,7 +15,6 @@ export interface SwigluShape {
 }
 
 const WORKGROUP_SIZE = 256;
-const POISON_BITS = 0x7fbadbad;
 
 function checkShape(shape: SwigluShape): { rows: number; intermediate: number; n: number } {
   if (shape === null || typeof shape !== 'object') throw new InvalidArgumentError('shape', 'an object { rows, intermediate }', describe(shape));
@@ -75,23 +74,5 @@ export async function swiglu(ctx: GpuContext, gate: Float32Array, up: Float32Arr
   const { n } = checkShape(shape);
   if (!(gate instanceof Float32Array) || gate.length !== n) throw new InvalidArgumentError('gate', `Float32Array of ${n} elements (rows·intermediate)`, describe(gate));
   if (!(up instanceof Float32Array) || up.length !== n) throw new InvalidArgumentError('up', `Float32Array of ${n} elements (rows·intermediate)`, describe(up));
-  const owned: GPUBuffer[] = [];
-  try {
-    const bufGate = ctx.upload('swiglu:gate', gate);
-    owned.push(bufGate);
-    const bufUp = ctx.upload('swiglu:up', up);
-    owned.push(bufUp);
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC;
-    const bufOut = options.poison ? ctx.upload('swiglu:out', new Uint32Array(n).fill(POISON_BITS), usage) : ctx.createBuffer('swiglu:out', n * 4, usage);
-    owned.push(bufOut);
-    const prepared = await prepareSwiglu(ctx, shape, bufGate, bufUp, bufOut);
-    try {
-      await ctx.runPass('swiglu', (pass) => prepared.encode(pass));
-    } finally {
-      prepared.destroy();
-    }
-    return new Float32Array(await ctx.read('swiglu', bufOut, n * 4));
-  } finally {
-    for (const buffer of owned) buffer.destroy();
-  }
+  return runOnHost(ctx, 'swiglu', { gate, up }, n, options.poison ?? false, (bufs, out) => prepareSwiglu(ctx, shape, bufs.gate!, bufs.up!, out));
 }

@@ -12,7 +12,7 @@
  * This file validates (shapes, dtypes, ids, temperature) and dispatches; a wrong shape never
  * reaches a kernel.
  */
-import { BYTES_PER_ELEMENT, checkHostArray, parseDType, type DType, type HostArray } from '../dtype.js';
+import { BYTES_PER_ELEMENT, POISON_BITS, checkHostArray, parseDType, type DType, type HostArray } from '../dtype.js';
 import { BackendUnavailableError, InvalidArgumentError, describe } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
 import { nativeBackward, nativeForward, nativeStatus } from '../native/addon.js';
@@ -74,8 +74,7 @@ export interface TokenStatsBackwardArgs extends TokenStatsArgs {
   gSelfCertainty?: Float32Array | GPUBuffer | null;
 }
 
-/** Bit pattern written into outputs by `poisonOutputs`: a NaN no kernel produces. */
-export const POISON_BITS = 0x7fbadbad;
+export { POISON_BITS };
 
 interface Validated {
   dtype: DType;

@@ -5,7 +5,7 @@
  * against finite differences, the event loop while a big call runs, argument checks, and every
  * kernel set the CPU has (the best in this process: AVX-512, AVX2 or scalar; the others forced
  * in a child process through INTUITOR_NATIVE_SIMD). Outputs are poisoned before each run (the
- * wrapper's RESULT_POISON_BITS for the forward, POISON_BITS here for the backward's `out`), and
+ * wrapper's poison for the forward, the same POISON_BITS here for the backward's `out`), and
  * no element may keep the pattern: even NaN rows must be written by the kernel.
  *
  * Jest runs this module in a vm context where every global lookup (Math, Number, ...) is an
@@ -14,8 +14,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
-import { encode, f16BitsToFloat, type DType, type HostArray } from '../../src/dtype.js';
-import { RESULT_POISON_BITS, nativeBackward, nativeForward, nativeStatus, type NativeForwardResult } from '../../src/native/addon.js';
+import { POISON_BITS, encode, f16BitsToFloat, type DType, type HostArray } from '../../src/dtype.js';
+import { nativeBackward, nativeForward, nativeStatus, type NativeForwardResult } from '../../src/native/addon.js';
 import { referenceBackward, referenceForward, type ReferenceForward } from '../../src/ops/token-stats/reference.js';
 import { TOLERANCES, type Tolerance } from '../tolerances.js';
 
@@ -28,7 +28,6 @@ const DTYPES: DType[] = ['f32', 'f16', 'bf16'];
 const TEMPERATURE = 0.7;
 const INV_T = 1 / TEMPERATURE;
 /** Written over `out` before each backward; a NaN pattern that no kernel writes. */
-const POISON_BITS = 0x7fbadbad;
 
 function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
@@ -139,7 +138,7 @@ function expectForward(what: string, got: NativeForwardResult, want: ReferenceFo
     expect(g === null).toBe(w === null);
     if (g && w) {
       expectClose(`${what} ${key}`, g, w, tol);
-      expectWritten(`${what} ${key}`, g, RESULT_POISON_BITS);
+      expectWritten(`${what} ${key}`, g, POISON_BITS);
     }
   }
   expect(Array.from(got.validCount)).toEqual(Array.from(want.validCount));
@@ -348,7 +347,7 @@ describeNative('native token statistics', () => {
     const empty = await nativeForward({ dtype: 'f32', logits: new Float32Array(0), rows: 2, vocab: 0, ids: null, invTemperature: 1 });
     expect(Array.from(empty.validCount)).toEqual([0, 0]);
     expect(Array.from(empty.entropy).every(isNaN)).toBe(true);
-    expectWritten('entropy', empty.entropy, RESULT_POISON_BITS);
+    expectWritten('entropy', empty.entropy, POISON_BITS);
     expect(empty.logprob).toBeNull();
   });
 
