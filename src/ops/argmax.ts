@@ -1,6 +1,7 @@
 /** Row-wise argmax on WebGPU (kernels/argmax.wgsl): greedy decoding reads back token ids only. */
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
+import { boundDispatch } from './bindings.js';
 import { grid } from './token-stats/plan.js';
 
 export interface ArgmaxShape {
@@ -28,20 +29,7 @@ export async function prepareArgmax(ctx: GpuContext, shape: ArgmaxShape, x: GPUB
   return ctx.scoped('argmax:prepare', () => {
     const groups = grid(rows, ctx.limits.maxComputeWorkgroupsPerDimension);
     const uniform = ctx.uniform('argmax:params', new Uint32Array([rows, cols, groups[0], 0]).buffer);
-    const bindGroup = ctx.device.createBindGroup({
-      label: `argmax ${rows}x${cols}`, layout: pipeline.getBindGroupLayout(0),
-      entries: [uniform, x, out].map((buffer, binding) => ({ binding, resource: { buffer } })),
-    });
-    return {
-      encode(pass: GPUComputePassEncoder) {
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(groups[0], groups[1]);
-      },
-      destroy() {
-        uniform.destroy();
-      },
-    };
+    return boundDispatch(ctx, pipeline, `argmax ${rows}x${cols}`, uniform, [{ buffer: x }, { buffer: out }], groups);
   });
 }
 

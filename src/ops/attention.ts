@@ -6,6 +6,7 @@
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
+import { boundDispatch } from './bindings.js';
 
 export interface AttentionShape {
   batch: number;
@@ -85,22 +86,8 @@ export async function prepareAttention(ctx: GpuContext, s: AttentionShape, buffe
     new Uint32Array(params).set([s.seqLen, s.heads, s.kvHeads, s.headDim]);
     new Float32Array(params)[4] = 1 / Math.sqrt(s.headDim);
     const uniform = ctx.uniform('attention:params', params);
-    const bindGroup = ctx.device.createBindGroup({
-      label: `attention B${s.batch} T${s.seqLen} H${s.heads}/${s.kvHeads} D${s.headDim}`,
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [uniform, buffers.q, buffers.k, buffers.v, buffers.lengths, buffers.out, buffers.lse].map((buffer, binding) => ({ binding, resource: { buffer } })),
-    });
     const groups = [Math.ceil(s.seqLen / 64), s.heads, s.batch] as const;
-    return {
-      encode(pass: GPUComputePassEncoder) {
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(...groups);
-      },
-      destroy() {
-        uniform.destroy();
-      },
-    };
+    return boundDispatch(ctx, pipeline, `attention B${s.batch} T${s.seqLen} H${s.heads}/${s.kvHeads} D${s.headDim}`, uniform, [{ buffer: buffers.q }, { buffer: buffers.k }, { buffer: buffers.v }, { buffer: buffers.lengths }, { buffer: buffers.out }, { buffer: buffers.lse }], groups);
   });
 }
 

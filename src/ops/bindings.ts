@@ -49,3 +49,27 @@ export async function runOnHost<K extends string>(ctx: GpuContext, op: string, i
     for (const buffer of owned) buffer.destroy();
   }
 }
+
+/**
+ * The bind group of [uniform, ...resources] in binding order for `pipeline`, and the prepared
+ * single dispatch over it; destroy() frees the uniform (and `owned`). Call inside ctx.scoped.
+ */
+export function boundDispatch(ctx: GpuContext, pipeline: GPUComputePipeline, label: string, uniform: GPUBuffer, resources: GPUBindingResource[],
+  groups: readonly [number, number?, number?], owned: GPUBuffer[] = []): PreparedOp {
+  const bindGroup = ctx.device.createBindGroup({
+    label,
+    layout: pipeline.getBindGroupLayout(0),
+    entries: [{ buffer: uniform }, ...resources].map((resource, binding) => ({ binding, resource })),
+  });
+  return {
+    encode(pass: GPUComputePassEncoder) {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(...groups);
+    },
+    destroy() {
+      uniform.destroy();
+      for (const buffer of owned) buffer.destroy();
+    },
+  };
+}

@@ -8,7 +8,7 @@ import { BYTES_PER_ELEMENT, checkHostArray, elementReader, parseDType, type DTyp
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
-import { bindingOf, runOnHost } from './bindings.js';
+import { bindingOf, boundDispatch, runOnHost } from './bindings.js';
 
 export interface EmbeddingShape {
   tokens: number;
@@ -77,21 +77,7 @@ export async function prepareEmbedding(ctx: GpuContext, shape: EmbeddingShape, i
   const pipeline = await ctx.pipeline('embedding', 'embedding_main', { T_DTYPE: DTYPE_CODE[dtype] });
   return ctx.scoped('embedding:prepare', () => {
     const uniform = ctx.uniform('embedding:params', new Uint32Array([tokens, hidden, vocab, groupsX]).buffer);
-    const bindGroup = ctx.device.createBindGroup({
-      label: `embedding ${tokens} of ${vocab}x${hidden} ${dtype}`,
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [{ buffer: uniform }, ...entries].map((resource, binding) => ({ binding, resource })),
-    });
-    return {
-      encode(pass: GPUComputePassEncoder) {
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(groupsX, groupsY);
-      },
-      destroy() {
-        uniform.destroy();
-      },
-    };
+    return boundDispatch(ctx, pipeline, `embedding ${tokens} of ${vocab}x${hidden} ${dtype}`, uniform, entries, [groupsX, groupsY]);
   });
 }
 

@@ -4,6 +4,7 @@
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
+import { boundDispatch } from './bindings.js';
 import { grid } from './token-stats/plan.js';
 
 export const MAX_DECODE_HEAD_DIM = 128;
@@ -51,21 +52,7 @@ export async function prepareKvWrite(ctx: GpuContext, s: KvWriteShape, src: GPUB
   return ctx.scoped('kv_write:prepare', () => {
     const [y, z] = grid(rows, ctx.limits.maxComputeWorkgroupsPerDimension);
     const uniform = ctx.uniform('kv_write:params', new Uint32Array([rows, s.seqLen, s.width, s.maxLen, y, 0, 0, 0]).buffer);
-    const bindGroup = ctx.device.createBindGroup({
-      label: `kv_write ${s.batch}x${s.seqLen}x${s.width}`, layout: pipeline.getBindGroupLayout(0),
-      entries: [uniform, src, positions, cache].map((buffer, binding) => ({ binding, resource: { buffer } })),
-    });
-    const x = Math.ceil(s.width / 64);
-    return {
-      encode(pass: GPUComputePassEncoder) {
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(x, y, z);
-      },
-      destroy() {
-        uniform.destroy();
-      },
-    };
+    return boundDispatch(ctx, pipeline, `kv_write ${s.batch}x${s.seqLen}x${s.width}`, uniform, [{ buffer: src }, { buffer: positions }, { buffer: cache }], [Math.ceil(s.width / 64), y, z]);
   });
 }
 
@@ -96,19 +83,7 @@ export async function prepareAttentionDecode(ctx: GpuContext, s: DecodeAttention
     new Uint32Array(params).set([s.heads, s.kvHeads, s.headDim, s.maxLen]);
     new Float32Array(params)[4] = 1 / Math.sqrt(s.headDim);
     const uniform = ctx.uniform('attention_decode:params', params);
-    const bindGroup = ctx.device.createBindGroup({
-      label: `attention_decode B${s.batch} H${s.heads}/${s.kvHeads} D${s.headDim} L${s.maxLen}`, layout: pipeline.getBindGroupLayout(0),
-      entries: [uniform, buffers.q, buffers.kCache, buffers.vCache, buffers.lengths, buffers.out].map((buffer, binding) => ({ binding, resource: { buffer } })),
-    });
-    return {
-      encode(pass: GPUComputePassEncoder) {
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(s.heads, s.batch);
-      },
-      destroy() {
-        uniform.destroy();
-      },
-    };
+    return boundDispatch(ctx, pipeline, `attention_decode B${s.batch} H${s.heads}/${s.kvHeads} D${s.headDim} L${s.maxLen}`, uniform,
+      [buffers.q, buffers.kCache, buffers.vCache, buffers.lengths, buffers.out].map((buffer) => ({ buffer })), [s.heads, s.batch]);
   });
 }

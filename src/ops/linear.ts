@@ -7,7 +7,7 @@
 import { BYTES_PER_ELEMENT, checkHostArray, parseDType, type DType, type HostArray } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
-import { bindingOf, runOnHost } from './bindings.js';
+import { bindingOf, boundDispatch, runOnHost } from './bindings.js';
 
 export interface LinearShape {
   /** Rows of x and y (tokens). */
@@ -78,22 +78,8 @@ export async function prepareLinear(ctx: GpuContext, shape: LinearShape, x: GPUB
   return ctx.scoped('linear:prepare', () => {
     const uniform = ctx.uniform('linear:params', new Uint32Array([m, n, k, 0]).buffer);
     const placeholder = bBinding === null ? ctx.createBuffer('linear:absent_bias', 16, GPUBufferUsage.STORAGE) : null;
-    const bindGroup = ctx.device.createBindGroup({
-      label: `linear ${m}x${k}x${n} ${weightDType}${bias === null ? '' : ` +bias ${biasDType}`}`,
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [{ buffer: uniform }, xBinding, wBinding, bBinding ?? { buffer: placeholder! }, yBinding].map((resource, binding) => ({ binding, resource })),
-    });
-    return {
-      encode(pass: GPUComputePassEncoder) {
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(groupsX, groupsY);
-      },
-      destroy() {
-        uniform.destroy();
-        placeholder?.destroy();
-      },
-    };
+    return boundDispatch(ctx, pipeline, `linear ${m}x${k}x${n} ${weightDType}${bias === null ? '' : ` +bias ${biasDType}`}`, uniform,
+      [xBinding, wBinding, bBinding ?? { buffer: placeholder! }, yBinding], [groupsX, groupsY], placeholder ? [placeholder] : []);
   });
 }
 

@@ -4,7 +4,7 @@
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
-import { runOnHost } from './bindings.js';
+import { bindingOf, boundDispatch, runOnHost } from './bindings.js';
 
 export interface MatmulShape {
   m: number;
@@ -40,31 +40,15 @@ export interface PreparedMatmul {
 export async function prepareMatmul(ctx: GpuContext, shape: MatmulShape, a: GPUBuffer, b: GPUBuffer, c: GPUBuffer): Promise<PreparedMatmul> {
   checkShape(shape);
   const { m, k, n } = shape;
-  for (const [name, buffer, bytes] of [['a', a, m * k * 4], ['b', b, k * n * 4], ['c', c, m * n * 4]] as const) {
-    if (buffer.size < bytes) throw new InvalidArgumentError(name, `a GPUBuffer of at least ${bytes} bytes`, `${buffer.size} bytes`);
+  const [x, y] = [Math.ceil(n / 64), Math.ceil(m / 64)];
+  if (x > ctx.limits.maxComputeWorkgroupsPerDimension || y > ctx.limits.maxComputeWorkgroupsPerDimension) {
+    throw new InvalidArgumentError('shape', `m and n of at most ${64 * ctx.limits.maxComputeWorkgroupsPerDimension}`, `m=${m}, n=${n}`);
   }
+  const entries = [bindingOf(ctx, 'a', a, m * k * 4), bindingOf(ctx, 'b', b, k * n * 4), bindingOf(ctx, 'c', c, m * n * 4)];
   const pipeline = await ctx.pipeline('matmul', 'matmul_main');
   return ctx.scoped('matmul:prepare', () => {
     const uniform = ctx.uniform('matmul:params', new Uint32Array([m, n, k, 0]).buffer);
-    const bindGroup = ctx.device.createBindGroup({
-      label: `matmul ${m}x${k}x${n}`,
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [uniform, a, b, c].map((buffer, binding) => ({ binding, resource: { buffer } })),
-    });
-    const [x, y] = [Math.ceil(n / 64), Math.ceil(m / 64)];
-    if (x > ctx.limits.maxComputeWorkgroupsPerDimension || y > ctx.limits.maxComputeWorkgroupsPerDimension) {
-      throw new InvalidArgumentError('shape', `m and n of at most ${64 * ctx.limits.maxComputeWorkgroupsPerDimension}`, `m=${m}, n=${n}`);
-    }
-    return {
-      encode(pass: GPUComputePassEncoder) {
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(x, y);
-      },
-      destroy() {
-        uniform.destroy();
-      },
-    };
+    return boundDispatch(ctx, pipeline, `matmul ${m}x${k}x${n}`, uniform, entries, [x, y]);
   });
 }
 

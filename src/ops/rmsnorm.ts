@@ -7,7 +7,7 @@ import { BYTES_PER_ELEMENT, checkHostArray, parseDType, type DType, type HostArr
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
-import { bindingOf, runOnHost } from './bindings.js';
+import { bindingOf, boundDispatch, runOnHost } from './bindings.js';
 
 export interface RmsNormShape {
   rows: number;
@@ -65,21 +65,7 @@ export async function prepareRmsNorm(ctx: GpuContext, shape: RmsNormShape, x: GP
     new Uint32Array(params, 0, 3).set([rows, hidden, groupsX]);
     new Float32Array(params, 12, 1)[0] = eps;
     const uniform = ctx.uniform('rmsnorm:params', params);
-    const bindGroup = ctx.device.createBindGroup({
-      label: `rmsnorm ${rows}x${hidden} ${weightDType}`,
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [{ buffer: uniform }, ...entries].map((resource, binding) => ({ binding, resource })),
-    });
-    return {
-      encode(pass: GPUComputePassEncoder) {
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(groupsX, groupsY);
-      },
-      destroy() {
-        uniform.destroy();
-      },
-    };
+    return boundDispatch(ctx, pipeline, `rmsnorm ${rows}x${hidden} ${weightDType}`, uniform, entries, [groupsX, groupsY]);
   });
 }
 

@@ -11,7 +11,7 @@
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
-import { bindingOf } from './bindings.js';
+import { bindingOf, boundDispatch } from './bindings.js';
 
 export interface RopeShape {
   tokens: number;
@@ -82,21 +82,7 @@ export async function prepareRope(ctx: GpuContext, shape: RopeShape, x: GPUBuffe
   const pipeline = await ctx.pipeline('rope', 'rope_main');
   return ctx.scoped('rope:prepare', () => {
     const uniform = ctx.uniform('rope:params', new Uint32Array([tokens, heads, half, groupsX]).buffer);
-    const bindGroup = ctx.device.createBindGroup({
-      label: `rope ${tokens}x${heads}x${headDim}`,
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [{ buffer: uniform }, ...entries].map((resource, binding) => ({ binding, resource })),
-    });
-    return {
-      encode(pass: GPUComputePassEncoder) {
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(groupsX, groupsY);
-      },
-      destroy() {
-        uniform.destroy();
-      },
-    };
+    return boundDispatch(ctx, pipeline, `rope ${tokens}x${heads}x${headDim}`, uniform, entries, [groupsX, groupsY]);
   });
 }
 

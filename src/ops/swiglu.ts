@@ -6,7 +6,7 @@
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
-import { bindingOf, runOnHost } from './bindings.js';
+import { bindingOf, boundDispatch, runOnHost } from './bindings.js';
 
 export interface SwigluShape {
   rows: number;
@@ -51,21 +51,7 @@ export async function prepareSwiglu(ctx: GpuContext, shape: SwigluShape, gate: G
   const pipeline = await ctx.pipeline('swiglu', 'swiglu_main');
   return ctx.scoped('swiglu:prepare', () => {
     const uniform = ctx.uniform('swiglu:params', new Uint32Array([n, groupsX, 0, 0]).buffer);
-    const bindGroup = ctx.device.createBindGroup({
-      label: `swiglu ${rows}x${intermediate}`,
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [{ buffer: uniform }, ...entries].map((resource, binding) => ({ binding, resource })),
-    });
-    return {
-      encode(pass: GPUComputePassEncoder) {
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(groupsX, groupsY);
-      },
-      destroy() {
-        uniform.destroy();
-      },
-    };
+    return boundDispatch(ctx, pipeline, `swiglu ${rows}x${intermediate}`, uniform, entries, [groupsX, groupsY]);
   });
 }
 
