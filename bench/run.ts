@@ -11,9 +11,10 @@ import { rooflineSvg } from './chart.js';
 import { BENCH_BACKENDS, closeEnvironment, measureCeilings, openEnvironment, type BenchBackend, type BenchEnv } from './harness.js';
 import { addRatios, markdownTable, writeOutput, type BenchRow } from './schema.js';
 import { MODEL_KERNELS, modelSuite } from './model.bench.js';
+import { POLICY_KERNELS, policySuite } from './policy.bench.js';
 import { TOKEN_STATS_KERNELS, tokenStatsSuite } from './token-stats.bench.js';
 
-export const BENCH_KERNELS = [...TOKEN_STATS_KERNELS, ...MODEL_KERNELS] as const;
+export const BENCH_KERNELS = [...TOKEN_STATS_KERNELS, ...MODEL_KERNELS, ...POLICY_KERNELS] as const;
 
 export interface BenchOptions {
   kernels?: string[];
@@ -84,6 +85,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       minChunks: options.minChunks ?? [],
     });
     await modelSuite(env, new Set(kernels), options.dtypes ? dtypes : ['f32', 'bf16']);
+    await policySuite(env, new Set(kernels));
   } finally {
     closeEnvironment(env);
   }

@@ -13,9 +13,12 @@
 // 4·10^5 rad; past that the error grows to the order of the f32 angle's own spacing) and sin and
 // cos of the remainder in [-π/4, π/4] come from Cephes' sinf/cosf polynomials, both accurate to
 // about 1e-7.
+// INVERSE (override) rotates by −angle instead, the transpose of the rotation: RoPE's backward
+// (src/ops/rope-backward.ts) maps dy to dx = [dy1·cos + dy2·sin, dy2·cos − dy1·sin].
 // Grid: one thread per pair (x1[i], x2[i]) of one (token, head) row, 256 per workgroup,
 // (groupsX, ceil(pairs / 256 / groupsX)) workgroups.
-// Reference: referenceRope in src/ops/rope.ts (float64 cos/sin of the same f32 angle).
+// Reference: referenceRope in src/ops/rope.ts, referenceRopeBackward in src/ops/rope-backward.ts
+// (float64 cos/sin of the same f32 angle).
 
 struct Params {
   tokens: u32,
@@ -28,6 +31,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read> positions: array<u32>;
 @group(0) @binding(3) var<storage, read> invFreq: array<f32>;
+
+override INVERSE: bool = false;
 
 const WG: u32 = 256u;
 const TWO_OVER_PI: f32 = 0x1.45f306p-1f;
@@ -66,7 +71,8 @@ fn rope_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   let row = p / params.half;
   let i = p % params.half;
   let t = row / params.heads;
-  let sc = sin_cos(f32(positions[t]) * invFreq[i]);
+  let forward = sin_cos(f32(positions[t]) * invFreq[i]);
+  let sc = vec2(select(forward.x, -forward.x, INVERSE), forward.y);
   let e = row * 2u * params.half + i;
   let x1 = x[e];
   let x2 = x[e + params.half];

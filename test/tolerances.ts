@@ -33,6 +33,31 @@ export const TOLERANCES = {
   swiglu: { atol: 1e-5, rtol: 1e-5 },
   /** add: one correctly rounded f32 addition. */
   add: { atol: 1e-5, rtol: 1e-5 },
+  /** Whole-model gradients vs transformers' float64 ones: relative L2 error per tensor (only rtol is used). */
+  gradientRelativeL2: { atol: 0, rtol: 1e-3 },
+  /** Whole-model f32 gradients vs float64 central finite differences (h = 1e-5) of the reference forward. */
+  modelFiniteDifferences: { atol: 2e-5, rtol: 2e-3 },
+  /** sum of squares: f32 fma over 16-element strides, two trees and ≤ 269 partials per thread, against float64. */
+  sumSquares: { atol: 0, rtol: 1e-5 },
+  /** AdamW parameters after 1–3 f32 updates (|p| ~ 1, lr ≤ 0.05) against float64. */
+  adamwParams: { atol: 1e-6, rtol: 1e-6 },
+  /** AdamW moments (gradients ~ N(0, 1), outliers to 30): f32 lerp and multiply-add against float64. */
+  adamwMoments: { atol: 1e-6, rtol: 1e-5 },
+  /** linear backward: f32 sums of up to 1000 N(0, 1) products (outliers of 40 and −25) added to N(0, 1) starting values. */
+  linearBackward: { atol: 1e-4, rtol: 1e-5 },
+  /**
+   * attention backward, each gradient tensor divided by its largest |value| first: f32 scores up to
+   * ~100 (outliers in q, k) put ε·|score| ≈ 1e-5 relative error on probabilities; seen ≤ 4.2e-6.
+   */
+  attentionBackward: { atol: 2e-5, rtol: 0 },
+  /** host RL math (advantages, GRPO loss gradients): float64 internally, rounded once to f32 on output. */
+  rlHost: { atol: 1e-12, rtol: 1e-6 },
+  /** rmsnorm backward: f32 row sums of ≤ 4099 terms, rstd up to 1e3 (dx up to ~1e3), dWeight summed over ≤ 300 rows. */
+  rmsNormBackward: { atol: 1e-5, rtol: 1e-5 },
+  /** swiglu backward: f32 exp, a quotient and products, gates up to |x| = 1e30. */
+  swigluBackward: { atol: 1e-5, rtol: 1e-5 },
+  /** embedding backward: f32 sums of up to 100 N(0, 1) rows in sorted-run order, onto N(0, 1) initial values. */
+  embeddingBackward: { atol: 1e-5, rtol: 1e-5 },
 } satisfies Record<string, Tolerance>;
 
 /** Index and size of the worst violation, or null when all values pass. Both NaN passes; NaN vs number fails. */

@@ -7,9 +7,11 @@ import { IntuitorError, InvalidArgumentError, FileFormatError } from '../errors.
 import { PACKAGE_VERSION } from '../paths.js';
 import { benchCommand } from './bench.js';
 import { generateCommand } from './generate.js';
+import { gradCommand } from './grad.js';
 import { infoCommand } from './info.js';
 import { logitsCommand } from './logits.js';
 import { runCommand } from './run.js';
+import { sftCommand } from './sft.js';
 import { statsCommand } from './stats.js';
 import { tokenizeCommand } from './tokenize.js';
 
@@ -54,6 +56,33 @@ function program(): Command {
     .option('--weights <how>', 'as-stored (16-bit stays 16-bit) or f32 (upcast on load)', 'as-stored')
     .action(logitsCommand);
 
+  cli.command('grad')
+    .description('d(mean next-token cross-entropy over the batch)/d(parameter) for every parameter, float32, Hugging Face names')
+    .requiredOption('--model <dir>', 'Hugging Face model folder (16-bit weights are upcast to f32)')
+    .requiredOption('--ids <file>', 'token ids (B, T): .npy of int32 or int64, T ≥ 2')
+    .requiredOption('--out <file>', 'writes the gradients here as .safetensors')
+    .action(gradCommand);
+
+  cli.command('sft')
+    .description('supervised fine-tuning on {"prompt", "completion"} JSON lines: loss on completion tokens only, checkpoints, metrics')
+    .requiredOption('--model <dir>', 'Hugging Face model folder to start from')
+    .requiredOption('--data <file>', 'JSON lines of {"prompt": ..., "completion": ...}')
+    .requiredOption('--out <dir>', 'output folder: checkpoint-<step>/, latest.json, metrics.jsonl, metrics.csv')
+    .option('--steps <n>', 'optimiser updates', '100')
+    .option('--lr <x>', 'peak learning rate', '1e-4')
+    .option('--batch-size <n>', 'examples per micro-batch', '8')
+    .option('--grad-accum <n>', 'micro-batches per update', '1')
+    .option('--schedule <name>', 'constant | cosine (after linear warmup)', 'constant')
+    .option('--warmup-steps <n>', 'linear warmup updates', '0')
+    .option('--max-grad-norm <x>', 'clip the global gradient norm (0: off)', '1')
+    .option('--weight-decay <x>', 'AdamW decoupled weight decay (matrices only)', '0')
+    .option('--seed <n>', 'data order seed', '0')
+    .option('--save-every <n>', 'checkpoint every n updates (0: only at the end)', '0')
+    .option('--keep <n>', 'checkpoints kept', '2')
+    .option('--max-length <n>', 'longest prompt + completion + EOS in tokens (default: the model limit)')
+    .option('--resume', 'continue from the latest checkpoint in --out')
+    .action(sftCommand);
+
   cli.command('generate')
     .description('a greedy continuation of a prompt (batched prefill, then KV-cache decoding on WebGPU)')
     .requiredOption('--model <dir>', 'Hugging Face model folder')
@@ -73,7 +102,7 @@ function program(): Command {
 
   cli.command('bench')
     .description("kernel benchmarks: every backend, the machine's ceilings measured in the same run, ratios to peers")
-    .option('--kernels <list>', 'token_stats_forward,token_stats_backward,linear,attention (default: all)')
+    .option('--kernels <list>', 'token_stats_forward,token_stats_backward,linear,attention,train_step,decode (default: all)')
     .option('--backends <list>', 'webgpu,native,js,gpujs (default: all)')
     .option('--quick', 'small sizes and few samples (about a minute on 2 cores)')
     .option('--rows <list>', 'rows N per case (default 8,256,2048; quick 8,256)')

@@ -88,3 +88,26 @@ export async function readIds(path: string, rowShape: readonly number[], vocab: 
   }
   return ids;
 }
+
+/** A flag's value as a positive integer. */
+export function positiveIntOption(flag: string, value: string): number {
+  return numberOption(flag, value, { min: 1, integer: true });
+}
+
+/** A flag's value as a finite number, optionally an integer and at least `min`. */
+export function numberOption(flag: string, value: string, { min = -Infinity, max = Infinity, integer = false }: { min?: number; max?: number; integer?: boolean } = {}): number {
+  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
+  const ok = Number.isFinite(n) && n >= min && n <= max && (!integer || Number.isSafeInteger(n));
+  if (!ok) {
+    const kind = integer ? (min === 1 ? 'a positive integer' : `an integer`) : 'a number';
+    const range = min === 1 && integer ? '' : [min > -Infinity ? ` ≥ ${min}` : '', max < Infinity ? ` ≤ ${max}` : ''].join(',').replace(/^,|,$/g, '');
+    throw new InvalidArgumentError(flag, `${kind}${range}`, JSON.stringify(value));
+  }
+  return n;
+}
+
+/** A flag's value as one of `choices`. */
+export function choiceOption<T extends string>(flag: string, value: string, choices: readonly T[]): T {
+  if (!choices.includes(value as T)) throw new InvalidArgumentError(flag, `one of ${choices.join(', ')}`, JSON.stringify(value));
+  return value as T;
+}

@@ -3,8 +3,9 @@
  * (Qwen2.5-sized logits) on every backend available here, checks them against each other and
  * prints results and throughput.
  */
-import { BackendUnavailableError, InvalidArgumentError } from '../errors.js';
+import { BackendUnavailableError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
+import { positiveIntOption } from './inputs.js';
 import { nativeStatus } from '../native/addon.js';
 import { tokenStats, tokenStatsGpu, type ResolvedBackend, type TokenStats } from '../ops/token-stats.js';
 import { gaussian, mulberry32 } from '../util/random.js';
@@ -29,12 +30,6 @@ export function builtInBatch(rows: number, vocab: number, seed = 2025): { logits
   return { logits, ids };
 }
 
-function positiveInt(name: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(name, 'a positive integer', JSON.stringify(value));
-  return n;
-}
-
 function mean(values: Float32Array): number {
   let s = 0;
   for (const v of values) s += v;
@@ -48,9 +43,9 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 }
 
 export async function runCommand(options: RunOptions): Promise<void> {
-  const rows = positiveInt('--rows', options.rows);
-  const vocab = positiveInt('--vocab', options.vocab);
-  const repeats = positiveInt('--repeats', options.repeats);
+  const rows = positiveIntOption('--rows', options.rows);
+  const vocab = positiveIntOption('--vocab', options.vocab);
+  const repeats = positiveIntOption('--repeats', options.repeats);
   const { logits, ids } = builtInBatch(rows, vocab);
   const bytes = logits.byteLength;
   const args = { logits, shape: [rows, vocab], ids };

@@ -225,10 +225,14 @@ export class GpuContext {
     return result as T;
   }
 
-  /** Records `encode` into one compute pass and submits it, inside the op's error scopes. */
-  async runPass(op: string, encode: (pass: GPUComputePassEncoder) => void): Promise<void> {
+  /**
+   * Records `encode` into one compute pass and submits it, inside the op's error scopes. Buffers
+   * in `clear` are zeroed first, in the same submission (gradients that kernels add into).
+   */
+  async runPass(op: string, encode: (pass: GPUComputePassEncoder) => void, clear: readonly GPUBuffer[] = []): Promise<void> {
     await this.scoped(op, () => {
       const encoder = this.device.createCommandEncoder({ label: op });
+      for (const buffer of clear) encoder.clearBuffer(buffer);
       const pass = encoder.beginComputePass({ label: op });
       encode(pass);
       pass.end();

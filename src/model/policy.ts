@@ -83,8 +83,9 @@ function release(steps: Step[], buffers: GPUBuffer[]): void {
 export class PolicyModel {
   readonly config: ModelConfig;
   readonly weights: ModelWeights;
-  private readonly ctx: GpuContext;
-  private readonly invFreq: GPUBuffer;
+  readonly ctx: GpuContext;
+  /** RoPE inverse frequencies (headDim / 2) f32, shared by every forward built on this model. */
+  readonly invFreq: GPUBuffer;
 
   private constructor(ctx: GpuContext, config: ModelConfig, weights: ModelWeights) {
     this.ctx = ctx;

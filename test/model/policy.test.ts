@@ -2,20 +2,17 @@
  * The WebGPU forward pass against transformers (the tiny-qwen2 fixture) and against the float64
  * reference forward on a Llama layout the fixture doesn't cover.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { readNpy } from '../../src/io/npy.js';
-import { writeSafetensors } from '../../src/io/safetensors.js';
-import type { HostTensor } from '../../src/io/tensor.js';
-import { parseModelConfig } from '../../src/model/config.js';
 import { PolicyModel } from '../../src/model/policy.js';
-import { expectedParameters } from '../../src/model/weights.js';
 import { tokenStats } from '../../src/ops/token-stats.js';
-import { gaussian, mulberry32 } from '../../src/util/random.js';
+import { mulberry32 } from '../../src/util/random.js';
 import { FIXTURES, describeGpu, fixtureNextToken, openGpu } from '../helpers.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';
+import { LLAMA_CONFIG, writeRandomCheckpoint } from './checkpoints.js';
 import { loadReferenceWeights, referenceModelForward } from './reference-forward.js';
 
 const fixture = join(FIXTURES, 'tiny-qwen2');
@@ -91,23 +88,8 @@ describeGpu('PolicyModel forward (WebGPU)', () => {
 
   test('Llama layout (explicit head_dim, no q/k/v bias, untied lm_head, θ = 500000 with Llama 3 scaling), padded batch', async () => {
     const dir = join(tmp, 'llama');
-    mkdirSync(dir, { recursive: true });
-    const json = {
-      architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 48, intermediate_size: 80, num_hidden_layers: 2,
-      num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, rms_norm_eps: 1e-5, vocab_size: 101, max_position_embeddings: 64,
-      bos_token_id: 1, eos_token_id: 2, tie_word_embeddings: false, attention_bias: false, rope_theta: 500000,
-      rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 },
-    };
-    writeFileSync(join(dir, 'config.json'), JSON.stringify(json));
-    const config = parseModelConfig(json);
-    const rand = mulberry32(7);
-    const tensors: Record<string, HostTensor> = {};
-    for (const [name, shape] of expectedParameters(config)) {
-      const n = shape.reduce((a, b) => a * b, 1);
-      const isNorm = name.endsWith('norm.weight');
-      tensors[name] = { dtype: 'f32', shape, data: Float32Array.from({ length: n }, () => (isNorm ? 1 + 0.1 * gaussian(rand) : 0.2 * gaussian(rand))) };
-    }
-    await writeSafetensors(join(dir, 'model.safetensors'), tensors);
+    const config = await writeRandomCheckpoint(dir, LLAMA_CONFIG);
+    const rand = mulberry32(8);
     const model = await PolicyModel.load(ctx, dir);
     try {
       expect(model.weights.tied).toBe(false);

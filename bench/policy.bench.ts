@@ -1,0 +1,140 @@
+/**
+ * Suites `train_step` and `decode`: the whole policy on a Qwen2.5-0.5B-shaped random checkpoint
+ * (hidden 896, 24 layers, 14/2 heads, intermediate 4864, vocabulary 151,936, tied embeddings),
+ * built on the fly in a temporary folder.
+ * - train_step: forward + backward + AdamW on f32 master weights at batch 8 × 512 tokens (two
+ *   micro-batches of 4 × 512: the (4096, 151936) f32 logits would exceed one 2 GiB binding);
+ *   tokens/s, GPU memory held, and the model FLOP/s (6 · parameters · tokens + attention).
+ * - decode: greedy generation, batch 32, a 64-token prompt and 128 new tokens (EOS off); new tokens/s.
+ * PyTorch rows (HF transformers eager f32 training step with AdamW; HF generate) come from
+ * bench/peers/torch_policy.py on the same card and join through --peers.
+ * On a software adapter (lavapipe) or with --quick both run on a small model, labelled by shape.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeSafetensors } from '../src/io/safetensors.js';
+import type { HostTensor } from '../src/io/tensor.js';
+import { parseModelConfig } from '../src/model/config.js';
+import { PolicyModel } from '../src/model/policy.js';
+import { TrainingGraph } from '../src/model/training.js';
+import { expectedParameters } from '../src/model/weights.js';
+import { DEFAULT_OPTIMIZER, Optimizer } from '../src/train/optimizer.js';
+import { mulberry32 } from '../src/util/random.js';
+import { runCase, type BenchEnv } from './harness.js';
+import { rowFromSamples } from './schema.js';
+
+export const POLICY_KERNELS = ['train_step', 'decode'] as const;
+
+/** Qwen2.5-0.5B's shape (config.json of Qwen/Qwen2.5-0.5B), and a small one for software adapters. */
+export function policyConfig(small: boolean): Record<string, unknown> {
+  return {
+    architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2',
+    hidden_size: small ? 128 : 896, intermediate_size: small ? 352 : 4864, num_hidden_layers: small ? 2 : 24,
+    num_attention_heads: small ? 4 : 14, num_key_value_heads: 2, rms_norm_eps: 1e-6, vocab_size: small ? 2048 : 151936,
+    max_position_embeddings: 32768, rope_theta: 1000000, tie_word_embeddings: true, bos_token_id: 151643, eos_token_id: 151643,
+  };
+}
+
+/** Writes a random checkpoint of `json`'s shape (uniform ±0.04 matrices, unit norms) into a new temporary folder. */
+async function randomCheckpoint(json: Record<string, unknown>): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'intuitor-bench-policy-'));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(json));
+  const rand = mulberry32(3);
+  const tensors: Record<string, HostTensor> = {};
+  for (const [name, shape] of expectedParameters(parseModelConfig(json))) {
+    const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    if (name.endsWith('norm.weight')) data.fill(1);
+    else for (let i = 0; i < data.length; i++) data[i] = 0.08 * (rand() - 0.5);
+    tensors[name] = { dtype: 'f32', shape, data };
+  }
+  await writeSafetensors(join(dir, 'model.safetensors'), tensors);
+  return dir;
+}
+
+export async function policySuite(env: BenchEnv, kernels: ReadonlySet<string>): Promise<void> {
+  const gpu = env.gpu;
+  if (!gpu || !POLICY_KERNELS.some((k) => kernels.has(k))) return;
+  const small = env.quick || gpu.adapter?.isFallbackAdapter === true;
+  const json = policyConfig(small);
+  const dir = await randomCheckpoint(json);
+  try {
+    const config = parseModelConfig(json);
+    const model = await PolicyModel.load(gpu, dir, { dtype: 'f32' });
+    const parameters = [...expectedParameters(config).values()].reduce((sum, shape) => sum + shape.reduce((a, b) => a * b, 1), 0);
+    try {
+      if (kernels.has('train_step')) await trainStepCase(env, model, parameters, small);
+      if (kernels.has('decode')) await decodeCase(env, model, small);
+    } finally {
+      model.destroy();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function trainStepCase(env: BenchEnv, model: PolicyModel, parameters: number, small: boolean): Promise<void> {
+  const gpu = env.gpu!;
+  const c = model.config;
+  const [batch, seqLen, micro] = small ? [4, 64, 2] : [8, 512, 4];
+  await runCase(env, `train_step ${batch}x${seqLen}`, async () => {
+    const graph = TrainingGraph.create(model);
+    const optimizer = await Optimizer.create(graph, { ...DEFAULT_OPTIMIZER, lr: 1e-5, totalSteps: 1000 });
+    const step = await graph.prepareStep(micro, seqLen);
+    try {
+      const rand = mulberry32(9);
+      const rows = micro * seqLen;
+      const ids = Uint32Array.from({ length: rows }, () => Math.floor(rand() * c.vocabSize));
+      const targets = Uint32Array.from({ length: rows }, (_, r) => ids[(r + 1) % rows]!);
+      graph.writeBatch(step, { ids, targets, lengths: new Uint32Array(micro).fill(seqLen), gLogprob: new Float32Array(rows).fill(-1 / (batch * seqLen)) });
+      const samples: number[] = [];
+      const count = env.quick ? 3 : 8;
+      for (let i = 0; i <= count; i++) {
+        const started = performance.now();
+        await graph.zeroGrads();
+        for (let m = 0; m < batch / micro; m++) await graph.forwardBackward(step);
+        await optimizer.update(i + 1);
+        await gpu.sync('train_step');
+        if (i > 0) samples.push(performance.now() - started);
+      }
+      const tokens = batch * seqLen;
+      const bytes = graph.parameters.reduce((s, p) => s + 16 * p.numel, 0) + step.activationBytes;
+      const row = rowFromSamples({
+        kernel: 'train_step', backend: 'webgpu', dtype: 'f32', shape: [batch, seqLen], device: env.gpuDevice, method: 'wall-clock',
+        note: `${(parameters / 1e6).toFixed(0)}M parameters, ${batch / micro} micro-batches of ${micro}×${seqLen}; GPU memory held ${(bytes / 2 ** 30).toFixed(2)} GiB`,
+      }, samples, 0, tokens);
+      // 6 FLOPs per parameter per token (forward 2, backward 4) plus causal attention (QKᵀ and PV: 2 · 2 · T/2 per head dim, ×3 for backward).
+      const attention = 3 * 2 * 2 * c.numLayers * c.numHeads * c.headDim * (seqLen + 1) / 2 * tokens;
+      row.gflops = (6 * parameters * tokens + attention) / (row.medianMs / 1000) / 1e9;
+      const ceiling = env.ceilings.gpuMatmul;
+      if (ceiling?.gflops) {
+        row.ceiling = { name: ceiling.name, gflops: ceiling.gflops };
+        row.fractionOfCeiling = row.gflops / ceiling.gflops;
+      }
+      env.rows.push(row);
+    } finally {
+      step.destroy();
+      optimizer.destroy();
+      graph.destroy();
+    }
+  });
+}
+
+async function decodeCase(env: BenchEnv, model: PolicyModel, small: boolean): Promise<void> {
+  const [batch, promptLen, newTokens] = small ? [4, 16, 16] : [32, 64, 128];
+  await runCase(env, `decode ${batch}x${promptLen}+${newTokens}`, async () => {
+    const rand = mulberry32(4);
+    const prompts = Array.from({ length: batch }, () => Array.from({ length: promptLen }, () => Math.floor(rand() * model.config.vocabSize)));
+    const samples: number[] = [];
+    for (let i = 0; i <= (env.quick ? 2 : 4); i++) {
+      const started = performance.now();
+      const out = await model.generateGreedy(prompts, { maxNewTokens: newTokens, eosTokenIds: [] });
+      if (out.some((o) => o.length !== newTokens)) throw new Error('decode bench: a sequence stopped early');
+      if (i > 0) samples.push(performance.now() - started);
+    }
+    env.rows.push(rowFromSamples({
+      kernel: 'decode', backend: 'webgpu', dtype: 'f32', shape: [batch, promptLen, newTokens], device: env.gpuDevice, method: 'wall-clock',
+      note: 'greedy, prefill + KV-cache decode, f32 weights; rows/s = new tokens/s',
+    }, samples, 0, batch * newTokens));
+  });
+}

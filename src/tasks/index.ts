@@ -1,0 +1,26 @@
+/** The built-in tasks by name. */
+import { InvalidArgumentError, describe } from '../errors.js';
+import { arithmeticTask } from './arithmetic.js';
+import { countdownTask } from './countdown.js';
+import type { Task } from './dataset.js';
+import { permutationsTask } from './permutations.js';
+
+export const TASKS: Readonly<Record<string, Task>> = Object.freeze({
+  arithmetic: arithmeticTask,
+  countdown: countdownTask,
+  permutations: permutationsTask,
+});
+
+export function taskNames(): string[] {
+  return Object.keys(TASKS);
+}
+
+/** The built-in task called `name`; an InvalidArgumentError lists the known ones. */
+export function getTask(name: string): Task {
+  const task = typeof name === 'string' && Object.hasOwn(TASKS, name) ? TASKS[name] : undefined;
+  if (task === undefined) throw new InvalidArgumentError('task', `one of ${taskNames().join(', ')}`, describe(name));
+  return task;
+}
+
+export { arithmeticTask, countdownTask, permutationsTask };
+export type { Task };
