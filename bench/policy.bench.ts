@@ -128,8 +128,8 @@ async function decodeCase(env: BenchEnv, model: PolicyModel, small: boolean): Pr
     const samples: number[] = [];
     for (let i = 0; i <= (env.quick ? 2 : 4); i++) {
       const started = performance.now();
-      const out = await model.generateGreedy(prompts, { maxNewTokens: newTokens, eosTokenIds: [] });
-      if (out.some((o) => o.length !== newTokens)) throw new Error('decode bench: a sequence stopped early');
+      const { tokens } = await model.generate(prompts, { maxNewTokens: newTokens, eosTokenIds: [] });
+      if (tokens.some((t) => t.length !== newTokens)) throw new Error('decode bench: a sequence stopped early');
       if (i > 0) samples.push(performance.now() - started);
     }
     env.rows.push(rowFromSamples({

@@ -5,12 +5,13 @@
 // Shapes: logits (R, V) f32, finite or −inf (never NaN or +inf); seeds (R) u32; ids (R) u32.
 // Grid: one workgroup of 256 threads per row, (groupsX, ceil(R / groupsX)) workgroups so that R
 // may exceed the 65,535 limit of one dimension. Every step is a strided pass over the row and a
-// fixed-order tree in workgroup memory, so a row's id depends only on its logits, seed and the
-// options (never on R or the grid), and reruns are bit-identical:
+// fixed-order reduction in workgroup memory, so a row's id depends only on its logits, seed and
+// the options (never on R or the grid), and reruns are bit-identical. Options live in the
+// uniform (setOptions rewrites it), with the threshold passes to run, so one pipeline serves all:
 //   1. argmax (value m, lowest index): greedy rows stop here.
 //   2. top-k: the k-th largest logit, found exactly by a 4-bit radix select over the logits'
 //      order-preserving u32 keys: 8 passes, each counting the elements at or above 16 candidate
-//      thresholds at once. Ties with the k-th value stay, as HF keeps scores ≥ the k-th.
+//      thresholds at once (counts are f32 sums, exact as V ≤ 2^24). Ties with the k-th value stay, as HF keeps scores ≥ the k-th.
 //   3. top-p: the same select weighted by exp((x − m) / T) over the top-k survivors: the largest
 //      threshold t with mass(x ≥ t) ≥ p · mass(survivors); HF keeps a token when the mass above
 //      it in its sort order is < p, so its threshold is t (tied values kept together).
@@ -30,6 +31,8 @@ struct Params {
   temperature: f32,  // 0: greedy
   topP: f32,         // 1: off
   minP: f32,         // 0: off
+  firstPass: u32,    // threshold passes [firstPass, endPass): 0-7 top-k, 8-15 top-p
+  endPass: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -62,24 +65,38 @@ fn index_of(encoded: f32) -> u32 {
   return select(u32(encoded), NONE, encoded >= f32(NONE_F32_INDEX));
 }
 
+// The reductions below add or compare in a fixed order (runs of 16 threads, then the 16 runs),
+// so every rerun is bit-identical. Few barriers and short loops on purpose: on lavapipe barriers
+// dominate small rows, and unrolled loops around them its compile time.
+
 // Every thread's (score, index) reduced to the winner's index, returned to all threads. Indices
 // travel as f32, exact below 2^24 (the vocabulary limit); NONE as 2^24.
 fn workgroup_argmax(lid: u32, score: f32, index: u32) -> u32 {
   partial[lid] = vec4<f32>(score, f32(min(index, NONE_F32_INDEX)), 0.0, 0.0);
   workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-    if (lid < stride) {
-      let mine = partial[lid];
-      let theirs = partial[lid + stride];
-      if (better(theirs.x, index_of(theirs.y), mine.x, index_of(mine.y))) {
-        partial[lid] = theirs;
-      }
-    }
-    workgroupBarrier();
+  // 16 threads each find the best of a run of 16 entries, then thread 0 the best of the runs.
+  if (lid < 16u) {
+    partial[WG + lid] = best_of_run(lid * 16u);
   }
-  let winner = index_of(partial[0].y);
+  workgroupBarrier();
+  if (lid == 0u) {
+    partial[2u * WG] = best_of_run(WG);
+  }
+  workgroupBarrier();
+  let winner = index_of(partial[2u * WG].y);
   workgroupBarrier();
   return winner;
+}
+
+fn best_of_run(start: u32) -> vec4<f32> {
+  var best = partial[start];
+  for (var i = start + 1u; i < start + 16u; i++) {
+    let entry = partial[i];
+    if (better(entry.x, index_of(entry.y), best.x, index_of(best.y))) {
+      best = entry;
+    }
+  }
+  return best;
 }
 
 // Sums of the 16 per-thread lanes a[0..3] over the workgroup, returned to all threads.
@@ -88,15 +105,28 @@ fn workgroup_sum(lid: u32, a: array<vec4<f32>, 4>) -> array<vec4<f32>, 4> {
     partial[g * WG + lid] = a[g];
   }
   workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-    if (lid < stride) {
-      for (var g = 0u; g < 4u; g++) {
-        partial[g * WG + lid] += partial[g * WG + lid + stride];
-      }
+  // 64 threads: lane group g = lid / 16 adds its run lid % 16 of 16 threads.
+  var run = vec4<f32>(0.0);
+  if (lid < 64u) {
+    let start = (lid / 16u) * WG + (lid % 16u) * 16u;
+    for (var i = start; i < start + 16u; i++) {
+      run += partial[i];
     }
-    workgroupBarrier();
   }
-  let total = array<vec4<f32>, 4>(partial[0], partial[WG], partial[2u * WG], partial[3u * WG]);
+  workgroupBarrier();
+  if (lid < 64u) {
+    partial[lid] = run;
+  }
+  workgroupBarrier();
+  if (lid < 4u) {
+    var total = vec4<f32>(0.0);
+    for (var r = 0u; r < 16u; r++) {
+      total += partial[lid * 16u + r];
+    }
+    partial[64u + lid] = total;
+  }
+  workgroupBarrier();
+  let total = array<vec4<f32>, 4>(partial[64], partial[65], partial[66], partial[67]);
   workgroupBarrier();
   return total;
 }
@@ -105,44 +135,46 @@ fn vote(s: vec4<f32>, needed: f32) -> vec4<u32> {
   return select(vec4<u32>(0u), vec4<u32>(1u), s >= vec4<f32>(needed));
 }
 
-// The largest key t with W(key ≥ t) ≥ needed, where W sums a weight over the row: 1 per element
-// (byMass false, needed = goal), or exp((x − m) / T) for elements with key ≥ floorKey (byMass
-// true, needed = goal · their total). Each of 8 levels fixes 4 bits: it sums W at the 16
-// candidates prefix + b·2^shift (b = 0..15) and keeps the last b that still reaches it
-// (W is non-increasing in the threshold, and b = 0 reached it at the level before).
-fn select_threshold(lid: u32, base: u32, rowMax: f32, floorKey: u32, byMass: bool, goal: f32) -> u32 {
-  var prefix = 0u;
-  var needed = goal;
-  for (var level = 0u; level < 8u; level++) {
-    let step = 1u << (28u - 4u * level);
-    let c0 = vec4<u32>(prefix) + vec4<u32>(0u, 1u, 2u, 3u) * step;
-    let c1 = c0 + vec4<u32>(4u * step);
-    let c2 = c0 + vec4<u32>(8u * step);
-    let c3 = c0 + vec4<u32>(12u * step);
-    var a = array<vec4<f32>, 4>();
-    for (var i = lid; i < params.vocab; i += WG) {
-      let x = logits[base + i];
-      let key = order_key(x);
-      var w = 1.0;
-      if (byMass) {
-        w = select(0.0, exp((x - rowMax) / params.temperature), key >= floorKey);
-      }
-      let k = vec4<u32>(key);
-      let wv = vec4<f32>(w);
-      let zero = vec4<f32>(0.0);
-      a[0] += select(zero, wv, k >= c0);
-      a[1] += select(zero, wv, k >= c1);
-      a[2] += select(zero, wv, k >= c2);
-      a[3] += select(zero, wv, k >= c3);
+// One level of the radix select of a threshold t: the largest key with W(key ≥ t) ≥ needed,
+// where W sums a weight over the row: 1 per element (top-k: needed = k), or exp((x − m) / T) for
+// the elements with key ≥ floorKey (top-p: needed = p · their total, known after level 0). The
+// level fixes 4 more bits of `prefix`: it sums W at the 16 candidates prefix + b·2^shift
+// (b = 0..15) and keeps the last b that still reaches `needed` (W is non-increasing in the
+// threshold, and b = 0 reached it at the level before).
+struct Search {
+  prefix: u32,
+  needed: f32,
+}
+
+fn select_level(lid: u32, base: u32, rowMax: f32, floorKey: u32, byMass: bool, level: u32, search: Search) -> Search {
+  let step = 1u << (28u - 4u * level);
+  let c0 = vec4<u32>(search.prefix) + vec4<u32>(0u, 1u, 2u, 3u) * step;
+  let c1 = c0 + vec4<u32>(4u * step);
+  let c2 = c0 + vec4<u32>(8u * step);
+  let c3 = c0 + vec4<u32>(12u * step);
+  var a = array<vec4<f32>, 4>();
+  for (var i = lid; i < params.vocab; i += WG) {
+    let x = logits[base + i];
+    let key = order_key(x);
+    var w = 1.0;
+    if (byMass) {
+      w = select(0.0, exp((x - rowMax) / params.temperature), key >= floorKey);
     }
-    let s = workgroup_sum(lid, a);
-    if (byMass && level == 0u) {
-      needed = goal * s[0].x;
-    }
-    let reached = dot(vote(s[0], needed) + vote(s[1], needed) + vote(s[2], needed) + vote(s[3], needed), vec4<u32>(1u));
-    prefix += (max(reached, 1u) - 1u) * step;
+    let k = vec4<u32>(key);
+    let wv = vec4<f32>(w);
+    let zero = vec4<f32>(0.0);
+    a[0] += select(zero, wv, k >= c0);
+    a[1] += select(zero, wv, k >= c1);
+    a[2] += select(zero, wv, k >= c2);
+    a[3] += select(zero, wv, k >= c3);
   }
-  return prefix;
+  let s = workgroup_sum(lid, a);
+  var needed = search.needed;
+  if (byMass && level == 0u) {
+    needed *= s[0].x;
+  }
+  let reached = dot(vote(s[0], needed) + vote(s[1], needed) + vote(s[2], needed) + vote(s[3], needed), vec4<u32>(1u));
+  return Search(search.prefix + (max(reached, 1u) - 1u) * step, needed);
 }
 
 // high 32 bits of a · b.
@@ -203,12 +235,21 @@ fn sample_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   }
   let rowMax = logits[base + greedy];
 
+  // Passes 0-7 select the top-k threshold, 8-15 the top-p one; the host sets the range to the
+  // active ones. One loop, one call site: lavapipe's compile time grows fast with every copy of
+  // a loop with barriers.
   var cut = 0u;
-  if (params.topK > 0u && params.topK < params.vocab) {
-    cut = select_threshold(lid, base, rowMax, 0u, false, f32(params.topK));
-  }
-  if (params.topP < 1.0) {
-    cut = select_threshold(lid, base, rowMax, cut, true, params.topP);
+  var search = Search(0u, 0.0);
+  for (var searchPass = params.firstPass; searchPass < params.endPass; searchPass++) {
+    let byMass = searchPass >= 8u;
+    let level = searchPass % 8u;
+    if (level == 0u) {
+      search = Search(0u, select(f32(params.topK), params.topP, byMass));
+    }
+    search = select_level(lid, base, rowMax, cut, byMass, level, search);
+    if (level == 7u) {
+      cut = search.prefix;
+    }
   }
 
   let seed = seeds[row];

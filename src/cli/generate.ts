@@ -1,21 +1,43 @@
-/** `intuitor generate`: a greedy continuation of a prompt with the policy (KV-cache decoding on WebGPU). */
+/** `intuitor generate`: a continuation of a prompt with the policy (KV-cache decoding, tokens picked on WebGPU). */
 import { InvalidArgumentError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
 import { PolicyModel } from '../model/policy.js';
 import { PolicyTokenizer } from '../model/tokenizer.js';
+import { checkSamplingOptions, type SamplingOptions } from '../sampling/sample.js';
+import { numberOption, positiveIntOption } from './inputs.js';
 
 export interface GenerateCommandOptions {
   model: string;
   prompt: string;
   maxNewTokens: string;
   greedy?: boolean;
+  temperature?: string;
+  topK?: string;
+  topP?: string;
+  minP?: string;
+  seed: string;
   json?: boolean;
 }
 
+function samplingOf(o: GenerateCommandOptions): SamplingOptions {
+  if (o.greedy) {
+    const extra = (['temperature', 'topK', 'topP', 'minP'] as const).filter((k) => o[k] !== undefined);
+    if (extra.length > 0) throw new InvalidArgumentError('--greedy', 'no sampling flags beside it', extra.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', '));
+    return { temperature: 0 };
+  }
+  if (o.temperature === undefined) throw new InvalidArgumentError('--greedy or --temperature', 'one of them (how to pick tokens)', 'neither');
+  return checkSamplingOptions({
+    temperature: numberOption('--temperature', o.temperature, { min: 0 }),
+    ...(o.topK === undefined ? {} : { topK: numberOption('--top-k', o.topK, { min: 0, integer: true }) }),
+    ...(o.topP === undefined ? {} : { topP: numberOption('--top-p', o.topP, { min: 0, max: 1 }) }),
+    ...(o.minP === undefined ? {} : { minP: numberOption('--min-p', o.minP, { min: 0, max: 1 }) }),
+  });
+}
+
 export async function generateCommand(options: GenerateCommandOptions): Promise<void> {
-  if (!options.greedy) throw new InvalidArgumentError('--greedy', 'the flag (greedy decoding is the strategy available so far)', 'absent');
-  const maxNewTokens = Number(options.maxNewTokens);
-  if (!/^\d+$/.test(options.maxNewTokens) || maxNewTokens < 1) throw new InvalidArgumentError('--max-new-tokens', 'a positive integer', JSON.stringify(options.maxNewTokens));
+  const sampling = samplingOf(options);
+  const maxNewTokens = positiveIntOption('--max-new-tokens', options.maxNewTokens);
+  const seed = numberOption('--seed', options.seed, { min: 0, integer: true });
   const tokenizer = PolicyTokenizer.load(options.model);
   const promptIds = tokenizer.encode(options.prompt);
   if (promptIds.length === 0) throw new InvalidArgumentError('--prompt', 'text that encodes to at least one token', JSON.stringify(options.prompt));
@@ -23,9 +45,12 @@ export async function generateCommand(options: GenerateCommandOptions): Promise<
   try {
     const model = await PolicyModel.load(ctx, options.model);
     try {
-      const [newIds] = await model.generateGreedy([promptIds], { maxNewTokens });
+      const { tokens: [newIds], logprobs: [logprobs], selfCertainty: [selfCertainty] } = await model.generate([promptIds], { maxNewTokens, sampling, seeds: [seed] });
       const text = tokenizer.decode(newIds!);
-      process.stdout.write(options.json ? `${JSON.stringify({ prompt_ids: promptIds, new_ids: newIds, text })}\n` : `${text}\n`);
+      const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+      process.stdout.write(options.json
+        ? `${JSON.stringify({ prompt_ids: promptIds, new_ids: newIds, text, mean_logprob: mean(logprobs!), mean_self_certainty: mean(selfCertainty!) })}\n`
+        : `${text}\n`);
     } finally {
       model.destroy();
     }

@@ -84,12 +84,17 @@ function program(): Command {
     .action(sftCommand);
 
   cli.command('generate')
-    .description('a greedy continuation of a prompt (batched prefill, then KV-cache decoding on WebGPU)')
+    .description('a continuation of a prompt (batched prefill, then KV-cache decoding; tokens picked on WebGPU)')
     .requiredOption('--model <dir>', 'Hugging Face model folder')
     .requiredOption('--prompt <text>', 'the prompt (encoded without special tokens)')
     .option('--max-new-tokens <n>', 'stop after this many new tokens (or at EOS)', '32')
-    .option('--greedy', 'greedy decoding (required: sampling strategies come with GRPO)')
-    .option('--json', 'print {"prompt_ids": [...], "new_ids": [...], "text": "..."}')
+    .option('--greedy', 'greedy decoding (the most likely token each step)')
+    .option('--temperature <t>', 'sample from softmax(z / t) (0 = greedy)')
+    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)')
+    .option('--top-p <p>', 'keep the smallest set with mass ≥ p (1 = off)')
+    .option('--min-p <p>', 'keep tokens with p ≥ min-p · p_max (0 = off)')
+    .option('--seed <n>', 'sampling seed', '0')
+    .option('--json', 'print {"prompt_ids", "new_ids", "text", "mean_logprob", "mean_self_certainty"}')
     .action(generateCommand);
 
   cli.command('tokenize')

@@ -13,12 +13,13 @@
  *
  * Generation: the prefill also writes each layer's (RoPE'd) keys and values into a per-sequence
  * cache; each decode step then runs the same layers on one token per sequence, attending to the
- * cache, and an argmax on the GPU, so the only host round-trip per token is the new token ids.
+ * cache, then picks the next tokens on the GPU (greedy, or sampled with temperature, top-k, top-p
+ * and min-p) along with their log-probs and self-certainty, so the only host round-trip per token
+ * is those three numbers per sequence.
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { prepareAdd } from '../ops/add.js';
-import { prepareArgmax } from '../ops/argmax.js';
 import { prepareAttention } from '../ops/attention.js';
 import { prepareEmbedding } from '../ops/embedding.js';
 import { prepareAttentionDecode, prepareKvWrite } from '../ops/kv-cache.js';
@@ -26,6 +27,9 @@ import { prepareLinear } from '../ops/linear.js';
 import { prepareRmsNorm } from '../ops/rmsnorm.js';
 import { prepareRope } from '../ops/rope.js';
 import { prepareSwiglu } from '../ops/swiglu.js';
+import { allocateOutputs, prepareForward as prepareStatsForward } from '../ops/token-stats/webgpu.js';
+import { prepareSample, type SamplingOptions } from '../sampling/sample.js';
+import { deriveSeed } from '../util/random.js';
 import { loadModelConfig, ropeInverseFrequencies, type ModelConfig } from './config.js';
 import { loadWeights, type GpuTensor, type LoadWeightsOptions, type ModelWeights } from './weights.js';
 
@@ -43,14 +47,26 @@ export interface KvCache {
   destroy(): void;
 }
 
-/** One decoding step for every sequence of a cache: feed `tokens` at `positions`, get `nextIds`. */
+/** Picks one token per row of some logits: the draw, its log-prob and the row's self-certainty. */
+interface TokenPicker {
+  /** (rows) u32 seeds of the draws. */
+  seeds: GPUBuffer;
+  /** (rows) u32 picked tokens. */
+  ids: GPUBuffer;
+  /** (rows) f32 log-prob of the picked token and self-certainty, both at the sampling temperature. */
+  logprob: GPUBuffer;
+  selfCertainty: GPUBuffer;
+  steps: Step[];
+  buffers: GPUBuffer[];
+}
+
+/** One decoding step for every sequence of a cache: feed `tokens` at `positions`, pick the next. */
 export interface PreparedDecode {
   tokens: GPUBuffer;
   positions: GPUBuffer;
   /** positions + 1: the keys each new query sees. */
   lengths: GPUBuffer;
-  /** (batch) u32 greedy next tokens. */
-  nextIds: GPUBuffer;
+  picker: TokenPicker;
   encode(pass: GPUComputePassEncoder): void;
   destroy(): void;
 }
@@ -59,6 +75,19 @@ export interface GenerateOptions {
   maxNewTokens: number;
   /** Stop a sequence at any of these (default: the config's eos_token_id). */
   eosTokenIds?: number[];
+  /** How tokens are picked (src/sampling/sample.ts). Default greedy: { temperature: 0 }. */
+  sampling?: SamplingOptions;
+  /** One seed per prompt; new token i of prompt b is drawn with deriveSeed(seeds[b], i). Default 0 for all. */
+  seeds?: readonly number[];
+  /** Asked after each new token of a sequence (e.g. for stop strings); true ends that sequence. */
+  shouldStop?: (index: number, tokens: readonly number[]) => boolean;
+}
+
+/** Each sequence's new tokens (a stopping EOS included), and per token its log-prob and the self-certainty of the distribution it was drawn from. */
+export interface Generation {
+  tokens: number[][];
+  logprobs: number[][];
+  selfCertainty: number[][];
 }
 
 /** A forward pass prepared for one (batch, length): buffers and dispatches, reusable across inputs of that shape. */
@@ -219,16 +248,35 @@ export class PolicyModel {
     return { batch, maxLen, k, v, destroy: () => [...k, ...v].forEach((b) => b.destroy()) };
   }
 
+  /** Records the pick of one token per row of `logits` (rows, vocab). */
+  private async prepareTokenPicker(label: string, rows: number, logits: GPUBuffer, sampling: SamplingOptions): Promise<TokenPicker> {
+    const ctx = this.ctx;
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    const seeds = ctx.createBuffer(`${label}:seeds`, rows * 4, usage);
+    const ids = ctx.createBuffer(`${label}:picked`, rows * 4, usage);
+    const stats = allocateOutputs(ctx, rows, true);
+    const buffers = [seeds, ids, stats.logsumexp, stats.selfCertainty, stats.entropy, stats.logprob!, stats.validCount];
+    const steps: Step[] = [];
+    try {
+      steps.push(await prepareSample(ctx, { rows, vocab: this.config.vocabSize }, sampling, { logits, seeds, ids }));
+      const invTemperature = sampling.temperature > 0 ? 1 / sampling.temperature : 1;
+      steps.push(await prepareStatsForward(ctx, { dtype: 'f32', rows, vocab: this.config.vocabSize, logits, ids, invTemperature }, stats));
+    } catch (err) {
+      release(steps, buffers);
+      throw err;
+    }
+    return { seeds, ids, logprob: stats.logprob!, selfCertainty: stats.selfCertainty, steps, buffers };
+  }
+
   /** One decode step over every sequence of `cache` (see PreparedDecode). */
-  async prepareDecode(cache: KvCache): Promise<PreparedDecode> {
+  async prepareDecode(cache: KvCache, sampling: SamplingOptions = { temperature: 0 }): Promise<PreparedDecode> {
     const ctx = this.ctx;
     const c = this.config;
     const rows = cache.batch;
     const kvWidth = c.numKeyValueHeads * c.headDim;
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
-    const lengths = ctx.createBuffer('policy_decode:lengths', rows * 4, usage);
-    const nextIds = ctx.createBuffer('policy_decode:next_ids', rows * 4, usage);
+    const lengths = ctx.createBuffer('policy_decode:lengths', rows * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
     let built: Awaited<ReturnType<PolicyModel['buildDecoder']>> | undefined;
+    let picker: TokenPicker;
     try {
       built = await this.buildDecoder('policy_decode', rows, async (index, { q, k, v, positions, out }) => [
         await prepareKvWrite(ctx, { batch: rows, seqLen: 1, width: kvWidth, maxLen: cache.maxLen }, k, positions, cache.k[index]!),
@@ -236,83 +284,98 @@ export class PolicyModel {
         await prepareAttentionDecode(ctx, { batch: rows, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim, maxLen: cache.maxLen },
           { q, kCache: cache.k[index]!, vCache: cache.v[index]!, lengths, out }),
       ], () => 0);
-      built.steps.push(await prepareArgmax(ctx, { rows, cols: c.vocabSize }, built.logits, nextIds));
+      picker = await this.prepareTokenPicker('policy_decode', rows, built.logits, sampling);
     } catch (err) {
       if (built) release(built.steps, built.buffers);
       lengths.destroy();
-      nextIds.destroy();
       throw err;
     }
     const { tokens, positions, steps, buffers } = built;
-    buffers.push(lengths, nextIds);
+    buffers.push(lengths);
     return {
-      tokens, positions, lengths, nextIds,
+      tokens, positions, lengths, picker,
       encode(pass) {
-        for (const step of steps) step.encode(pass);
+        for (const step of [...steps, ...picker.steps]) step.encode(pass);
       },
       destroy() {
-        release(steps, buffers);
+        release([...steps, ...picker.steps], [...buffers, ...picker.buffers]);
       },
     };
   }
 
+  /** The picker's results for every row: token, log-prob, self-certainty. */
+  private async readPicks(picker: TokenPicker, rows: number): Promise<{ ids: Uint32Array; logprob: Float32Array; selfCertainty: Float32Array }> {
+    const [ids, logprob, selfCertainty] = await Promise.all([picker.ids, picker.logprob, picker.selfCertainty].map((b) => this.ctx.read('policy_generate', b, rows * 4)));
+    return { ids: new Uint32Array(ids!), logprob: new Float32Array(logprob!), selfCertainty: new Float32Array(selfCertainty!) };
+  }
+
   /**
-   * Greedy generation for a batch of prompts of any lengths: batched prefill, then one decode
-   * step per token with the KV cache. Returns each sequence's new tokens (stopping at EOS,
-   * which is included, or at maxNewTokens).
+   * Generation for a batch of prompts of any lengths: batched prefill, then one decode step per
+   * token with the KV cache, each picking tokens on the GPU. A sequence stops at EOS (included),
+   * when shouldStop says so, or at maxNewTokens.
    */
-  async generateGreedy(prompts: number[][], options: GenerateOptions): Promise<number[][]> {
+  async generate(prompts: readonly (readonly number[])[], options: GenerateOptions): Promise<Generation> {
     const c = this.config;
     if (!Array.isArray(prompts) || prompts.length === 0 || prompts.some((p) => !Array.isArray(p) || p.length === 0)) {
       throw new InvalidArgumentError('prompts', 'a non-empty array of non-empty token-id arrays', describe(prompts));
     }
     const maxNew = options.maxNewTokens;
     if (!Number.isSafeInteger(maxNew) || maxNew < 1) throw new InvalidArgumentError('maxNewTokens', 'a positive integer', describe(maxNew));
-    const eos = new Set(options.eosTokenIds ?? c.eosTokenIds);
     const batch = prompts.length;
+    const seeds = options.seeds ?? new Array<number>(batch).fill(0);
+    if (seeds.length !== batch) throw new InvalidArgumentError('seeds', `one seed per prompt (${batch})`, `${seeds.length}`);
+    const sampling = options.sampling ?? { temperature: 0 };
+    const eos = new Set(options.eosTokenIds ?? c.eosTokenIds);
     const promptLen = Math.max(...prompts.map((p) => p.length));
     const maxLen = promptLen + maxNew;
     if (maxLen > c.maxPositionEmbeddings) {
       throw new InvalidArgumentError('maxNewTokens', `at most ${c.maxPositionEmbeddings - promptLen} for a ${promptLen}-token prompt (max_position_embeddings ${c.maxPositionEmbeddings})`, String(maxNew));
     }
     const padded = new Array<number>(batch * promptLen).fill(0);
-    prompts.forEach((p, b) => p.forEach((id, t) => (padded[b * promptLen + t] = id)));
+    prompts.forEach((p, b) => p.forEach((id: number, t: number) => (padded[b * promptLen + t] = id)));
     const cache = this.createCache(batch, maxLen);
-    const prefillIds = this.ctx.createBuffer('policy:prefill_next_ids', batch * promptLen * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
     let prefill: PreparedForward | undefined;
+    let prefillPicker: TokenPicker | undefined;
     let decode: PreparedDecode | undefined;
     try {
       prefill = await this.prepareForward(batch, promptLen, cache);
-      decode = await this.prepareDecode(cache);
-      const prefillArgmax = await prepareArgmax(this.ctx, { rows: batch * promptLen, cols: c.vocabSize }, prefill.logits, prefillIds);
-      try {
-        await this.run(prefill, padded, prompts.map((p) => p.length), (pass) => prefillArgmax.encode(pass));
-      } finally {
-        prefillArgmax.destroy();
-      }
-      const all = new Uint32Array(await this.ctx.read('policy_generate', prefillIds, batch * promptLen * 4));
-      let next = prompts.map((p, b) => all[b * promptLen + p.length - 1]!);
-      const outputs: number[][] = prompts.map(() => []);
+      prefillPicker = await this.prepareTokenPicker('policy_prefill', batch * promptLen, prefill.logits, sampling);
+      decode = await this.prepareDecode(cache, sampling);
+      const prefillSeeds = new Uint32Array(batch * promptLen);
+      prompts.forEach((p, b) => (prefillSeeds[b * promptLen + p.length - 1] = deriveSeed(seeds[b]!, 0)));
+      this.ctx.writeBuffer(prefillPicker.seeds, 0, prefillSeeds);
+      const picker = prefillPicker;
+      await this.run(prefill, padded, prompts.map((p) => p.length), (pass) => picker.steps.forEach((step) => step.encode(pass)));
+      const first = await this.readPicks(prefillPicker, batch * promptLen);
+      let picks = prompts.map((p, b) => {
+        const r = b * promptLen + p.length - 1;
+        return { id: first.ids[r]!, logprob: first.logprob[r]!, selfCertainty: first.selfCertainty[r]! };
+      });
+      const out: Generation = { tokens: prompts.map(() => []), logprobs: prompts.map(() => []), selfCertainty: prompts.map(() => []) };
       const done = new Array<boolean>(batch).fill(false);
       for (let step = 0; ; step++) {
-        next.forEach((id, b) => {
+        picks.forEach((pick, b) => {
           if (done[b]) return;
-          outputs[b]!.push(id);
-          if (eos.has(id) || outputs[b]!.length >= maxNew) done[b] = true;
+          out.tokens[b]!.push(pick.id);
+          out.logprobs[b]!.push(pick.logprob);
+          out.selfCertainty[b]!.push(pick.selfCertainty);
+          if (eos.has(pick.id) || out.tokens[b]!.length >= maxNew || options.shouldStop?.(b, out.tokens[b]!)) done[b] = true;
         });
         if (done.every(Boolean)) break;
         const positions = Uint32Array.from(prompts, (p) => p.length + step);
-        this.ctx.writeBuffer(decode.tokens, 0, Uint32Array.from(next));
+        this.ctx.writeBuffer(decode.tokens, 0, Uint32Array.from(picks, (pick) => pick.id));
         this.ctx.writeBuffer(decode.positions, 0, positions);
         this.ctx.writeBuffer(decode.lengths, 0, positions.map((pos) => pos + 1));
+        this.ctx.writeBuffer(decode.picker.seeds, 0, Uint32Array.from(seeds, (seed) => deriveSeed(seed, step + 1)));
         await this.ctx.runPass('policy_decode', (pass) => decode!.encode(pass));
-        next = Array.from(new Uint32Array(await this.ctx.read('policy_decode', decode.nextIds, batch * 4)));
+        const next = await this.readPicks(decode.picker, batch);
+        picks = picks.map((_, b) => ({ id: next.ids[b]!, logprob: next.logprob[b]!, selfCertainty: next.selfCertainty[b]! }));
       }
-      return outputs;
+      return out;
     } finally {
       decode?.destroy();
+      if (prefillPicker) release(prefillPicker.steps, prefillPicker.buffers);
       prefill?.destroy();
-      prefillIds.destroy();
       cache.destroy();
     }
   }

@@ -13,7 +13,8 @@
  * The draw is Gumbel-max with Philox2x32-10 noise keyed by the row's seed and counted by token
  * index, so a row's id depends only on (logits row, options, seed): not on the batch or the grid.
  * The kernel sums masses in float32, so a top-p or min-p boundary within ~1e-6 of a cumulative
- * mass may fall on the other side than in the float64 reference.
+ * mass may fall on the other side than in the float64 reference; options travel as float32 (a
+ * temperature below ~1e-45 is greedy).
  */
 import { POISON_BITS } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
@@ -175,11 +176,18 @@ export function referenceSampleDraw(logitsRow: ArrayLike<number>, options: Sampl
   return id < 0 ? { id: 0, margin: Infinity } : { id, margin: best - second };
 }
 
-function optionWords(options: Required<SamplingOptions>, vocab: number): { topK: Uint32Array; floats: Float32Array } {
-  return {
-    topK: new Uint32Array([Math.min(options.topK, vocab)]),
-    floats: new Float32Array([options.temperature, options.topP, options.minP]),
-  };
+/** The uniform's option words from byte 12: topK, then temperature, topP, minP, then the threshold passes to run. */
+function optionWords(options: Required<SamplingOptions>, vocab: number): ArrayBuffer {
+  const words = new ArrayBuffer(24);
+  const topK = options.topK < vocab ? options.topK : 0;
+  new Uint32Array(words, 0, 1)[0] = topK;
+  new Float32Array(words, 4, 3).set([options.temperature, options.topP, options.minP]);
+  // Passes 0-7 find the top-k threshold, 8-15 the top-p one (greedy rows skip both).
+  const sampling = options.temperature > 0;
+  const firstPass = sampling && topK > 0 ? 0 : 8;
+  const endPass = sampling && options.topP < 1 ? 16 : 8;
+  new Uint32Array(words, 16, 2).set([firstPass, endPass]);
+  return words;
 }
 
 /**
@@ -199,19 +207,15 @@ export async function prepareSample(ctx: GpuContext, shape: SampleShape, options
   const [groupsX, groupsY] = grid(rows, ctx.limits.maxComputeWorkgroupsPerDimension);
   const pipeline = await ctx.pipeline('sample', 'sample_main');
   return ctx.scoped('sample:prepare', () => {
-    const params = new ArrayBuffer(32);
+    const params = new ArrayBuffer(48);
     new Uint32Array(params, 0, 3).set([rows, vocab, groupsX]);
-    const words = optionWords(checked, vocab);
-    new Uint32Array(params, 12, 1).set(words.topK);
-    new Float32Array(params, 16, 3).set(words.floats);
+    new Uint8Array(params, 12, 24).set(new Uint8Array(optionWords(checked, vocab)));
     const uniform = ctx.uniform('sample:params', params);
     const dispatch = boundDispatch(ctx, pipeline, `sample ${rows}x${vocab}`, uniform, entries, [groupsX, groupsY]);
     return {
       ...dispatch,
       setOptions(next: SamplingOptions) {
-        const update = optionWords(checkSamplingOptions(next), vocab);
-        ctx.writeBuffer(uniform, 12, update.topK);
-        ctx.writeBuffer(uniform, 16, update.floats);
+        ctx.writeBuffer(uniform, 12, new Uint8Array(optionWords(checkSamplingOptions(next), vocab)));
       },
     };
   });

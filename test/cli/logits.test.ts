@@ -64,7 +64,8 @@ describeGpu('intuitor logits', () => {
 
   test.each([
     [['--max-new-tokens', '0', '--greedy'], /--max-new-tokens: expected a positive integer, got "0"/],
-    [['--max-new-tokens', '4'], /--greedy: expected the flag/],
+    [['--max-new-tokens', '4'], /--greedy or --temperature: expected one of them/],
+    [['--greedy', '--top-k', '5'], /--greedy: expected no sampling flags beside it, got --top-k/],
     [['--prompt', '', '--greedy'], /--prompt: expected text that encodes to at least one token, got ""/],
   ])('generate refuses %j', async (args, message) => {
     const r = await cli(['generate', '--model', model, '--prompt', 'Hi', ...args]);

@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { PolicyModel } from '../../src/model/policy.js';
 import { argmax, referenceArgmax } from '../../src/ops/argmax.js';
+import { tokenStats } from '../../src/ops/token-stats.js';
+import { TOLERANCES, expectClose } from '../tolerances.js';
 import { FIXTURES, describeGpu, openGpu } from '../helpers.js';
 
 const dir = join(FIXTURES, 'tiny-qwen2');
@@ -23,25 +25,44 @@ describeGpu('greedy generation (WebGPU, KV cache)', () => {
 
   test('12 greedy tokens after greedy_prompt_ids reproduce transformers exactly', async () => {
     const prompt = reference.greedy_prompt_ids;
-    const [got] = await model.generateGreedy([prompt], { maxNewTokens: 12 });
+    const { tokens: [got] } = await model.generate([prompt], { maxNewTokens: 12 });
     expect([...prompt, ...got!]).toEqual(reference.greedy_output_ids);
   });
 
   test('prompts of different lengths in one batch give what each gives alone; EOS and max tokens stop a sequence', async () => {
     const prompts = [reference.greedy_prompt_ids, reference.input_ids[1]!.slice(0, 5), reference.input_ids[2]!.slice(0, 17)];
-    const batched = await model.generateGreedy(prompts, { maxNewTokens: 9 });
+    const { tokens: batched } = await model.generate(prompts, { maxNewTokens: 9 });
     for (const [i, prompt] of prompts.entries()) {
-      expect(batched[i]).toEqual((await model.generateGreedy([prompt], { maxNewTokens: 9 }))[0]);
+      expect(batched[i]).toEqual((await model.generate([prompt], { maxNewTokens: 9 })).tokens[0]);
     }
     const first = batched[1]![0]!;
-    const stopped = await model.generateGreedy([prompts[1]!], { maxNewTokens: 9, eosTokenIds: [first] });
+    const { tokens: stopped } = await model.generate([prompts[1]!], { maxNewTokens: 9, eosTokenIds: [first] });
     expect(stopped[0]).toEqual([first]);
   });
 
+  test('sampling: the same seeds repeat, other seeds differ; returned log-probs and self-certainty are those of the tempered distribution', async () => {
+    const prompts = [reference.input_ids[0]!.slice(0, 6), reference.input_ids[3]!.slice(0, 3)];
+    const sampling = { temperature: 0.8, topK: 50, topP: 0.95 };
+    const options = { maxNewTokens: 10, sampling, seeds: [11, 12], eosTokenIds: [] };
+    const a = await model.generate(prompts, options);
+    expect(await model.generate(prompts, options)).toEqual(a);
+    expect((await model.generate(prompts, { ...options, seeds: [13, 14] })).tokens).not.toEqual(a.tokens);
+    for (const [b, prompt] of prompts.entries()) {
+      const full = [...prompt, ...a.tokens[b]!];
+      const logits = await model.logits(full, 1, full.length);
+      const V = model.config.vocabSize;
+      const rows = a.tokens[b]!.length;
+      const picked = logits.slice((prompt.length - 1) * V, (prompt.length - 1 + rows) * V);
+      const want = await tokenStats({ logits: picked, shape: [rows, V], ids: Int32Array.from(a.tokens[b]!), temperature: 0.8 }, { backend: 'js' });
+      expectClose(`log-probs of sequence ${b}`, a.logprobs[b]!, want.logprob!, TOLERANCES.fixture);
+      expectClose(`self-certainty of sequence ${b}`, a.selfCertainty[b]!, want.selfCertainty, TOLERANCES.fixture);
+    }
+  });
+
   test('bad prompts and lengths are refused by name', async () => {
-    await expect(model.generateGreedy([], { maxNewTokens: 2 })).rejects.toThrow(/prompts: expected a non-empty array/);
-    await expect(model.generateGreedy([[1]], { maxNewTokens: 0 })).rejects.toThrow(/maxNewTokens: expected a positive integer, got 0/);
-    await expect(model.generateGreedy([[1, 2]], { maxNewTokens: 255 })).rejects.toThrow(/maxNewTokens: expected at most 254 for a 2-token prompt/);
+    await expect(model.generate([], { maxNewTokens: 2 })).rejects.toThrow(/prompts: expected a non-empty array/);
+    await expect(model.generate([[1]], { maxNewTokens: 0 })).rejects.toThrow(/maxNewTokens: expected a positive integer, got 0/);
+    await expect(model.generate([[1, 2]], { maxNewTokens: 255 })).rejects.toThrow(/maxNewTokens: expected at most 254 for a 2-token prompt/);
   });
 
   test('argmax takes the lowest index on ties, on rows wider than a workgroup', async () => {

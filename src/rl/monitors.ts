@@ -1,0 +1,294 @@
+/**
+ * Collapse monitors. Self-certainty is a reward the policy can raise without solving anything: on
+ * small models, GRPO on self-certainty alone drifts within tens of steps to one confident,
+ * prompt-independent answer (e.g. "9501" for every prompt); INTUITOR (Zhao et al., 2025) notes the
+ * same reward hacking when the reward model is not the online policy, and Shao et al. (2025) see
+ * spurious rewards steer a policy's output distribution regardless of the prompt. These monitors
+ * make that visible every step and let the trainer stop:
+ *
+ * - answer diversity: distinct final answers per prompt in the batch (collapse → 1/prompts);
+ * - cross-prompt dependence: how much more self-certain a response is under its own prompt than
+ *   under another prompt of the batch (collapse → 0: the prompt no longer matters);
+ * - length drift: mean response length relative to the first step (collapse to empty or to
+ *   max-length loops);
+ * - probe agreement: the share of a fixed probe set whose greedy answer is still the first step's.
+ *
+ * CollapseMonitor compares each step with the first step it saw (the baseline) and raises
+ * `collapsed` when the rule in DEFAULT_COLLAPSE_THRESHOLDS holds on `patience` consecutive checks.
+ * All measures are pure functions of their inputs, summed in index order (reproducible bit for bit).
+ */
+import { InvalidArgumentError, describe } from '../errors.js';
+import { canonicalAnswer } from './selection.js';
+
+function checkAnswers(name: string, answers: readonly (string | null)[], allowEmpty = false): void {
+  if (!Array.isArray(answers) || (!allowEmpty && answers.length === 0)) throw new InvalidArgumentError(name, 'a non-empty array of answers (string or null)', describe(answers));
+  answers.forEach((a, i) => {
+    if (a !== null && typeof a !== 'string') throw new InvalidArgumentError(`${name}[${i}]`, 'a string or null', describe(a));
+  });
+}
+
+function checkPositive(name: string, value: number): void {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new InvalidArgumentError(name, 'a finite number > 0', describe(value));
+}
+
+/**
+ * Distinct final answers in the batch ÷ the number of prompts. Answers are grouped by
+ * canonicalAnswer ("0.5" = "1/2"). "No answer" (null, or empty after normalisation) counts as ONE
+ * distinct value: a policy that stops answering has collapsed onto one behaviour just as one that
+ * always answers "9501" has, and counting it keeps the step-0 value of a weak policy (mostly no
+ * answers) above zero, so ratios to it stay defined. With G samples per prompt the value can exceed
+ * 1; a healthy batch of distinct problems sits near or above 1, a collapsed one at 1/prompts.
+ */
+export function answerDiversity(answers: readonly (string | null)[], prompts: number): number {
+  checkAnswers('answers', answers);
+  if (!Number.isSafeInteger(prompts) || prompts < 1) throw new InvalidArgumentError('prompts', 'a positive integer', describe(prompts));
+  const distinct = new Set(answers.map((a) => canonicalAnswer(a)));
+  return distinct.size / prompts;
+}
+
+/**
+ * Mean over responses of SC(response | its prompt) − SC(response | another prompt of the batch).
+ * A policy that reads its prompt is more certain of a response under the prompt that produced it;
+ * near 0 means the responses no longer depend on the prompt. Pair each response with another
+ * prompt with otherPromptIndices.
+ */
+export function crossPromptDependence(scTrue: ArrayLike<number>, scShuffled: ArrayLike<number>): number {
+  if (scTrue === null || typeof scTrue !== 'object' || typeof scTrue.length !== 'number' || scTrue.length === 0) throw new InvalidArgumentError('scTrue', 'a non-empty array of self-certainties', describe(scTrue));
+  if (scShuffled === null || typeof scShuffled !== 'object' || scShuffled.length !== scTrue.length) {
+    throw new InvalidArgumentError('scShuffled', `an array of ${scTrue.length} self-certainties (one per response, like scTrue)`, describe(scShuffled));
+  }
+  let sum = 0;
+  for (let i = 0; i < scTrue.length; i++) {
+    const own = scTrue[i]!;
+    const other = scShuffled[i]!;
+    if (!Number.isFinite(own)) throw new InvalidArgumentError(`scTrue[${i}]`, 'a finite number', describe(own));
+    if (!Number.isFinite(other)) throw new InvalidArgumentError(`scShuffled[${i}]`, 'a finite number', describe(other));
+    sum += own - other;
+  }
+  return sum / scTrue.length;
+}
+
+/**
+ * For each prompt, the prompt whose context re-scores its responses in crossPromptDependence: the
+ * next one, cyclically (i → i + 1 mod P). A rotation always picks ANOTHER prompt, needs no random
+ * state (so a resumed run re-scores the same pairs) and uses every prompt once as the "other".
+ */
+export function otherPromptIndices(prompts: number): Int32Array {
+  if (!Number.isSafeInteger(prompts) || prompts < 2) throw new InvalidArgumentError('prompts', 'an integer ≥ 2 (a response needs another prompt to be re-scored under)', describe(prompts));
+  return Int32Array.from({ length: prompts }, (_, i) => (i + 1) % prompts);
+}
+
+/** Mean response length ÷ its baseline (the first step's): 1 = unchanged. */
+export function lengthDrift(meanLength: number, baselineMeanLength: number): number {
+  if (typeof meanLength !== 'number' || !Number.isFinite(meanLength) || meanLength < 0) throw new InvalidArgumentError('meanLength', 'a finite number ≥ 0', describe(meanLength));
+  checkPositive('baselineMeanLength', baselineMeanLength);
+  return meanLength / baselineMeanLength;
+}
+
+/**
+ * The fraction of probe prompts whose greedy answer (canonicalAnswer) equals the baseline
+ * policy's. Two "no answer"s agree: the behaviour did not change.
+ */
+export function probeAgreement(answers: readonly (string | null)[], baselineAnswers: readonly (string | null)[]): number {
+  checkAnswers('answers', answers);
+  checkAnswers('baselineAnswers', baselineAnswers, true);
+  if (baselineAnswers.length !== answers.length) throw new InvalidArgumentError('baselineAnswers', `${answers.length} answers (one per probe prompt, like answers)`, describe(baselineAnswers));
+  let same = 0;
+  for (let i = 0; i < answers.length; i++) if (canonicalAnswer(answers[i]!) === canonicalAnswer(baselineAnswers[i]!)) same++;
+  return same / answers.length;
+}
+
+/**
+ * When CollapseMonitor calls a step collapsed. The values are judgement calls, set against the
+ * failure they target (one confident answer for every prompt) and the healthy changes they must
+ * let through (answers changing as the policy learns, responses growing longer under INTUITOR);
+ * each is relative to the run's own first step, so tasks with few distinct answers are judged
+ * against themselves.
+ */
+export interface CollapseThresholds {
+  /**
+   * Diversity is "collapsed" below this fraction of the baseline. 0.25: the "9501" collapse takes a
+   * batch of P distinct problems from ≈1 to 1/P (0.03 at P = 32), far below; sampling noise and
+   * honest convergence (many problems sharing small answers) move it by far less than 4×.
+   * Every collapse rule needs this (or, for length, lengthDiversityFraction): diversity loss is
+   * the one signal that is never a sign of healthy learning.
+   */
+  diversityFraction: number;
+  /**
+   * Cross-prompt dependence is "gone" below this fraction of the baseline. 0.25: a collapsed policy
+   * scores a response the same under any prompt (→ 0); learning makes responses more specific to
+   * their prompts, not less, so a 4× drop is not noise.
+   */
+  crossPromptFraction: number;
+  /**
+   * A baseline cross-prompt dependence at or below this (nats) disables that test: the first-step
+   * policy already ignored its prompt and a ratio would compare noise with noise. 1e-3 nats is far
+   * below the 0.1–1 nats a prompt-reading policy shows and above float32 rounding of per-token means.
+   */
+  crossPromptBaselineMin: number;
+  /**
+   * Probe answers have "drifted" below this agreement with the baseline. 0.5: most probe answers
+   * changed. Learning changes answers too (the ones the policy gets right), which is why drift only
+   * counts together with the diversity loss.
+   */
+  probeAgreementMin: number;
+  /**
+   * Mean length relative to the baseline outside [min, max] is a length collapse when diversity is
+   * also below lengthDiversityFraction. [0.5, 2]: halving (towards empty answers) or doubling (towards
+   * max-length loops); healthy INTUITOR runs lengthen responses, gradually, so length alone never counts.
+   */
+  lengthDriftMin: number;
+  lengthDriftMax: number;
+  /**
+   * The diversity loss that, with length out of range, marks a length collapse. 0.5: looser than
+   * diversityFraction because a length collapse (empty or truncated responses) loses answers into
+   * one "no answer" value gradually, and the length change is itself strong evidence.
+   */
+  lengthDiversityFraction: number;
+  /** Consecutive checks the rule must hold before `collapsed`. 2: one noisy batch never stops a run; a real collapse persists. */
+  patience: number;
+}
+
+export const DEFAULT_COLLAPSE_THRESHOLDS: Readonly<CollapseThresholds> = Object.freeze({
+  diversityFraction: 0.25,
+  crossPromptFraction: 0.25,
+  crossPromptBaselineMin: 1e-3,
+  probeAgreementMin: 0.5,
+  lengthDriftMin: 0.5,
+  lengthDriftMax: 2,
+  lengthDiversityFraction: 0.5,
+  patience: 2,
+});
+
+/** One step's raw measurements. The optional ones may be taken only on some steps. */
+export interface CollapseMeasurements {
+  step: number;
+  /** The batch's final answers (null = none), every sample of every prompt. */
+  answers: readonly (string | null)[];
+  /** Prompts in the batch. */
+  prompts: number;
+  /** Mean response length (tokens) over the batch. */
+  meanLength: number;
+  /** Each response's self-certainty under its own prompt, and under another prompt (otherPromptIndices). */
+  scTrue?: ArrayLike<number>;
+  scShuffled?: ArrayLike<number>;
+  /** Greedy answers on the fixed probe set, in probe order. */
+  probeAnswers?: readonly (string | null)[];
+}
+
+export interface CollapseReport {
+  step: number;
+  diversity: number;
+  /** Cross-prompt dependence (nats), null when not measured this step. */
+  crossPromptSc: number | null;
+  lengthDrift: number;
+  /** Null when the probe set was not run this step. */
+  probeAgreement: number | null;
+  /** The rule has held on `patience` consecutive checks up to this one. */
+  collapsed: boolean;
+  /** Why the rule holds this step (empty when it does not), for logs. */
+  reasons: string[];
+}
+
+/** Baselines and streak: everything a resumed run needs to carry on judging as before (JSON-safe). */
+export interface CollapseMonitorState {
+  baseline: {
+    diversity: number | null;
+    crossPromptSc: number | null;
+    meanLength: number | null;
+    probeAnswers: (string | null)[] | null;
+  };
+  streak: number;
+}
+
+const fmt = (x: number): string => (Number.isInteger(x) ? String(x) : x.toPrecision(3));
+
+/**
+ * Watches a run for collapse. Each baseline is the first value of its measurement the monitor
+ * sees (step 0 in a fresh run; restore the state on resume). The rule, with t = thresholds:
+ *
+ *   diversityLow   = diversity < t.diversityFraction · baseline
+ *   promptIgnored  = crossPromptSc < t.crossPromptFraction · baseline   (baseline > t.crossPromptBaselineMin)
+ *   probesDrifted  = probeAgreement < t.probeAgreementMin
+ *   lengthCollapse = lengthDrift ∉ [t.lengthDriftMin, t.lengthDriftMax] and diversity < t.lengthDiversityFraction · baseline
+ *   suspect        = (diversityLow and (promptIgnored or probesDrifted)) or lengthCollapse
+ *
+ * and `collapsed` once `suspect` held on t.patience consecutive checks. Diversity loss alone is not
+ * enough: a task whose answers truly converge (or a tiny batch) can lose diversity while the policy
+ * still reads its prompts. Measurements absent on a step (no scTrue, no probeAnswers) count as not
+ * showing collapse, so the rule never fires on missing data.
+ */
+export class CollapseMonitor {
+  readonly thresholds: Readonly<CollapseThresholds>;
+  private baseline: CollapseMonitorState['baseline'] = { diversity: null, crossPromptSc: null, meanLength: null, probeAnswers: null };
+  private streak = 0;
+
+  constructor(thresholds: Partial<CollapseThresholds> = {}, state?: CollapseMonitorState) {
+    const t = { ...DEFAULT_COLLAPSE_THRESHOLDS, ...thresholds };
+    for (const key of ['diversityFraction', 'crossPromptFraction', 'lengthDiversityFraction', 'probeAgreementMin'] as const) {
+      if (!(t[key] >= 0 && t[key] <= 1)) throw new InvalidArgumentError(`thresholds.${key}`, 'a number in [0, 1]', describe(t[key]));
+    }
+    if (!(t.crossPromptBaselineMin >= 0 && Number.isFinite(t.crossPromptBaselineMin))) throw new InvalidArgumentError('thresholds.crossPromptBaselineMin', 'a finite number ≥ 0', describe(t.crossPromptBaselineMin));
+    if (!(t.lengthDriftMin >= 0 && t.lengthDriftMin <= 1)) throw new InvalidArgumentError('thresholds.lengthDriftMin', 'a number in [0, 1]', describe(t.lengthDriftMin));
+    if (!(t.lengthDriftMax >= 1)) throw new InvalidArgumentError('thresholds.lengthDriftMax', 'a number ≥ 1', describe(t.lengthDriftMax));
+    if (!Number.isSafeInteger(t.patience) || t.patience < 1) throw new InvalidArgumentError('thresholds.patience', 'a positive integer', describe(t.patience));
+    this.thresholds = Object.freeze(t);
+    if (state !== undefined) {
+      if (state === null || typeof state !== 'object' || typeof state.baseline !== 'object' || !Number.isSafeInteger(state.streak) || state.streak < 0) {
+        throw new InvalidArgumentError('state', 'a CollapseMonitorState from state()', describe(state));
+      }
+      this.baseline = { ...state.baseline, probeAnswers: state.baseline.probeAnswers === null ? null : [...state.baseline.probeAnswers] };
+      this.streak = state.streak;
+    }
+  }
+
+  /** A JSON-safe copy of the baselines and streak, for checkpoints. */
+  state(): CollapseMonitorState {
+    return { baseline: { ...this.baseline, probeAnswers: this.baseline.probeAnswers === null ? null : [...this.baseline.probeAnswers] }, streak: this.streak };
+  }
+
+  /** Judges one step's measurements (see the class comment). */
+  update(m: CollapseMeasurements): CollapseReport {
+    if (m === null || typeof m !== 'object') throw new InvalidArgumentError('measurements', 'a CollapseMeasurements object', describe(m));
+    if (!Number.isSafeInteger(m.step) || m.step < 0) throw new InvalidArgumentError('measurements.step', 'an integer ≥ 0', describe(m.step));
+    const t = this.thresholds;
+    const b = this.baseline;
+    const diversity = answerDiversity(m.answers, m.prompts);
+    if ((m.scTrue === undefined) !== (m.scShuffled === undefined)) throw new InvalidArgumentError('measurements.scShuffled', 'given together with scTrue, or neither', describe(m.scShuffled));
+    const crossPromptSc = m.scTrue === undefined ? null : crossPromptDependence(m.scTrue, m.scShuffled!);
+    // Zero-length responses are possible at a collapse, but not as the baseline a ratio divides by.
+    if (b.meanLength === null) checkPositive('measurements.meanLength (the baseline step)', m.meanLength);
+    b.meanLength ??= m.meanLength;
+    b.diversity ??= diversity;
+    if (crossPromptSc !== null) b.crossPromptSc ??= crossPromptSc;
+    if (m.probeAnswers !== undefined) {
+      checkAnswers('measurements.probeAnswers', m.probeAnswers);
+      b.probeAnswers ??= [...m.probeAnswers];
+    }
+    const drift = lengthDrift(m.meanLength, b.meanLength);
+    const agreement = m.probeAnswers === undefined ? null : probeAgreement(m.probeAnswers, b.probeAnswers!);
+
+    const diversityCause = `answer diversity ${fmt(diversity)} < ${t.diversityFraction} × baseline ${fmt(b.diversity)}`;
+    const companions: string[] = [];
+    if (crossPromptSc !== null && b.crossPromptSc! > t.crossPromptBaselineMin && crossPromptSc < t.crossPromptFraction * b.crossPromptSc!) {
+      companions.push(`cross-prompt self-certainty ${fmt(crossPromptSc)} < ${t.crossPromptFraction} × baseline ${fmt(b.crossPromptSc!)}`);
+    }
+    if (agreement !== null && agreement < t.probeAgreementMin) companions.push(`probe agreement ${fmt(agreement)} < ${t.probeAgreementMin}`);
+    const reasons = diversity < t.diversityFraction * b.diversity && companions.length > 0 ? [diversityCause, ...companions] : [];
+    if ((drift < t.lengthDriftMin || drift > t.lengthDriftMax) && diversity < t.lengthDiversityFraction * b.diversity) {
+      reasons.push(`length drift ${fmt(drift)} outside [${t.lengthDriftMin}, ${t.lengthDriftMax}] with answer diversity ${fmt(diversity)} < ${t.lengthDiversityFraction} × baseline ${fmt(b.diversity)}`);
+    }
+    this.streak = reasons.length > 0 ? this.streak + 1 : 0;
+    return { step: m.step, diversity, crossPromptSc, lengthDrift: drift, probeAgreement: agreement, collapsed: this.streak >= t.patience, reasons };
+  }
+}
+
+/**
+ * The end-of-run summary of a run's reports: 'collapsed at step N' with N the first step reported
+ * collapsed (where a stopping trainer stops), else 'stable'.
+ */
+export function collapseVerdict(history: readonly CollapseReport[]): string {
+  if (!Array.isArray(history)) throw new InvalidArgumentError('history', 'an array of CollapseReport', describe(history));
+  const first = history.find((r) => r.collapsed);
+  return first === undefined ? 'stable' : `collapsed at step ${first.step}`;
+}

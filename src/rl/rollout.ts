@@ -1,0 +1,146 @@
+/**
+ * GRPO rollouts: G sampled completions per prompt from the current policy, and the layout that
+ * scores them. Token alignment, stated once: completion token j of a sequence whose prompt has P
+ * tokens is predicted by row P − 1 + j (the distribution it was drawn from), so per-token
+ * log-probs, self-certainty and entropy all live on rows P − 1 … P + L − 2. The row after the
+ * last token predicts nothing and is never scored.
+ */
+import { InvalidArgumentError } from '../errors.js';
+import type { PolicyModel } from '../model/policy.js';
+import type { PolicyTokenizer } from '../model/tokenizer.js';
+import { allocateOutputs, prepareForward as prepareStatsForward } from '../ops/token-stats/webgpu.js';
+import type { SamplingOptions } from '../sampling/sample.js';
+import { deriveSeed } from '../util/random.js';
+
+export interface Completion {
+  /** Index of its prompt in the step's batch, and of the sample within the group. */
+  prompt: number;
+  sample: number;
+  /** New tokens, a stopping EOS included. */
+  tokens: number[];
+  /** Decoded text without the EOS token. */
+  text: string;
+  /** Ended by the token limit, not by EOS or the stop string. */
+  truncated: boolean;
+}
+
+/** Per-token statistics of completions under some policy: rows × maxLength, zero past each completion. */
+export interface CompletionStats {
+  logprob: Float32Array;
+  selfCertainty: Float32Array;
+  entropy: Float32Array;
+  /** Per completion: the mean over its tokens. */
+  meanLogprob: Float64Array;
+  meanSelfCertainty: Float64Array;
+  meanEntropy: Float64Array;
+}
+
+export interface RolloutOptions {
+  groupSize: number;
+  maxNewTokens: number;
+  sampling: SamplingOptions;
+  /** Run seed and step: sample s of prompt p is drawn with deriveSeed(seed, step, p, s). */
+  seed: number;
+  step: number;
+  /** Text that ends a completion (the task's answer terminator), beside EOS. */
+  stop?: string;
+}
+
+/** Samples G completions for every prompt (ids), as one batch of prompts × G sequences. */
+export async function rollout(model: PolicyModel, tokenizer: PolicyTokenizer, prompts: readonly number[][], options: RolloutOptions): Promise<Completion[]> {
+  const G = options.groupSize;
+  const expanded = prompts.flatMap((p) => Array.from({ length: G }, () => p));
+  const seeds = prompts.flatMap((_, p) => Array.from({ length: G }, (__, s) => deriveSeed(options.seed, options.step, p, s)));
+  const eos = new Set(model.config.eosTokenIds);
+  const stop = options.stop;
+  const { tokens } = await model.generate(expanded, {
+    maxNewTokens: options.maxNewTokens, sampling: options.sampling, seeds,
+    shouldStop: stop ? (_, ids) => tokenizer.decode([...ids]).includes(stop) : undefined,
+  });
+  return tokens.map((ids, i) => {
+    const ended = eos.has(ids.at(-1)!) || (stop !== undefined && tokenizer.decode(ids).includes(stop));
+    return {
+      prompt: Math.floor(i / G), sample: i % G, tokens: ids,
+      text: tokenizer.decode(ids.filter((id) => !eos.has(id))),
+      truncated: !ended,
+    };
+  });
+}
+
+/** Sequences (prompt ++ completion) right-padded to one length, with the rows that predict each completion token. */
+export interface ScoringLayout {
+  batch: number;
+  seqLen: number;
+  ids: Uint32Array;
+  lengths: Uint32Array;
+  /** Row r's target: the completion token it predicts, else 0. */
+  targets: Uint32Array;
+  /** Completion token j of sequence i is predicted by row rowOf[i][j]. */
+  rowOf: number[][];
+}
+
+export function scoringLayout(prompts: readonly (readonly number[])[], completions: readonly (readonly number[])[], seqLen: number): ScoringLayout {
+  const batch = prompts.length;
+  const ids = new Uint32Array(batch * seqLen);
+  const lengths = new Uint32Array(batch);
+  const targets = new Uint32Array(batch * seqLen);
+  const rowOf = prompts.map((prompt, i) => {
+    const completion = completions[i]!;
+    const length = prompt.length + completion.length;
+    if (length > seqLen) throw new InvalidArgumentError(`sequences[${i}]`, `at most ${seqLen} tokens (prompt + completion)`, `${length}`);
+    lengths[i] = length;
+    ids.set(prompt, i * seqLen);
+    ids.set(completion, i * seqLen + prompt.length);
+    return completion.map((token, j) => {
+      const row = i * seqLen + prompt.length - 1 + j;
+      targets[row] = token;
+      return row;
+    });
+  });
+  return { batch, seqLen, ids, lengths, targets, rowOf };
+}
+
+/** Gathers per-row values into the (completions × maxLength) layout and per-completion means. */
+export function gatherCompletionStats(layout: ScoringLayout, maxLength: number, rows: { logprob: Float32Array; selfCertainty: Float32Array; entropy: Float32Array }): CompletionStats {
+  const n = layout.rowOf.length;
+  const out: CompletionStats = {
+    logprob: new Float32Array(n * maxLength), selfCertainty: new Float32Array(n * maxLength), entropy: new Float32Array(n * maxLength),
+    meanLogprob: new Float64Array(n), meanSelfCertainty: new Float64Array(n), meanEntropy: new Float64Array(n),
+  };
+  layout.rowOf.forEach((rowsOfSeq, i) => {
+    rowsOfSeq.forEach((row, j) => {
+      out.logprob[i * maxLength + j] = rows.logprob[row]!;
+      out.selfCertainty[i * maxLength + j] = rows.selfCertainty[row]!;
+      out.entropy[i * maxLength + j] = rows.entropy[row]!;
+      out.meanLogprob[i] = out.meanLogprob[i]! + rows.logprob[row]! / rowsOfSeq.length;
+      out.meanSelfCertainty[i] = out.meanSelfCertainty[i]! + rows.selfCertainty[row]! / rowsOfSeq.length;
+      out.meanEntropy[i] = out.meanEntropy[i]! + rows.entropy[row]! / rowsOfSeq.length;
+    });
+  });
+  return out;
+}
+
+/**
+ * Scores completions under `model` without training state (a frozen reference, or the policy under
+ * other prompts): one forward over the layout, then the token statistics at `temperature`.
+ */
+export async function scoreCompletions(model: PolicyModel, layout: ScoringLayout, maxLength: number, temperature: number): Promise<CompletionStats> {
+  const ctx = model.ctx;
+  const rows = layout.batch * layout.seqLen;
+  const forward = await model.prepareForward(layout.batch, layout.seqLen);
+  const targets = ctx.upload('score:targets', layout.targets);
+  const stats = allocateOutputs(ctx, rows, true);
+  try {
+    const statsStep = await prepareStatsForward(ctx, { dtype: 'f32', rows, vocab: model.config.vocabSize, logits: forward.logits, ids: targets, invTemperature: 1 / temperature }, stats);
+    try {
+      await model.run(forward, layout.ids, layout.lengths, (pass) => statsStep.encode(pass));
+    } finally {
+      statsStep.destroy();
+    }
+    const read = async (b: GPUBuffer) => new Float32Array(await ctx.read('score', b, rows * 4));
+    return gatherCompletionStats(layout, maxLength, { logprob: await read(stats.logprob!), selfCertainty: await read(stats.selfCertainty), entropy: await read(stats.entropy) });
+  } finally {
+    for (const b of [targets, stats.logsumexp, stats.selfCertainty, stats.entropy, stats.logprob!, stats.validCount]) b.destroy();
+    forward.destroy();
+  }
+}

@@ -1,0 +1,344 @@
+/**
+ * The GRPO trainer (see ./config.ts for the variant and every option). One step:
+ *
+ *   1. rollout   sample G completions for each of the step's prompts (./rollout.ts);
+ *   2. score     one training forward of the policy over prompt ++ completion gives, per
+ *                completion token, the log-prob (the old log-probs of the ratio) and the
+ *                self-certainty of the distribution it was drawn from: the INTUITOR reward comes
+ *                from the same pass as the log-probs, no extra forward;
+ *   3. reward    every reward function (./rewards.ts), combined into advantages (./advantages.ts);
+ *   4. update    the loss's gradient with respect to each token's log-prob (./loss.ts) flows back
+ *                through the token statistics into every parameter; AdamW; μ − 1 more updates
+ *                re-run the forward on the same batch;
+ *   5. monitor   answer diversity, cross-prompt dependence, length drift, probe agreement
+ *                (./monitors.ts), on every step.
+ *
+ * Temperature: completions are sampled at `sampling.temperature` T, and both the log-probs of the
+ * ratio and the self-certainty reward are computed on z / T, the distribution the tokens were
+ * actually drawn from. The ratio needs the behaviour distribution to be a correct importance
+ * weight (as TRL computes it), and the reward then scores the same distribution the policy
+ * gradient moves, so reward and update agree. (Computing self-certainty on raw z while sampling
+ * at T ≠ 1 scores a distribution that generated none of the tokens.) At T = 1 the choices agree.
+ */
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { IntuitorError, InvalidArgumentError } from '../errors.js';
+import type { GpuContext } from '../gpu/context.js';
+import { NonFiniteError } from '../model/training.js';
+import { PolicyModel } from '../model/policy.js';
+import { PolicyTokenizer } from '../model/tokenizer.js';
+import { getTask } from '../tasks/index.js';
+import { answerRegion, readJsonlDataset, type Example, type Task } from '../tasks/dataset.js';
+import { MetricsLog, type MetricValue } from '../train/metrics-log.js';
+import { lineChartSvg } from '../train/plot.js';
+import { TrainingSession } from '../train/session.js';
+import { Rng } from '../util/random.js';
+import { aggregateRewards } from './advantages.js';
+import { resolveGrpoConfig, type GrpoConfig, type GrpoConfigInput } from './config.js';
+import { evaluate, type Evaluation } from './evaluate.js';
+import { grpoLoss } from './loss.js';
+import { CollapseMonitor, collapseVerdict, otherPromptIndices, type CollapseMonitorState, type CollapseReport } from './monitors.js';
+import { evaluateReward, parseRewardSpec, resolveRewards, rewardRandom, type ResolvedReward } from './rewards.js';
+import { gatherCompletionStats, rollout, scoreCompletions, scoringLayout, type Completion, type CompletionStats } from './rollout.js';
+
+export interface GrpoStepRecord extends Record<string, MetricValue> {
+  step: number;
+}
+
+export interface GrpoResult {
+  out: string;
+  steps: number;
+  /** Held-out evaluation before training and after the last step. */
+  before: Evaluation;
+  after: Evaluation;
+  /** 'stable' or 'collapsed at step N'. */
+  verdict: string;
+  /** True when --stop-on-collapse ended the run early. */
+  stoppedOnCollapse: boolean;
+  lastCheckpoint: string | null;
+  records: Record<string, MetricValue>[];
+}
+
+export interface GrpoHooks {
+  /** After each step's record is written (progress bars; may throw to interrupt). */
+  onStep?: (record: GrpoStepRecord, report: CollapseReport) => void;
+  /** Collapse warnings and other notes. */
+  log?: (line: string) => void;
+}
+
+interface DataPosition {
+  order: number[];
+  index: number;
+  epoch: number;
+  rng: number;
+}
+
+interface TrainerState extends Record<string, unknown> {
+  kind: 'grpo';
+  step: number;
+  data: DataPosition;
+  monitor: CollapseMonitorState;
+  before: Evaluation;
+}
+
+const mean = (xs: ArrayLike<number>): number => {
+  let s = 0;
+  for (let i = 0; i < xs.length; i++) s += xs[i]!;
+  return xs.length ? s / xs.length : NaN;
+};
+const std = (xs: ArrayLike<number>): number => {
+  const m = mean(xs);
+  let s = 0;
+  for (let i = 0; i < xs.length; i++) s += (xs[i]! - m) ** 2;
+  return xs.length > 1 ? Math.sqrt(s / (xs.length - 1)) : 0;
+};
+
+function shuffled(n: number, rng: Rng): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rng.next() * (i + 1));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return order;
+}
+
+/** Train-split size drawn from a built-in task (the generators are infinite; this bounds an epoch). */
+const TASK_TRAIN_EXAMPLES = 4096;
+
+async function loadData(config: GrpoConfig, task: Task): Promise<Required<Example>[]> {
+  if (config.data === undefined) return task.generate(config.seed, TASK_TRAIN_EXAMPLES, 'train');
+  return (await readJsonlDataset(config.data)).map((e) => ({ prompt: e.prompt, answer: String(e.answer) }));
+}
+
+export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: GrpoHooks = {}): Promise<GrpoResult> {
+  const config = resolveGrpoConfig(input);
+  const task = getTask(config.task);
+  const rewards = await resolveRewards(parseRewardSpec(config.rewards), { randomProbability: config.randomProbability });
+  const data = await loadData(config, task);
+  const tokenizer = PolicyTokenizer.load(config.model);
+  const encodedPrompts = data.map((e, i) => {
+    const ids = tokenizer.encode(e.prompt);
+    if (ids.length === 0 || ids.length > config.maxPromptLength) {
+      throw new InvalidArgumentError(`prompt ${i + 1}`, `1 to ${config.maxPromptLength} tokens (maxPromptLength)`, `${ids.length} tokens: ${JSON.stringify(e.prompt.slice(0, 60))}`);
+    }
+    return ids;
+  });
+  const heldOut = task.generate(config.seed, config.evalPrompts, 'test');
+  const probes = heldOut.slice(0, config.probePrompts);
+  const seqLen = Math.max(...encodedPrompts.map((p) => p.length)) + config.maxCompletionLength;
+  const G = config.groupSize;
+  const P = config.promptsPerStep;
+  const T = config.maxCompletionLength;
+  const log = hooks.log ?? (() => undefined);
+
+  const session = await TrainingSession.open(ctx, {
+    model: config.model, out: config.out, resume: config.resume, keep: config.keep,
+    optimizer: { lr: config.lr, schedule: config.schedule, warmupSteps: config.warmupSteps, totalSteps: config.steps * config.mu, maxGradNorm: config.maxGradNorm, weightDecay: config.weightDecay, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+  });
+  const reference = config.beta > 0 ? await PolicyModel.load(ctx, config.model) : null;
+  const policy = session.model;
+  const prepared = await session.graph.prepareStep(P * G, seqLen, { temperature: config.sampling.temperature });
+  try {
+    const saved = session.resumedState as TrainerState | null;
+    const rng = saved ? Rng.fromState(saved.data.rng) : new Rng(config.seed);
+    const position: DataPosition = saved ? { ...saved.data, order: [...saved.data.order] } : { order: shuffled(data.length, rng), index: 0, epoch: 0, rng: 0 };
+    const nextPrompt = (): number => {
+      if (position.index === position.order.length) {
+        position.order = shuffled(data.length, rng);
+        position.index = 0;
+        position.epoch++;
+      }
+      return position.order[position.index++]!;
+    };
+    const monitor = new CollapseMonitor(config.collapseThresholds, saved?.monitor);
+    const metrics = new MetricsLog(config.out, GRPO_COLUMNS, session.startStep);
+    const evalOptions = { maxNewTokens: T, batchSize: 64 };
+    const before = saved?.before ?? await evaluate(policy, tokenizer, task, heldOut, evalOptions);
+    if (!saved) {
+      metrics.append({ step: 0, eval_accuracy: before.pass1 });
+      log(`held-out greedy accuracy before training: ${(100 * before.pass1).toFixed(1)}% (${before.examples} prompts)`);
+    }
+    const reports: CollapseReport[] = [];
+    let lastEvaluation: { step: number; evaluation: Evaluation } | null = null;
+    let lastCheckpoint: string | null = null;
+    let stoppedOnCollapse = false;
+    let step = session.startStep;
+    while (step < config.steps) {
+      step++;
+      const started = performance.now();
+      const batchIndices = Array.from({ length: P }, nextPrompt);
+      const prompts = batchIndices.map((i) => encodedPrompts[i]!);
+      const examples = batchIndices.map((i) => data[i]!);
+
+      // 1. Rollout.
+      const completions = await rollout(policy, tokenizer, prompts, { groupSize: G, maxNewTokens: T, sampling: config.sampling, seed: config.seed, step, stop: task.stop });
+      const seqPrompts = completions.map((c) => prompts[c.prompt]!);
+      const layout = scoringLayout(seqPrompts, completions.map((c) => c.tokens), seqLen);
+
+      // Cross-prompt scoring (monitor, contrastive reward): each completion under another prompt of the batch.
+      const other = otherPromptIndices(P);
+      const shuffledLayout = scoringLayout(completions.map((c) => prompts[other[c.prompt]!]!), completions.map((c) => c.tokens), seqLen);
+      const shuffledStats = await scoreCompletions(policy, shuffledLayout, T, config.sampling.temperature);
+
+      // 2. Score: the training forward (its activations stay for the backward).
+      session.graph.writeBatch(prepared, { ids: layout.ids, lengths: layout.lengths, targets: layout.targets });
+      await session.graph.forward(prepared);
+      const stats = await readStats(prepared, layout, T, ctx);
+      const refStats = reference ? await scoreCompletions(reference, layout, T, config.sampling.temperature) : null;
+
+      // 3. Rewards and advantages.
+      const perFunction: Record<string, Float64Array> = {};
+      const weights: Record<string, number> = {};
+      for (const reward of rewards) {
+        perFunction[reward.name] = await rewardValues(reward, completions, examples, stats, shuffledStats, config, step);
+        weights[reward.name] = reward.weight;
+      }
+      const aggregated = aggregateRewards(perFunction, weights, G, config.rewardAggregation, { scaleRewards: config.scaleRewards });
+
+      // 4. μ updates.
+      const lengths = completions.map((c) => c.tokens.length);
+      const mask = new Float32Array(completions.length * T);
+      completions.forEach((c, i) => {
+        if (config.maskTruncatedCompletions && c.truncated) return;
+        mask.fill(1, i * T, i * T + c.tokens.length);
+      });
+      const oldLogprobs = stats.logprob;
+      let loss = grpoLossOf(stats.logprob);
+      let update = { lr: 0, gradNorm: 0, clipScale: 1 };
+      for (let iteration = 0; iteration < config.mu; iteration++) {
+        if (iteration > 0) {
+          await session.graph.forward(prepared);
+          loss = grpoLossOf((await readStats(prepared, layout, T, ctx)).logprob);
+        }
+        if (!Number.isFinite(loss.loss)) throw new NonFiniteError(step, 'the GRPO loss', String(loss.loss));
+        const gLogprob = new Float32Array(layout.batch * seqLen);
+        layout.rowOf.forEach((rows, i) => rows.forEach((row, j) => (gLogprob[row] = loss.gradLogprobs[i * T + j]!)));
+        session.graph.writeBatch(prepared, { ids: layout.ids, lengths: layout.lengths, targets: layout.targets, gLogprob });
+        await session.graph.zeroGrads();
+        await session.graph.backward(prepared);
+        update = await session.optimizer.update((step - 1) * config.mu + iteration + 1);
+      }
+      function grpoLossOf(logprobs: Float32Array) {
+        return grpoLoss({
+          logprobs, oldLogprobs, refLogprobs: refStats?.logprob, advantages: aggregated.advantages, mask,
+          lossType: config.lossType, epsilonLow: config.epsilonLow, epsilonHigh: config.epsilonHigh, beta: config.beta,
+          klEstimator: config.klEstimator, maxCompletionLength: T,
+        });
+      }
+
+      // 5. Monitors, evaluation, metrics.
+      const answers = completions.map((c) => {
+        const region = answerRegion(c.text, task.stop);
+        return region === '' ? null : region;
+      });
+      const probeAnswers = probes.length > 0 ? (await evaluate(policy, tokenizer, task, probes, evalOptions)).greedyAnswers : undefined;
+      const report = monitor.update({
+        step, answers, prompts: P, meanLength: mean(lengths),
+        scTrue: stats.meanSelfCertainty, scShuffled: shuffledStats.meanSelfCertainty, probeAnswers,
+      });
+      reports.push(report);
+      const evaluation = step === config.steps || (config.evalEvery > 0 && step % config.evalEvery === 0) ? await evaluate(policy, tokenizer, task, heldOut, evalOptions) : null;
+      if (evaluation) lastEvaluation = { step, evaluation };
+      const seconds = (performance.now() - started) / 1000;
+      const record: GrpoStepRecord = {
+        step,
+        reward_mean: mean(aggregated.rewards), reward_std: std(aggregated.rewards),
+        ...Object.fromEntries(rewards.flatMap((r) => [[`reward/${r.name}/mean`, mean(perFunction[r.name]!)], [`reward/${r.name}/std`, std(perFunction[r.name]!)]])),
+        frac_reward_zero_std: aggregated.fracRewardZeroStd,
+        advantage_mean: mean(aggregated.advantages), advantage_std: std(aggregated.advantages),
+        loss: loss.loss, kl: loss.metrics.klMean,
+        clip_ratio_low: loss.metrics.clipRatioLow, clip_ratio_high: loss.metrics.clipRatioHigh, clip_ratio_region: loss.metrics.clipRatioRegion,
+        entropy: mean(stats.meanEntropy),
+        self_certainty_mean: mean(stats.meanSelfCertainty), self_certainty_std: std(stats.meanSelfCertainty),
+        self_certainty_min: Math.min(...stats.meanSelfCertainty), self_certainty_max: Math.max(...stats.meanSelfCertainty),
+        completion_length_mean: mean(lengths), completion_length_max: Math.max(...lengths),
+        frac_truncated: completions.filter((c) => c.truncated).length / completions.length,
+        lr: update.lr, grad_norm: update.gradNorm,
+        tokens_per_s: layout.lengths.reduce((a, b) => a + b, 0) * config.mu / seconds, step_s: seconds,
+        answer_diversity: report.diversity, cross_prompt_sc: report.crossPromptSc, length_drift: report.lengthDrift, probe_agreement: report.probeAgreement,
+        collapse: report.collapsed ? 1 : 0,
+        eval_accuracy: evaluation?.pass1 ?? null,
+      };
+      if (report.collapsed) log(`step ${step}: collapse warning: ${report.reasons.join('; ')}`);
+      if (report.collapsed && config.stopOnCollapse) {
+        metrics.append(record);
+        hooks.onStep?.(record, report);
+        stoppedOnCollapse = true;
+        log(`step ${step}: stopping on collapse; the last checkpoint saved before it is kept${lastCheckpoint ? ` (${lastCheckpoint})` : ''}`);
+        break;
+      }
+      metrics.append(record);
+      if (step === config.steps || (config.saveEvery > 0 && step % config.saveEvery === 0)) {
+        const state: TrainerState = { kind: 'grpo', step, data: { ...position, rng: rng.state() }, monitor: monitor.state(), before };
+        lastCheckpoint = await session.save(step, state);
+      }
+      hooks.onStep?.(record, report);
+    }
+    const after = lastEvaluation?.step === step ? lastEvaluation.evaluation : await evaluate(policy, tokenizer, task, heldOut, evalOptions);
+    const verdict = collapseVerdict(reports);
+    writeFileSync(join(config.out, 'plot.svg'), runPlot([{ name: config.rewards, records: metrics.read() }]));
+    return { out: config.out, steps: step, before, after, verdict, stoppedOnCollapse, lastCheckpoint, records: metrics.read() };
+  } finally {
+    prepared.destroy();
+    reference?.destroy();
+    session.destroy();
+  }
+}
+
+async function readStats(prepared: { batch: number; seqLen: number; stats: { logprob: GPUBuffer; selfCertainty: GPUBuffer; entropy: GPUBuffer } }, layout: ReturnType<typeof scoringLayout>, T: number, ctx: GpuContext): Promise<CompletionStats> {
+  const rows = prepared.batch * prepared.seqLen;
+  const read = async (b: GPUBuffer) => new Float32Array(await ctx.read('grpo', b, rows * 4));
+  return gatherCompletionStats(layout, T, { logprob: await read(prepared.stats.logprob), selfCertainty: await read(prepared.stats.selfCertainty), entropy: await read(prepared.stats.entropy) });
+}
+
+/** One value per completion for `reward`: text rewards through evaluateReward, model-statistic rewards from the scoring forward. */
+async function rewardValues(reward: ResolvedReward, completions: Completion[], examples: Required<Example>[], stats: CompletionStats, shuffled: CompletionStats, config: GrpoConfig, step: number): Promise<Float64Array> {
+  const out = new Float64Array(completions.length);
+  switch (reward.name) {
+    case 'self-certainty':
+      out.set(stats.meanSelfCertainty);
+      return out;
+    case 'contrastive-self-certainty':
+      completions.forEach((_, i) => (out[i] = stats.meanSelfCertainty[i]! - shuffled.meanSelfCertainty[i]!));
+      return out;
+    case 'logprob':
+      out.set(stats.meanLogprob);
+      return out;
+    case 'neg-entropy':
+      completions.forEach((_, i) => (out[i] = -stats.meanEntropy[i]!));
+      return out;
+  }
+  if (!reward.fn) throw new IntuitorError('REWARD', `reward ${reward.name} has no function`);
+  const task = getTask(config.task);
+  for (const [i, c] of completions.entries()) {
+    const example = examples[c.prompt]!;
+    out[i] = await evaluateReward(reward.name, reward.fn, { prompt: example.prompt, completion: c.text, answer: example.answer, task }, c.prompt,
+      { rand: rewardRandom(config.seed, step, c.prompt, c.sample) });
+  }
+  return out;
+}
+
+/** The CSV columns (JSON lines carry the same fields, plus per-reward means). */
+export const GRPO_COLUMNS = [
+  'step', 'reward_mean', 'reward_std', 'frac_reward_zero_std', 'advantage_mean', 'advantage_std', 'loss', 'kl',
+  'clip_ratio_low', 'clip_ratio_high', 'clip_ratio_region', 'entropy', 'self_certainty_mean', 'self_certainty_std', 'self_certainty_min', 'self_certainty_max',
+  'completion_length_mean', 'completion_length_max', 'frac_truncated', 'lr', 'grad_norm', 'tokens_per_s', 'step_s',
+  'answer_diversity', 'cross_prompt_sc', 'length_drift', 'probe_agreement', 'collapse', 'eval_accuracy',
+] as const;
+
+/** Reward, self-certainty, held-out accuracy and KL against step, one line per run. */
+export function runPlot(runs: { name: string; records: Record<string, MetricValue>[] }[]): string {
+  const series = (key: string) => runs.map((run) => ({
+    name: run.name,
+    points: run.records.filter((r) => typeof r[key] === 'number').map((r) => [r.step as number, r[key] as number] as [number, number]),
+  }));
+  return lineChartSvg({
+    title: 'intuitor GRPO',
+    panels: [
+      { title: 'reward (weighted sum)', yLabel: 'reward', series: series('reward_mean') },
+      { title: 'self-certainty', yLabel: 'nats', series: series('self_certainty_mean') },
+      { title: 'held-out accuracy (greedy)', yLabel: 'accuracy', series: series('eval_accuracy') },
+      { title: 'KL to reference', yLabel: 'nats', series: series('kl') },
+    ],
+  });
+}
