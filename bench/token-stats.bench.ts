@@ -12,7 +12,7 @@
  * A backward "GB/s" counts logits read plus f32 gradient written.
  */
 import { encode, type DType, type HostArray } from '../src/dtype.js';
-import { timeOnGpu } from '../src/gpu/timing.js';
+import { copyBandwidth, timeOnGpu } from '../src/gpu/timing.js';
 import { tokenStats, tokenStatsBackward } from '../src/ops/token-stats.js';
 import { allocateOutputs, prepareBackward, prepareForward, type PlanTuning, type PreparedDispatch } from '../src/ops/token-stats/webgpu.js';
 import { gaussian, mulberry32 } from '../src/util/random.js';
@@ -88,6 +88,13 @@ async function webgpuCases(env: BenchEnv, opts: TokenStatsSuiteOptions, rows: nu
           const note = `${count} rotated inputs${gpu.variant.subgroups ? ', subgroup reduction' : ''}`;
           const moved = kernel === 'token_stats_forward' ? bytes : bytes + gradBytes;
           env.rows.push(withCeiling(rowFromSamples({ kernel, backend, dtype, shape, device: env.gpuDevice, method: t.method, note }, t.samples, moved, rows), env.ceilings.gpuCopy));
+          if (minChunk === undefined) {
+            // The copy kernel moving the same traffic (half read, half written): at small sizes its
+            // launch latency bounds it too, so the ratio "webgpu-copy" (copy time / this time) is
+            // the fraction of the copy's bandwidth at this size.
+            const copy = await copyBandwidth(gpu, moved / 2, { samples: env.quick ? 5 : 20, warmupMs: env.quick ? 50 : 300 });
+            env.rows.push(rowFromSamples({ kernel, backend: 'webgpu-copy', dtype, shape, device: env.gpuDevice, method: copy.timing.method, note: `WGSL copy of ${(moved / 2 / 2 ** 20).toFixed(1)} MiB: the same read + write traffic` }, copy.timing.samples, moved, rows));
+          }
         } finally {
           for (const p of prepared) p.destroy();
         }

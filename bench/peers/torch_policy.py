@@ -58,20 +58,76 @@ def timed(fn, count):
     return samples
 
 
+class Qwen2Eager(torch.nn.Module):
+    """A plain PyTorch Qwen2 decoder (RMSNorm, RoPE, GQA through SDPA, SwiGLU, tied lm_head), used
+    when transformers is not installed; the same arithmetic as Qwen2ForCausalLM in float32."""
+
+    def __init__(self, c):
+        super().__init__()
+        nn = torch.nn
+        self.c = c
+        h, inter, heads, kv = c["hidden_size"], c["intermediate_size"], c["num_attention_heads"], c["num_key_value_heads"]
+        self.d = h // heads
+        self.embed = nn.Embedding(c["vocab_size"], h)
+        self.layers = nn.ModuleList()
+        for _ in range(c["num_hidden_layers"]):
+            layer = nn.Module()
+            layer.n1, layer.n2 = nn.RMSNorm(h, eps=c["rms_norm_eps"]), nn.RMSNorm(h, eps=c["rms_norm_eps"])
+            layer.q, layer.k, layer.v = nn.Linear(h, heads * self.d), nn.Linear(h, kv * self.d), nn.Linear(h, kv * self.d)
+            layer.o = nn.Linear(heads * self.d, h, bias=False)
+            layer.gate, layer.up, layer.down = nn.Linear(h, inter, bias=False), nn.Linear(h, inter, bias=False), nn.Linear(inter, h, bias=False)
+            self.layers.append(layer)
+        self.norm = nn.RMSNorm(h, eps=c["rms_norm_eps"])
+        for p in self.parameters():
+            torch.nn.init.normal_(p, std=0.02) if p.dim() > 1 else None
+        inv = 1.0 / (c["rope_theta"] ** (torch.arange(0, self.d, 2).float() / self.d))
+        self.register_buffer("inv_freq", inv, persistent=False)
+
+    def rope(self, x, pos):
+        f = pos[:, None].float() * self.inv_freq[None, :]
+        cos, sin = torch.cat([f, f], -1).cos()[None, None], torch.cat([f, f], -1).sin()[None, None]
+        x1, x2 = x[..., : self.d // 2], x[..., self.d // 2:]
+        return x * cos + torch.cat([-x2, x1], -1) * sin
+
+    def forward(self, ids, cache=None, start=0):
+        B, T = ids.shape
+        heads, kv = self.c["num_attention_heads"], self.c["num_key_value_heads"]
+        pos = torch.arange(start, start + T, device=ids.device)
+        x = self.embed(ids)
+        new_cache = []
+        for i, L in enumerate(self.layers):
+            h = L.n1(x)
+            q = self.rope(L.q(h).view(B, T, heads, self.d).transpose(1, 2), pos)
+            k = self.rope(L.k(h).view(B, T, kv, self.d).transpose(1, 2), pos)
+            v = L.v(h).view(B, T, kv, self.d).transpose(1, 2)
+            if cache is not None:
+                k, v = torch.cat([cache[i][0], k], 2), torch.cat([cache[i][1], v], 2)
+            new_cache.append((k, v))
+            a = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=cache is None, enable_gqa=True)
+            x = x + L.o(a.transpose(1, 2).reshape(B, T, heads * self.d))
+            h = L.n2(x)
+            x = x + L.down(torch.nn.functional.silu(L.gate(h)) * L.up(h))
+        return self.norm(x) @ self.embed.weight.T, new_cache
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", required=True)
     ap.add_argument("--steps", type=int, default=8)
     args = ap.parse_args()
-    import transformers
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     dev = torch.device("cuda")
-    device = f"{torch.cuda.get_device_name()} (PyTorch {torch.__version__}, transformers {transformers.__version__}, CUDA {torch.version.cuda})"
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(**config_dict(), attn_implementation="sdpa")).to(dev, torch.float32)
+    try:
+        import transformers
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+        model = Qwen2ForCausalLM(Qwen2Config(**config_dict(), attn_implementation="sdpa")).to(dev, torch.float32)
+        impl = f"transformers {transformers.__version__}"
+    except ImportError:
+        model = Qwen2Eager(config_dict()).to(dev, torch.float32)
+        impl = "plain PyTorch Qwen2 (transformers not installed)"
+    device = f"{torch.cuda.get_device_name()} (PyTorch {torch.__version__}, {impl}, CUDA {torch.version.cuda})"
     params = sum(p.numel() for p in model.parameters())
     rows_out = []
 
@@ -80,9 +136,15 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     model.train()
 
+    def loss_of():
+        if isinstance(model, Qwen2Eager):
+            logits, _ = model(ids)
+            return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        return model(input_ids=ids, labels=ids).loss
+
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = model(input_ids=ids, labels=ids).loss
+        loss = loss_of()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -92,7 +154,7 @@ def main():
     samples = timed(step, args.steps)
     peak = torch.cuda.max_memory_allocated()
     rows_out.append(row("train_step", "torch-eager", [batch, seq], samples, batch * seq, device,
-                        f"HF Qwen2ForCausalLM f32 eager + AdamW + clip, {params / 1e6:.0f}M parameters; peak memory {peak / 2**30:.2f} GiB"))
+                        f"{impl} f32 eager + AdamW + clip, {params / 1e6:.0f}M parameters; peak memory {peak / 2**30:.2f} GiB"))
     del opt
     model.zero_grad(set_to_none=True)
     torch.cuda.empty_cache()
@@ -101,9 +163,19 @@ def main():
     gen_batch, prompt, new = 32, 64, 128
     prompts = torch.randint(0, 151936, (gen_batch, prompt), device=dev)
     with torch.no_grad():
-        gen = lambda: model.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+        if isinstance(model, Qwen2Eager):
+            def gen():
+                logits, cache = model(prompts)
+                tok = logits[:, -1].argmax(-1, keepdim=True)
+                for i in range(new - 1):
+                    logits, cache = model(tok, cache, prompt + i)
+                    tok = logits[:, -1].argmax(-1, keepdim=True)
+            backend, note = "torch-eager", "greedy loop with a KV cache (transformers not installed), f32, SDPA"
+        else:
+            gen = lambda: model.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+            backend, note = "hf-generate", "HF generate, greedy, f32, SDPA attention, KV cache"
         samples = timed(gen, 3)
-    rows_out.append(row("decode", "hf-generate", [gen_batch, prompt, new], samples, gen_batch * new, device, "greedy, f32, SDPA attention, KV cache; rows/s = new tokens/s"))
+    rows_out.append(row("decode", backend, [gen_batch, prompt, new], samples, gen_batch * new, device, note + "; rows/s = new tokens/s"))
 
     with open(args.json, "w") as f:
         json.dump({"rows": rows_out}, f, indent=2)

@@ -3,6 +3,7 @@
  * what was expected and what came; other failures exit 1.
  */
 import { Command, CommanderError } from 'commander';
+import { GRPO_DEFAULTS } from '../rl/config.js';
 import { IntuitorError, InvalidArgumentError, FileFormatError } from '../errors.js';
 import { PACKAGE_VERSION } from '../paths.js';
 import { benchCommand } from './bench.js';
@@ -10,7 +11,10 @@ import { generateCommand } from './generate.js';
 import { gradCommand } from './grad.js';
 import { infoCommand } from './info.js';
 import { logitsCommand } from './logits.js';
-import { runCommand } from './run.js';
+import { SHIPPED_BASE_MODEL, MAIN_JOB_DEFAULTS, experimentRewardsCommand, runCommand } from './run.js';
+import { throughputCommand } from './throughput.js';
+import { scoreCommand } from './score.js';
+import { evalCommand, trainCommand, trainOptions } from './train.js';
 import { sftCommand } from './sft.js';
 import { statsCommand } from './stats.js';
 import { tokenizeCommand } from './tokenize.js';
@@ -25,12 +29,65 @@ function program(): Command {
     // A mistyped command must not silently run the default (heavy) `run` job.
     .allowExcessArguments(false);
 
-  cli.command('run', { isDefault: true })
-    .description('the main job: token statistics of a built-in batch on every available backend, with throughput')
+  // The main job and the reward experiment: the same options, the shipped base model by default.
+  const comparison = (parent: Command, name: string, description: string, isDefault = false) => trainOptions(parent.command(name, { isDefault })
+    .description(description)
+    .option('--model <dir>', 'base model folder (default: the shipped models/arithmetic-base)', SHIPPED_BASE_MODEL)
+    .option('--task <name>', 'built-in task', 'arithmetic')
+    .option('--steps <n>', 'GRPO steps per run', MAIN_JOB_DEFAULTS.steps)
+    .option('--group-size <n>', 'completions per prompt (G)', MAIN_JOB_DEFAULTS.groupSize)
+    .option('--seed <n>', 'run seed (the same for every run)', '0')
+    .option('--out <dir>', 'output folder (one subfolder per run)', `runs/intuitor-${name}`), MAIN_JOB_DEFAULTS.train);
+
+  comparison(cli, 'run', 'the main job: INTUITOR (self-certainty, no labels) beside ground-truth GRPO from the shipped base model: held-out accuracy before/after, collapse monitors, plot', true)
+    .action(runCommand);
+  comparison(cli.command('experiment').description('experiments that compare training set-ups'), 'rewards',
+    'ground-truth, self-certainty, random, format and incorrect rewards from one base model, same seeds and budget: accuracy change per reward, monitor verdicts, plot')
+    .action(experimentRewardsCommand);
+
+  cli.command('train')
+    .description('GRPO with any reward: INTUITOR (self-certainty), a verifier, spurious rewards, or your own module; checkpoints, metrics, plot')
+    .requiredOption('--model <dir>', 'Hugging Face model folder to start from')
+    .option('--task <name>', 'built-in task: arithmetic | countdown | permutations (or math with --data)')
+    .option('--data <file>', 'JSON lines of {"prompt", "answer"} (the last tenth is held out)')
+    .requiredOption('--reward <spec>', 'rewards "name[:weight],...": self-certainty, accuracy, format, random, incorrect, contrastive-self-certainty, logprob, neg-entropy, or ./module.mjs')
+    .requiredOption('--out <dir>', 'output folder: checkpoint-<step>/, metrics.jsonl, metrics.csv, plot.svg')
+    .option('--steps <n>', 'GRPO steps', String(GRPO_DEFAULTS.steps))
+    .option('--group-size <n>', 'completions per prompt (G ≥ 2)', String(GRPO_DEFAULTS.groupSize))
+    .option('--seed <n>', 'run seed', String(GRPO_DEFAULTS.seed));
+  trainOptions(cli.commands.at(-1)!).action(trainCommand);
+
+  cli.command('eval')
+    .description("held-out evaluation on a built-in task: greedy pass@1, mean@k, and the exploration scores where the task has them")
+    .requiredOption('--model <dir>', 'Hugging Face model folder')
+    .requiredOption('--task <name>', 'arithmetic | countdown | permutations')
+    .option('--n <k>', 'samples per prompt for mean@k (0: greedy only)', '0')
+    .option('--prompts <n>', 'held-out prompts', '128')
+    .option('--max-new-tokens <n>', 'longest completion', '16')
+    .option('--temperature <t>', 'sampling temperature of mean@k', '1')
+    .option('--seed <n>', 'seed of the held-out split and the samples', '0')
+    .option('--json', 'print JSON')
+    .action(evalCommand);
+
+  cli.command('score')
+    .description('best-of-N selection: N samples per prompt scored by self-certainty and log-prob; picks by self-certainty, logprob, majority or Borda voting')
+    .requiredOption('--model <dir>', 'Hugging Face model folder')
+    .requiredOption('--prompts <file>', 'JSON lines of {"prompt"[, "answer"]}')
+    .option('--n <n>', 'candidates per prompt', '8')
+    .option('--select <rule>', 'self-certainty | logprob | majority | borda', 'borda')
+    .option('--task <name>', 'built-in task whose answer format and verifier apply (default: free-form math)')
+    .option('--temperature <t>', 'sampling temperature', '1')
+    .option('--max-new-tokens <n>', 'longest completion', '64')
+    .option('--seed <n>', 'sampling seed', '0')
+    .option('--out <file>', 'where the scored candidates go (default: PROMPTS.scored.jsonl)')
+    .action(scoreCommand);
+
+  cli.command('throughput')
+    .description('token statistics of a built-in batch on every available backend, with throughput')
     .option('--rows <n>', 'rows of the built-in batch', '256')
     .option('--vocab <v>', 'vocabulary size (Qwen2.5: 151936)', '151936')
     .option('--repeats <n>', 'timed repetitions per backend', '5')
-    .action(runCommand);
+    .action(throughputCommand);
 
   cli.command('info')
     .description("the adapters Dawn sees, the chosen one with its limits and features, and the native addon's status")

@@ -1,106 +1,57 @@
 /**
- * `intuitor run`: the main job. At this stage it computes token statistics for a built-in batch
- * (Qwen2.5-sized logits) on every backend available here, checks them against each other and
- * prints results and throughput.
+ * `intuitor run`, the main job, and `intuitor experiment rewards`: GRPO runs from the same base
+ * model with the same seeds and budget, differing only in the reward, side by side.
+ *
+ * The main job runs INTUITOR (self-certainty, no labels) beside ground-truth GRPO (the accuracy
+ * verifier) on the built-in arithmetic task, from the base model this project builds and ships
+ * (models/arithmetic-base: a tiny Qwen2-architecture character-level model, SFT'd to partial
+ * accuracy; rebuild it with `intuitor build-base`). `experiment rewards` adds the spurious rewards
+ * of Shao et al. 2025 (random, format, incorrect). Each run writes its own folder; the comparison
+ * writes plot.svg and summary.md beside them and prints the table.
  */
-import { BackendUnavailableError } from '../errors.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { GpuContext } from '../gpu/context.js';
-import { positiveIntOption } from './inputs.js';
-import { nativeStatus } from '../native/addon.js';
-import { tokenStats, tokenStatsGpu, type ResolvedBackend, type TokenStats } from '../ops/token-stats.js';
-import { gaussian, mulberry32 } from '../util/random.js';
+import { PACKAGE_ROOT } from '../paths.js';
+import type { GrpoConfigInput } from '../rl/config.js';
+import { runPlot, type GrpoResult } from '../rl/trainer.js';
+import { consoleTable, markdownTable } from '../train/summary.js';
+import { grpoInput, summaryRows, trainWithProgress, type TrainCommandOptions } from './train.js';
 
-export interface RunOptions {
-  rows: string;
-  vocab: string;
-  repeats: string;
-}
+/** The base model the project ships, and the main job's embedded defaults (sized for ~8 minutes on 2 CPU cores with lavapipe). */
+export const SHIPPED_BASE_MODEL = join(PACKAGE_ROOT, 'models', 'arithmetic-base');
+export const MAIN_JOB_DEFAULTS = { steps: '30', groupSize: '8', train: { promptsPerStep: '16', evalPrompts: '128', lr: '3e-4', maxCompletionLength: '8' } };
 
-/** Logits shaped like a language model's: a broad N(0, 2) floor and a few confident tokens per row. */
-export function builtInBatch(rows: number, vocab: number, seed = 2025): { logits: Float32Array; ids: Int32Array } {
-  const rand = mulberry32(seed);
-  const logits = new Float32Array(rows * vocab);
-  for (let i = 0; i < logits.length; i++) logits[i] = 2 * gaussian(rand);
-  const ids = new Int32Array(rows);
-  for (let r = 0; r < rows; r++) {
-    const peaks = 1 + Math.floor(rand() * 4);
-    for (let k = 0; k < peaks; k++) logits[r * vocab + Math.floor(rand() * vocab)] = 12 + 6 * rand();
-    ids[r] = Math.floor(rand() * vocab);
-  }
-  return { logits, ids };
-}
+/** The reward runs compared: name → reward spec. */
+const MAIN_RUNS: Record<string, string> = { intuitor: 'self-certainty', 'ground-truth': 'accuracy' };
+const EXPERIMENT_RUNS: Record<string, string> = { 'ground-truth': 'accuracy', 'self-certainty': 'self-certainty', random: 'random', format: 'format', incorrect: 'incorrect' };
 
-function mean(values: Float32Array): number {
-  let s = 0;
-  for (const v of values) s += v;
-  return s / values.length;
-}
+export type CompareOptions = Omit<TrainCommandOptions, 'reward'>;
 
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
-
-export async function runCommand(options: RunOptions): Promise<void> {
-  const rows = positiveIntOption('--rows', options.rows);
-  const vocab = positiveIntOption('--vocab', options.vocab);
-  const repeats = positiveIntOption('--repeats', options.repeats);
-  const { logits, ids } = builtInBatch(rows, vocab);
-  const bytes = logits.byteLength;
-  const args = { logits, shape: [rows, vocab], ids };
-  console.log(`intuitor run: token statistics for a built-in batch of ${rows} rows × V = ${vocab} (float32, ${(bytes / 2 ** 20).toFixed(0)} MiB)\n`);
-
-  let gpu: GpuContext | null = null;
+async function compare(runs: Record<string, string>, o: CompareOptions, title: string): Promise<void> {
+  const base = grpoInput({ ...o, reward: 'accuracy' });
+  mkdirSync(o.out, { recursive: true });
+  process.stdout.write(`${title}\nmodel ${o.model}, task ${base.task}, ${base.steps} steps × ${base.promptsPerStep} prompts × G = ${base.groupSize}, seed ${base.seed}; runs in ${o.out}/\n\n`);
+  const ctx = await GpuContext.create();
+  const results: { name: string; result: GrpoResult }[] = [];
   try {
-    gpu = await GpuContext.create();
-  } catch (err) {
-    if (!(err instanceof BackendUnavailableError)) throw err;
-    console.log(`webgpu: skipped (${err.message})`);
-  }
-  const native = nativeStatus();
-  if (!native.loaded) console.log(`native: skipped (${native.reason})`);
-  const backends: ResolvedBackend[] = [...(gpu ? ['webgpu' as const] : []), ...(native.loaded ? ['native' as const] : []), 'js'];
-
-  const rowsOut: { backend: string; ms: number; result: TokenStats; note: string }[] = [];
-  try {
-    for (const backend of backends) {
-      const runs = backend === 'js' ? 1 : repeats;
-      const call = () => tokenStats(args, { backend, context: gpu ?? undefined });
-      let result = await call(); // warm-up: pipelines, thread pool, JIT
-      const start = performance.now();
-      for (let i = 0; i < runs; i++) result = await call();
-      rowsOut.push({ backend, ms: (performance.now() - start) / runs, result, note: 'host arrays in and out' });
-    }
-    if (gpu) {
-      // The same op with logits already on the GPU and results left there, as a trainer uses it.
-      const logitsBuffer = gpu.upload('run:logits', logits);
-      const idsBuffer = gpu.upload('run:ids', ids);
-      const once = async () => {
-        const s = await tokenStatsGpu(gpu!, { logits: logitsBuffer, shape: [rows, vocab], ids: idsBuffer });
-        await gpu!.sync();
-        for (const b of [s.logsumexp, s.selfCertainty, s.entropy, s.logprob!, s.validCount]) b.destroy();
-      };
-      await once();
-      const start = performance.now();
-      for (let i = 0; i < repeats; i++) await once();
-      const ms = (performance.now() - start) / repeats;
-      rowsOut.push({ backend: 'webgpu', ms, result: rowsOut[0]!.result, note: 'GPU-resident logits and results' });
-      logitsBuffer.destroy();
-      idsBuffer.destroy();
+    for (const [name, rewards] of Object.entries(runs)) {
+      const input: GrpoConfigInput = { ...base, rewards, out: join(o.out, name) };
+      results.push({ name: `${name} (${rewards})`, result: await trainWithProgress(ctx, input, name) });
     }
   } finally {
-    gpu?.close();
+    ctx.close();
   }
+  const { columns, rows } = summaryRows(results);
+  writeFileSync(join(o.out, 'plot.svg'), runPlot(results.map(({ name, result }) => ({ name, records: result.records }))));
+  writeFileSync(join(o.out, 'summary.md'), `# ${title}\n\n${markdownTable(columns, rows)}\n`);
+  process.stdout.write(`\n${consoleTable(columns, rows)}\n\nHeld-out accuracy is greedy pass@1 on ${base.evalPrompts} test prompts. Plot: ${join(o.out, 'plot.svg')}; table: ${join(o.out, 'summary.md')}; per-step metrics in each run's metrics.jsonl.\n`);
+}
 
-  const reference = rowsOut.find((r) => r.backend === 'js')!.result;
-  console.log('backend   time/batch    rows/s        GB/s   mean SC   mean H    max|Δ| vs js   ');
-  for (const r of rowsOut) {
-    const diff = Math.max(maxAbsDiff(r.result.selfCertainty, reference.selfCertainty), maxAbsDiff(r.result.logprob!, reference.logprob!));
-    console.log(
-      `${r.backend.padEnd(8)} ${r.ms.toFixed(2).padStart(9)} ms ${(rows / (r.ms / 1000)).toExponential(2).padStart(10)} ${(bytes / (r.ms / 1000) / 1e9).toFixed(2).padStart(9)}` +
-      `   ${mean(r.result.selfCertainty).toFixed(4)}   ${mean(r.result.entropy).toFixed(4)}   ${diff.toExponential(1).padStart(8)}   ${r.note}`,
-    );
-  }
-  console.log(`\nSelf-certainty = KL(U‖p) = logsumexp(z) − mean(z) − log V, INTUITOR's reward (nats); H = entropy.`);
+export async function runCommand(o: CompareOptions): Promise<void> {
+  await compare(MAIN_RUNS, o, 'intuitor run: INTUITOR (self-certainty, no labels) beside ground-truth GRPO');
+}
+
+export async function experimentRewardsCommand(o: CompareOptions): Promise<void> {
+  await compare(EXPERIMENT_RUNS, o, 'intuitor experiment rewards: one base model, the same seeds and budget, five rewards');
 }

@@ -15,9 +15,9 @@ import type { KlEstimator, LossType } from './loss.js';
 export interface GrpoConfig {
   /** Hugging Face model folder the policy (and the reference, when beta > 0) start from. */
   model: string;
-  /** Built-in task name (src/tasks) — its train split is the data, its test split the evaluation. */
+  /** Built-in task name (src/tasks): its train split is the data, its test split the evaluation. 'math' (free-form answers) needs `data`. */
   task: string;
-  /** JSON lines of {prompt, answer} to train on instead of the task's generator (the task still scores). */
+  /** JSON lines of {prompt, answer} to train on instead of the task's generator (the task still scores); the last min(evalPrompts, 10%) lines are held out. */
   data?: string;
   /** Output folder: checkpoints, metrics.jsonl/.csv, plot.svg, summary.md. */
   out: string;

@@ -42,7 +42,7 @@ export async function complete(model: PolicyModel, tokenizer: PolicyTokenizer, t
     const chunk = prompts.slice(start, start + batchSize).map((p) => tokenizer.encode(p));
     const { tokens } = await model.generate(chunk, {
       maxNewTokens: options.maxNewTokens, sampling: options.sampling, seeds: options.seeds?.slice(start, start + batchSize),
-      shouldStop: (_, ids) => tokenizer.decode([...ids]).includes(task.stop),
+      shouldStop: task.stop === '' ? undefined : (_, ids) => tokenizer.decode([...ids]).includes(task.stop),
     });
     out.push(...tokens.map((ids) => tokenizer.decode(ids.filter((id) => !eos.has(id)))));
   }

@@ -1,10 +1,11 @@
 /**
  * Collapse monitors. Self-certainty is a reward the policy can raise without solving anything: on
- * small models, GRPO on self-certainty alone drifts within tens of steps to one confident,
- * prompt-independent answer (e.g. "9501" for every prompt); INTUITOR (Zhao et al., 2025) notes the
- * same reward hacking when the reward model is not the online policy, and Shao et al. (2025) see
- * spurious rewards steer a policy's output distribution regardless of the prompt. These monitors
- * make that visible every step and let the trainer stop:
+ * tiny models trained from scratch, GRPO on self-certainty alone drifts within ~50 steps to one
+ * confident, prompt-independent answer (e.g. "9501" for every prompt). INTUITOR (Zhao et al., 2025)
+ * reports such reward hacking when self-certainty comes from a fixed (offline) model, and Shao et
+ * al. (2025) show rewards unrelated to correctness still move a policy strongly, so a rising reward
+ * says little about a run's health. These monitors make collapse visible every step and let the
+ * trainer stop:
  *
  * - answer diversity: distinct final answers per prompt in the batch (collapse → 1/prompts);
  * - cross-prompt dependence: how much more self-certain a response is under its own prompt than
@@ -14,14 +15,15 @@
  * - probe agreement: the share of a fixed probe set whose greedy answer is still the first step's.
  *
  * CollapseMonitor compares each step with the first step it saw (the baseline) and raises
- * `collapsed` when the rule in DEFAULT_COLLAPSE_THRESHOLDS holds on `patience` consecutive checks.
+ * `collapsed` when its rule (see the class), with thresholds DEFAULT_COLLAPSE_THRESHOLDS unless
+ * given, holds on `patience` consecutive checks.
  * All measures are pure functions of their inputs, summed in index order (reproducible bit for bit).
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import { canonicalAnswer } from './selection.js';
 
-function checkAnswers(name: string, answers: readonly (string | null)[], allowEmpty = false): void {
-  if (!Array.isArray(answers) || (!allowEmpty && answers.length === 0)) throw new InvalidArgumentError(name, 'a non-empty array of answers (string or null)', describe(answers));
+function checkAnswers(name: string, answers: readonly (string | null)[]): void {
+  if (!Array.isArray(answers) || answers.length === 0) throw new InvalidArgumentError(name, 'a non-empty array of answers (string or null)', describe(answers));
   answers.forEach((a, i) => {
     if (a !== null && typeof a !== 'string') throw new InvalidArgumentError(`${name}[${i}]`, 'a string or null', describe(a));
   });
@@ -91,7 +93,7 @@ export function lengthDrift(meanLength: number, baselineMeanLength: number): num
  */
 export function probeAgreement(answers: readonly (string | null)[], baselineAnswers: readonly (string | null)[]): number {
   checkAnswers('answers', answers);
-  checkAnswers('baselineAnswers', baselineAnswers, true);
+  checkAnswers('baselineAnswers', baselineAnswers);
   if (baselineAnswers.length !== answers.length) throw new InvalidArgumentError('baselineAnswers', `${answers.length} answers (one per probe prompt, like answers)`, describe(baselineAnswers));
   let same = 0;
   for (let i = 0; i < answers.length; i++) if (canonicalAnswer(answers[i]!) === canonicalAnswer(baselineAnswers[i]!)) same++;
@@ -122,8 +124,9 @@ export interface CollapseThresholds {
   crossPromptFraction: number;
   /**
    * A baseline cross-prompt dependence at or below this (nats) disables that test: the first-step
-   * policy already ignored its prompt and a ratio would compare noise with noise. 1e-3 nats is far
-   * below the 0.1–1 nats a prompt-reading policy shows and above float32 rounding of per-token means.
+   * policy already ignored its prompt and a ratio would compare noise with noise. 1e-3 nats: over a
+   * thousand times the float32 rounding of a mean self-certainty of a few nats, yet far below a
+   * dependence that says a policy reads its prompt.
    */
   crossPromptBaselineMin: number;
   /**
@@ -252,21 +255,19 @@ export class CollapseMonitor {
     if (m === null || typeof m !== 'object') throw new InvalidArgumentError('measurements', 'a CollapseMeasurements object', describe(m));
     if (!Number.isSafeInteger(m.step) || m.step < 0) throw new InvalidArgumentError('measurements.step', 'an integer ≥ 0', describe(m.step));
     const t = this.thresholds;
-    const b = this.baseline;
     const diversity = answerDiversity(m.answers, m.prompts);
     if ((m.scTrue === undefined) !== (m.scShuffled === undefined)) throw new InvalidArgumentError('measurements.scShuffled', 'given together with scTrue, or neither', describe(m.scShuffled));
     const crossPromptSc = m.scTrue === undefined ? null : crossPromptDependence(m.scTrue, m.scShuffled!);
     // Zero-length responses are possible at a collapse, but not as the baseline a ratio divides by.
-    if (b.meanLength === null) checkPositive('measurements.meanLength (the baseline step)', m.meanLength);
+    if (this.baseline.meanLength === null) checkPositive('measurements.meanLength (the baseline step)', m.meanLength);
+    const drift = lengthDrift(m.meanLength, this.baseline.meanLength ?? m.meanLength);
+    const agreement = m.probeAnswers === undefined ? null : probeAgreement(m.probeAnswers, this.baseline.probeAnswers ?? m.probeAnswers);
+    // Every input is valid: only now take the baselines this step provides, so a refused step leaves the monitor as it was.
+    const b = this.baseline;
     b.meanLength ??= m.meanLength;
     b.diversity ??= diversity;
     if (crossPromptSc !== null) b.crossPromptSc ??= crossPromptSc;
-    if (m.probeAnswers !== undefined) {
-      checkAnswers('measurements.probeAnswers', m.probeAnswers);
-      b.probeAnswers ??= [...m.probeAnswers];
-    }
-    const drift = lengthDrift(m.meanLength, b.meanLength);
-    const agreement = m.probeAnswers === undefined ? null : probeAgreement(m.probeAnswers, b.probeAnswers!);
+    if (m.probeAnswers !== undefined) b.probeAnswers ??= [...m.probeAnswers];
 
     const diversityCause = `answer diversity ${fmt(diversity)} < ${t.diversityFraction} × baseline ${fmt(b.diversity)}`;
     const companions: string[] = [];

@@ -89,7 +89,11 @@ function argmax(scores: readonly number[]): number {
   return best;
 }
 
-/** Highest `value` among candidates with an answer, or among all when none has one (as the reference code, which then keeps the first of equal −1e9s). */
+/**
+ * Highest `value` among candidates with an answer, first on ties. When none has one, the highest
+ * among all: the reference code scores them all −1e9 and returns the first; the best-scored is a
+ * better guess at no cost.
+ */
 function byValue(candidates: readonly SelectionCandidate[], keys: readonly (string | null)[], value: (c: SelectionCandidate) => number): Selection {
   const anyAnswer = keys.some((k) => k !== null);
   const scores = candidates.map((c, i) => (anyAnswer && keys[i] === null ? -Infinity : value(c)));

@@ -105,16 +105,23 @@ function shuffled(n: number, rng: Rng): number[] {
 /** Train-split size drawn from a built-in task (the generators are infinite; this bounds an epoch). */
 const TASK_TRAIN_EXAMPLES = 4096;
 
-async function loadData(config: GrpoConfig, task: Task): Promise<Required<Example>[]> {
-  if (config.data === undefined) return task.generate(config.seed, TASK_TRAIN_EXAMPLES, 'train');
-  return (await readJsonlDataset(config.data)).map((e) => ({ prompt: e.prompt, answer: String(e.answer) }));
+/**
+ * The training prompts and the held-out set: a built-in task's train and test splits, or, with
+ * --data, the file's lines with the last min(evalPrompts, 10%) held out.
+ */
+async function loadData(config: GrpoConfig, task: Task): Promise<{ train: Required<Example>[]; heldOut: Required<Example>[] }> {
+  if (config.data === undefined) return { train: task.generate(config.seed, TASK_TRAIN_EXAMPLES, 'train'), heldOut: task.generate(config.seed, config.evalPrompts, 'test') };
+  const all = (await readJsonlDataset(config.data)).map((e) => ({ prompt: e.prompt, answer: String(e.answer) }));
+  const held = Math.min(config.evalPrompts, Math.floor(all.length / 10));
+  if (held < 1) throw new InvalidArgumentError('--data', 'at least 10 lines (a tenth is held out for evaluation)', `${all.length} lines in ${config.data}`);
+  return { train: all.slice(0, all.length - held), heldOut: all.slice(all.length - held) };
 }
 
 export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: GrpoHooks = {}): Promise<GrpoResult> {
   const config = resolveGrpoConfig(input);
   const task = getTask(config.task);
   const rewards = await resolveRewards(parseRewardSpec(config.rewards), { randomProbability: config.randomProbability });
-  const data = await loadData(config, task);
+  const { train: data, heldOut } = await loadData(config, task);
   const tokenizer = PolicyTokenizer.load(config.model);
   const encodedPrompts = data.map((e, i) => {
     const ids = tokenizer.encode(e.prompt);
@@ -123,7 +130,6 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
     }
     return ids;
   });
-  const heldOut = task.generate(config.seed, config.evalPrompts, 'test');
   const probes = heldOut.slice(0, config.probePrompts);
   const seqLen = Math.max(...encodedPrompts.map((p) => p.length)) + config.maxCompletionLength;
   const G = config.groupSize;

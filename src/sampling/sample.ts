@@ -14,7 +14,7 @@
  * index, so a row's id depends only on (logits row, options, seed): not on the batch or the grid.
  * The kernel sums masses in float32, so a top-p or min-p boundary within ~1e-6 of a cumulative
  * mass may fall on the other side than in the float64 reference; options travel as float32 (a
- * temperature below ~1e-45 is greedy).
+ * temperature under ~1e-38 may act as greedy).
  */
 import { POISON_BITS } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
@@ -46,13 +46,14 @@ export interface PreparedSample {
 }
 
 const OPTION_KEYS = ['temperature', 'topK', 'topP', 'minP'];
-/** Counts are summed in float32 in the kernel: exact below 2^24. */
+/** The kernel's reductions carry counts and token indices as float32: exact up to 2^24. */
 const MAX_VOCAB = 2 ** 24;
 
+/** The options with defaults filled in; InvalidArgumentError names the first bad one (or an unknown key). */
 export function checkSamplingOptions(o: unknown): Required<SamplingOptions> {
   if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new InvalidArgumentError('options', 'an object { temperature, topK?, topP?, minP? }', describe(o));
   const unknown = Object.keys(o).filter((key) => !OPTION_KEYS.includes(key));
-  if (unknown.length > 0) throw new InvalidArgumentError('options', `only ${OPTION_KEYS.join(', ')}`, `${unknown.join(', ')}`);
+  if (unknown.length > 0) throw new InvalidArgumentError('options', `only ${OPTION_KEYS.join(', ')}`, unknown.join(', '));
   const { temperature, topK = 0, topP = 1, minP = 0 } = o as SamplingOptions;
   if (typeof temperature !== 'number' || !Number.isFinite(temperature) || temperature < 0) throw new InvalidArgumentError('temperature', 'a finite number ≥ 0 (0 = greedy)', describe(temperature));
   if (!Number.isSafeInteger(topK) || topK < 0) throw new InvalidArgumentError('topK', 'a non-negative integer (0 = off)', describe(topK));

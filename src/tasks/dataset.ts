@@ -43,9 +43,9 @@ export interface Task {
   explorationScores?(completion: string, answer: string): ExplorationScores;
 }
 
-/** The completion's answer region: everything before the first `stop` (all of it if there is none), trimmed. */
+/** The completion's answer region: everything before the first `stop` (all of it if there is none, or stop is ''), trimmed. */
 export function answerRegion(completion: string, stop: string): string {
-  const end = completion.indexOf(stop);
+  const end = stop === '' ? -1 : completion.indexOf(stop);
   return (end < 0 ? completion : completion.slice(0, end)).trim();
 }
 

@@ -3,12 +3,14 @@ import { InvalidArgumentError, describe } from '../errors.js';
 import { arithmeticTask } from './arithmetic.js';
 import { countdownTask } from './countdown.js';
 import type { Task } from './dataset.js';
+import { mathTask } from './math.js';
 import { permutationsTask } from './permutations.js';
 
 export const TASKS: Readonly<Record<string, Task>> = Object.freeze({
   arithmetic: arithmeticTask,
   countdown: countdownTask,
   permutations: permutationsTask,
+  math: mathTask,
 });
 
 export function taskNames(): string[] {
@@ -22,5 +24,5 @@ export function getTask(name: string): Task {
   return task;
 }
 
-export { arithmeticTask, countdownTask, permutationsTask };
+export { arithmeticTask, countdownTask, mathTask, permutationsTask };
 export type { Task };

@@ -41,29 +41,37 @@ const escape = (text: string): string =>
 /** Coordinates to 2 decimals: sub-pixel enough, and keeps files small. */
 const px = (v: number): string => String(Math.round(v * 100) / 100);
 
-/** Round ticks ("nice numbers", Heckbert 1990) covering [lo, hi]: steps of 1, 2 or 5 × 10^k, about `target` of them. */
-export function niceTicks(lo: number, hi: number, target = 5): number[] {
+/**
+ * Round ticks ("nice numbers", Heckbert 1990) covering [lo, hi]: steps of 1, 2 or 5 × 10^k, about
+ * `target` of them; `integer` keeps the step ≥ 1 (training steps have no halves).
+ */
+export function niceTicks(lo: number, hi: number, target = 5, integer = false): number[] {
   if (!(Number.isFinite(lo) && Number.isFinite(hi) && hi > lo)) throw new InvalidArgumentError('range', 'finite lo < hi', `[${describe(lo)}, ${describe(hi)}]`);
-  const raw = (hi - lo) / Math.max(1, target);
-  const magnitude = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 5, 10].map((m) => m * magnitude).find((s) => s >= raw)!;
+  const raw = integer ? Math.max(1, (hi - lo) / Math.max(1, target)) : (hi - lo) / Math.max(1, target);
+  const exponent = Math.floor(Math.log10(raw));
+  const mantissa = [1, 2, 5, 10].find((m) => m * 10 ** exponent >= raw)!;
+  const step = mantissa * 10 ** exponent;
   const first = Math.floor(lo / step);
   const last = Math.ceil(hi / step);
-  // Multiply integers by the step (not accumulate) so 0.1 + 0.2 drift never reaches a label.
-  return Array.from({ length: last - first + 1 }, (_, i) => (first + i) * step);
+  // Integers times the mantissa, then scaled by a power of ten in one rounding: 3 × 2 / 10 is 0.6, not 0.6000000000000001.
+  const at = (i: number) => (exponent < 0 ? (i * mantissa) / 10 ** -exponent : i * mantissa * 10 ** exponent);
+  return Array.from({ length: last - first + 1 }, (_, i) => at(first + i));
 }
 
-/** A tick label: integers as they are, else up to 4 significant digits; exponents for the very large or small. */
+/**
+ * A tick label with as many decimals as the tick step needs (0.2 → "0.2", 0.05 → "0.05"), so
+ * neighbouring labels differ; exponents, with as many digits as tell neighbours apart, beyond 1e6 or below 1e-4.
+ */
 function tickLabel(v: number, step: number): string {
   if (v === 0) return '0';
   const abs = Math.abs(v);
-  if (abs >= 1e6 || abs < 1e-4) return v.toExponential(Math.max(0, Math.min(3, Math.ceil(-Math.log10(step / abs))))).replace(/\.?0+e/, 'e');
+  if (abs >= 1e6 || abs < 1e-4) return v.toExponential(Math.max(0, Math.min(12, Math.ceil(-Math.log10(step / abs))))).replace(/\.?0+e/, 'e');
   const decimals = Math.max(0, Math.min(10, -Math.floor(Math.log10(step) + 1e-9)));
   return v.toFixed(decimals);
 }
 
-/** The [lo, hi] a set of values is drawn in: padded when it is a single value, [0, 1] when there is none. */
-function domain(values: number[]): [number, number] {
+/** The [lo, hi] a set of values is drawn in: padded by 10% (or by `minPad`, or 1 around 0) when it is a single value; [0, 1] when there is none. */
+function domain(values: number[], minPad = 0): [number, number] {
   if (values.length === 0) return [0, 1];
   let lo = values[0]!;
   let hi = lo;
@@ -73,7 +81,7 @@ function domain(values: number[]): [number, number] {
   }
   // A range below 1e-9 of the values' size is float noise around one value: draw it as constant.
   if (hi - lo > 1e-9 * Math.max(Math.abs(lo), Math.abs(hi))) return [lo, hi];
-  const pad = lo === 0 ? 1 : Math.abs(lo) * 0.1;
+  const pad = Math.max(minPad, lo === 0 ? 1 : Math.abs(lo) * 0.1);
   return [lo - pad, hi + pad];
 }
 
@@ -113,7 +121,8 @@ function panelSvg(panel: ChartPanel, box: Box, colorOf: (name: string) => string
   const plot = { x: box.x + margin.left, y: box.y + margin.top, width: box.width - margin.left - margin.right, height: box.height - margin.top - margin.bottom };
   const finite = panel.series.map((s) => s.points.filter(finitePoint));
   const all = finite.flat();
-  const xTicks = niceTicks(...domain(all.map((p) => p[0])));
+  const integerSteps = all.every((p) => Number.isInteger(p[0]));
+  const xTicks = niceTicks(...domain(all.map((p) => p[0]), integerSteps ? 1 : 0), 5, integerSteps);
   const yTicks = niceTicks(...domain(all.map((p) => p[1])));
   const [x0, x1] = [xTicks[0]!, xTicks[xTicks.length - 1]!];
   const [y0, y1] = [yTicks[0]!, yTicks[yTicks.length - 1]!];

@@ -108,7 +108,7 @@ describe('CollapseMonitor on synthetic runs', () => {
   test('a healthy run: answers change on most probes and responses grow 1.6× — stable', () => {
     const steps = Array.from({ length: 30 }, (_, step) => {
       const changed = Math.min(7, Math.floor(step / 4)); // up to 7 of 10 probe answers change as the policy learns
-      const probes = BASE_PROBES.map((a, i) => (i < changed ? `${a}0` : a));
+      const probes = BASE_PROBES.map((a, i) => (i < changed ? String(Number(a) + 100) : a));
       // Answers converge on some prompts (diversity 3 → 2), dependence grows, length grows.
       const answers = healthyAnswers().map((a, i) => (step > 15 && i % G === 3 ? String(100 * Math.floor(i / G)) : a));
       return measure(step, { probes, answers, dependence: 0.5 + step / 60, meanLength: 40 * (1 + (0.6 * step) / 29) });
@@ -204,6 +204,10 @@ describe('CollapseMonitor on synthetic runs', () => {
     expect(() => monitor.update(noShuffled)).toThrow(/measurements\.scShuffled: expected given together with scTrue/);
     expect(() => monitor.update(measure(0))).not.toThrow();
     expect(() => monitor.update({ ...measure(1), probeAnswers: ['1'] })).toThrow(InvalidArgumentError);
+    // A refused first step takes no baselines.
+    const fresh = new CollapseMonitor();
+    expect(() => fresh.update({ ...measure(0), scShuffled: [1] })).toThrow(/scShuffled: expected an array of 32/);
+    expect(fresh.state()).toEqual({ baseline: { diversity: null, crossPromptSc: null, meanLength: null, probeAnswers: null }, streak: 0 });
     expect(() => collapseVerdict(null as never)).toThrow(/history/);
   });
 });

@@ -74,7 +74,7 @@ describe('selectBest: answers', () => {
     expect(canonicalAnswer('\\frac{1}{2}')).toBe('0.5');
     expect(canonicalAnswer('-0')).toBe('0');
     expect(canonicalAnswer('x = 1,000')).toBe('1000');
-    expect(canonicalAnswer('  \\$ ')).toBeNull();
+    expect(canonicalAnswer(' \\boxed{ } ')).toBeNull();
     expect(canonicalAnswer(null)).toBeNull();
   });
 

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One GPU-machine session (see ../shared/device/README.md): NVIDIA correctness checks, then the
+# PyTorch peers and intuitor's benchmarks on the same card, in one command. Run through
+#   bash .device/remote.sh bash bench/device-session.sh
+# with the fixtures in devfixtures/. Everything lands in $OUT; the last lines are a short table.
+# An argument picks phases (check, peers, bench; default all) so a session can split them over calls.
+set -u
+PHASES=${1:-check,peers,bench}
+has() { [[ ",$PHASES," == *",$1,"* ]]; }
+export INTUITOR_FIXTURES=${INTUITOR_FIXTURES:-$PWD/devfixtures/}
+OUT=${OUT:-/tmp/intuitor-device}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, importlib.util as u; print('torch', torch.__version__, 'transformers', u.find_spec('transformers') is not None)" | tee -a "$OUT/gpu.txt"
+
+# 1. Correctness on NVIDIA: fixture logits, greedy generation, gradients vs transformers' float64.
+if has check; then
+  timeout 170 node --experimental-vm-modules node_modules/jest/bin/jest.js dist/test/model/training.test.js dist/test/model/policy.test.js dist/test/model/generate.test.js > "$OUT/jest.txt" 2>&1
+  echo "jest exit $?" | tee -a "$OUT/jest.txt"
+  grep -E "^(Tests|Test Suites):|✕|✓" "$OUT/jest.txt"
+fi
+
+# 2. Peers on the same card (their JSON stays in $OUT for the bench phase).
+if has peers; then
+  timeout 150 python3 bench/peers/torch_policy.py --json "$OUT/torch_policy.json" > "$OUT/torch_policy.txt" 2>&1; echo "torch_policy exit $?"; tail -3 "$OUT/torch_policy.txt"
+  timeout 150 python3 bench/peers/torch_token_stats.py --rows 8,2048 --dtypes f32,bf16 --samples 10 --json "$OUT/torch_token_stats.json" > "$OUT/torch_token_stats.txt" 2>&1; echo "torch_token_stats exit $?"; tail -3 "$OUT/torch_token_stats.txt"
+fi
+python3 - "$OUT" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+rows = []
+for name in ("torch_policy.json", "torch_token_stats.json"):
+    path = os.path.join(out, name)
+    if os.path.exists(path):
+        rows += json.load(open(path))["rows"]
+json.dump({"rows": rows}, open(os.path.join(out, "peers.json"), "w"))
+print("peer rows", len(rows))
+PY
+
+# 3. intuitor's benchmarks, ratios against the peers measured above (PEERS may point at an earlier phase's file).
+if has bench; then
+  timeout 300 node bin/intuitor.js bench --backends webgpu --rows 8,2048 --dtypes f32,bf16 \
+    --peers "${PEERS:-$OUT/peers.json}" --json "$OUT/bench.json" --markdown "$OUT/bench.md" > "$OUT/bench.txt" 2>&1
+  echo "bench exit $?"; tail -5 "$OUT/bench.txt"
+  grep -E "^\| (token_stats|linear|attention|train_step|decode|matmul)" "$OUT/bench.md" | cut -c1-240
+fi

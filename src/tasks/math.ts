@@ -1,0 +1,24 @@
+/**
+ * Free-form math answers, for datasets given as JSON lines ({prompt, answer}) rather than a
+ * built-in generator: the final answer is extracted (last \boxed{}, "the answer is", the last
+ * number) and compared numerically (src/rl/verifier.ts). Completions end at EOS only.
+ */
+import { InvalidArgumentError } from '../errors.js';
+import { answersEqual, extractAnswer } from '../rl/verifier.js';
+import { numericWrongAnswer } from '../rl/rewards.js';
+import type { Task } from './dataset.js';
+
+export const mathTask: Task = {
+  name: 'math',
+  description: 'free-form math (a --data file): the extracted final answer compared numerically with the reference',
+  stop: '',
+  generate() {
+    throw new InvalidArgumentError('task', 'a task with a generator (arithmetic, countdown, permutations), or --data FILE for math', 'math without data');
+  },
+  formatOk: (completion) => extractAnswer(completion) !== null,
+  score(completion, answer) {
+    const got = extractAnswer(completion);
+    return got !== null && answersEqual(got, answer) ? 1 : 0;
+  },
+  wrongAnswer: numericWrongAnswer,
+};

@@ -1,0 +1,227 @@
+/**
+ * The base model intuitor builds and ships: its character tokenizer (both readers' format,
+ * exact round trips of everything the task produces), the shipped models/arithmetic-base (loads,
+ * and still scores what its base_model.json says on the held-out prompts, so a broken or stale
+ * artefact fails), and a short build into a temporary folder.
+ */
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { InvalidArgumentError } from '../../src/errors.js';
+import type { GpuContext } from '../../src/gpu/context.js';
+import { charTokenizerJson } from '../../src/model/char-tokenizer.js';
+import { loadModelConfig } from '../../src/model/config.js';
+import { PolicyModel } from '../../src/model/policy.js';
+import { PolicyTokenizer } from '../../src/model/tokenizer.js';
+import { getTask } from '../../src/tasks/index.js';
+import {
+  BASE_MODEL_ALPHABETS, BASE_MODEL_DEFAULTS, BASE_MODEL_RECORD, EOS_TOKEN, baseModelEvalSet, buildBaseModel, evaluateGreedy, randomInitTensors, tinyQwen2Config,
+  type BaseModelRecord,
+} from '../../src/train/base-model.js';
+import { describeGpu, openGpu } from '../helpers.js';
+import { TOLERANCES } from '../tolerances.js';
+
+/** models/arithmetic-base in the checkout (tests run from dist/test/train). */
+const SHIPPED = fileURLToPath(new URL('../../../models/arithmetic-base/', import.meta.url));
+/** The held-out accuracy band the shipped model is built for: partly trained, so GRPO has room. */
+const ACCURACY_BAND = [0.4, 0.75] as const;
+
+const arithmetic = getTask('arithmetic');
+const ALPHABET = BASE_MODEL_ALPHABETS.arithmetic;
+
+function writeTokenizer(dir: string, files: ReturnType<typeof charTokenizerJson>): string {
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(files.tokenizer));
+  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(files.tokenizerConfig));
+  return dir;
+}
+
+function readRecord(dir: string): BaseModelRecord {
+  return JSON.parse(readFileSync(join(dir, BASE_MODEL_RECORD), 'utf8')) as BaseModelRecord;
+}
+
+describe('character tokenizer', () => {
+  let tmp: string;
+  beforeAll(() => {
+    tmp = mkdtempSync(join(tmpdir(), 'intuitor-char-tokenizer-'));
+  });
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+  test('ids are the characters in order, then EOS; the files carry what both readers need', () => {
+    const files = charTokenizerJson(ALPHABET, { eos: EOS_TOKEN });
+    expect(files.vocab).toEqual(Object.fromEntries([...ALPHABET.map((c, i) => [c, i]), [EOS_TOKEN, ALPHABET.length]]));
+    expect(files.eosId).toBe(ALPHABET.length);
+    expect(files.padId).toBe(files.eosId);
+    expect(files.vocabSize).toBe(ALPHABET.length + 1);
+    const model = files.tokenizer.model as Record<string, unknown>;
+    expect(model.type).toBe('BPE');
+    expect(model.merges).toEqual([]);
+    expect(files.tokenizer.decoder).toEqual({ type: 'Fuse' });
+    for (const key of ['normalizer', 'pre_tokenizer', 'post_processor']) expect(files.tokenizer[key]).toBeNull();
+    expect(files.tokenizer.added_tokens).toEqual([{ id: files.eosId, content: EOS_TOKEN, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }]);
+    expect(files.tokenizerConfig).toMatchObject({ tokenizer_class: 'PreTrainedTokenizerFast', eos_token: EOS_TOKEN, pad_token: EOS_TOKEN, model_max_length: 32 });
+  });
+
+  test('every character, every task prompt and completion round-trips exactly, one token per character', () => {
+    const files = charTokenizerJson(ALPHABET, { eos: EOS_TOKEN });
+    const tokenizer = PolicyTokenizer.load(writeTokenizer(mkdtempSync(join(tmp, 'rt-')), files));
+    ALPHABET.forEach((ch, id) => {
+      expect(tokenizer.encode(ch)).toEqual([id]);
+      expect(tokenizer.decode([id])).toBe(ch);
+    });
+    expect(tokenizer.decode(tokenizer.encode('12+3=15\n'))).toBe('12+3=15\n');
+    const seen = new Set<string>();
+    for (const split of ['train', 'test'] as const) {
+      for (const e of arithmetic.generate(3, 2000, split)) {
+        for (const text of [e.prompt, `${e.answer}${arithmetic.stop}`, `${e.prompt}${e.answer}${arithmetic.stop}`]) {
+          const ids = tokenizer.encode(text);
+          expect(ids).toEqual([...text].map((ch) => files.vocab[ch]));
+          expect(tokenizer.decode(ids)).toBe(text);
+          for (const ch of text) seen.add(ch);
+        }
+      }
+    }
+    // The data exercised the whole alphabet, so no character is there by mistake.
+    expect([...seen].sort()).toEqual([...ALPHABET].sort());
+  });
+
+  test('EOS text encodes to its id; skipSpecialTokens drops it; a separate PAD gets the next id', () => {
+    const files = charTokenizerJson(ALPHABET, { eos: EOS_TOKEN, pad: '<|pad|>' });
+    expect([files.eosId, files.padId, files.vocabSize]).toEqual([ALPHABET.length, ALPHABET.length + 1, ALPHABET.length + 2]);
+    const tokenizer = PolicyTokenizer.load(writeTokenizer(mkdtempSync(join(tmp, 'pad-')), files));
+    expect(tokenizer.encode(`7\n${EOS_TOKEN}`)).toEqual([files.vocab['7'], files.vocab['\n'], files.eosId]);
+    expect(tokenizer.encode('<|pad|>')).toEqual([files.padId]);
+    expect(tokenizer.decode([files.vocab['7']!, files.eosId])).toBe(`7${EOS_TOKEN}`);
+    expect(tokenizer.decode([files.vocab['7']!, files.eosId, files.padId], { skipSpecialTokens: true })).toBe('7');
+  });
+
+  test('bad alphabets and specials are refused by name', () => {
+    const cases: Array<[() => unknown, string]> = [
+      [() => charTokenizerJson([], { eos: EOS_TOKEN }), 'chars'],
+      [() => charTokenizerJson(['1', '12'], { eos: EOS_TOKEN }), 'chars[1]'],
+      [() => charTokenizerJson(['1', '2', '1'], { eos: EOS_TOKEN }), 'chars[2]'],
+      [() => charTokenizerJson(['1'], { eos: 'E' }), 'specials.eos'],
+      [() => charTokenizerJson(['1'], { eos: EOS_TOKEN, pad: '' }), 'specials.pad'],
+    ];
+    for (const [call, argument] of cases) {
+      expect(call).toThrow(InvalidArgumentError);
+      try {
+        call();
+      } catch (error) {
+        expect((error as InvalidArgumentError).argument).toBe(argument);
+      }
+    }
+  });
+});
+
+describe('tiny Qwen2 initialisation', () => {
+  const files = charTokenizerJson(ALPHABET, { eos: EOS_TOKEN });
+  const config = tinyQwen2Config(BASE_MODEL_DEFAULTS.architecture, files.vocabSize, files.eosId, 0.02);
+
+  test('the config is a tied Qwen2 over the character vocabulary', () => {
+    expect(config).toMatchObject({ architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', vocab_size: ALPHABET.length + 1, eos_token_id: files.eosId, tie_word_embeddings: true });
+  });
+
+  test('seeded: N(0, 0.02²) matrices, zero biases, unit norms; the same seed gives the same weights', () => {
+    const a = randomInitTensors(config, 5, 0.02);
+    const b = randomInitTensors(config, 5, 0.02);
+    const c = randomInitTensors(config, 6, 0.02);
+    expect(Object.keys(a)).not.toContain('lm_head.weight');
+    for (const [name, tensor] of Object.entries(a)) {
+      const data = tensor.data as Float32Array;
+      expect(b[name]!.data).toEqual(data);
+      if (name.endsWith('norm.weight')) expect(data.every((v) => v === 1)).toBe(true);
+      else if (name.endsWith('.bias')) expect(data.every((v) => v === 0)).toBe(true);
+      else {
+        expect(c[name]!.data).not.toEqual(data);
+        if (data.length >= 1000) {
+          const std = Math.sqrt(data.reduce((s, v) => s + v * v, 0) / data.length);
+          expect(Math.abs(std - 0.02)).toBeLessThan(0.002);
+        }
+      }
+    }
+  });
+});
+
+describeGpu('base model', () => {
+  let ctx: GpuContext;
+  let tmp: string;
+  beforeAll(async () => {
+    ctx = await openGpu();
+    tmp = mkdtempSync(join(tmpdir(), 'intuitor-base-model-'));
+  });
+  afterAll(() => {
+    ctx.close();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  test('the shipped models/arithmetic-base is small, loads, and scores what base_model.json records on its held-out prompts', async () => {
+    const files = readdirSync(SHIPPED).sort();
+    expect(files).toEqual(['base_model.json', 'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+    const bytes = files.reduce((sum, f) => sum + statSync(join(SHIPPED, f)).size, 0);
+    expect(bytes).toBeLessThan(5 * 2 ** 20);
+    const record = readRecord(SHIPPED);
+    expect(record).toMatchObject({ format: 'intuitor-base-model', version: 1, task: 'arithmetic' });
+    expect(record.eval.accuracy).toBeGreaterThanOrEqual(ACCURACY_BAND[0]);
+    expect(record.eval.accuracy).toBeLessThanOrEqual(ACCURACY_BAND[1]);
+
+    const config = loadModelConfig(SHIPPED);
+    const tokenizer = PolicyTokenizer.load(SHIPPED);
+    expect(tokenizer.encode(EOS_TOKEN)).toEqual(config.eosTokenIds);
+    expect(config.vocabSize).toBe(ALPHABET.length + 1);
+    expect(tokenizer.decode(tokenizer.encode('12+345=357\n'))).toBe('12+345=357\n');
+    const model = await PolicyModel.load(ctx, SHIPPED);
+    try {
+      expect(model.weights.tied).toBe(true);
+    } finally {
+      model.destroy();
+    }
+
+    const examples = baseModelEvalSet('arithmetic', record.eval.seed, record.eval.prompts);
+    const { accuracy, completions } = await evaluateGreedy(ctx, SHIPPED, arithmetic, examples);
+    expect(Math.abs(accuracy - record.eval.accuracy)).toBeLessThanOrEqual(TOLERANCES.baseModelAccuracy.atol);
+    // Right or wrong, the model answers in the task's format.
+    const formatted = completions.filter((c) => arithmetic.formatOk(c)).length / completions.length;
+    expect(formatted).toBeGreaterThan(0.95);
+  });
+
+  test('a short build writes a loadable model folder with the right config and tokenizer, and replaces an older one', async () => {
+    const out = join(tmp, 'built');
+    const options = { task: 'arithmetic', out, steps: 3, batchSize: 8, trainExamples: 64, evalPrompts: 8, seed: 4 } as const;
+    const first = await buildBaseModel(ctx, options);
+    expect(readdirSync(out).sort()).toEqual(['base_model.json', 'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+    expect(readRecord(out)).toEqual(first);
+    expect(first).toMatchObject({ task: 'arithmetic', seed: 4, sft: { steps: 3, batchSize: 8, trainExamples: 64 }, eval: { split: 'test', prompts: 8 } });
+    expect(first.eval.accuracy).toBeGreaterThanOrEqual(0);
+    expect(first.eval.accuracy).toBeLessThanOrEqual(1);
+    expect(Number.isFinite(first.sft.finalLoss)).toBe(true);
+
+    const config = loadModelConfig(out);
+    expect(config).toMatchObject({
+      architecture: 'qwen2', hiddenSize: BASE_MODEL_DEFAULTS.architecture.hiddenSize, numLayers: BASE_MODEL_DEFAULTS.architecture.numLayers,
+      vocabSize: ALPHABET.length + 1, eosTokenIds: [ALPHABET.length], tieWordEmbeddings: true, maxPositionEmbeddings: 32,
+    });
+    const tokenizer = PolicyTokenizer.load(out);
+    ALPHABET.forEach((ch, id) => expect(tokenizer.encode(ch)).toEqual([id]));
+    const generation = JSON.parse(readFileSync(join(out, 'generation_config.json'), 'utf8')) as Record<string, unknown>;
+    expect(generation.eos_token_id).toEqual([ALPHABET.length, ALPHABET.indexOf('\n')]);
+    const model = await PolicyModel.load(ctx, out);
+    model.destroy();
+
+    // Nothing is left beside the folder; a second build replaces it whole.
+    const second = await buildBaseModel(ctx, { ...options, steps: 2 });
+    expect(readRecord(out).sft.steps).toBe(2);
+    expect(second.sft.steps).toBe(2);
+    expect(readdirSync(tmp)).toEqual(['built']);
+    expect(existsSync(join(out, 'optimizer.safetensors'))).toBe(false);
+  });
+
+  test('bad options are refused by name before anything is written', async () => {
+    const out = join(tmp, 'refused');
+    await expect(buildBaseModel(ctx, { task: 'countdown' as 'arithmetic', out })).rejects.toMatchObject({ argument: 'task' });
+    await expect(buildBaseModel(ctx, { task: 'arithmetic', out, steps: 0 })).rejects.toMatchObject({ argument: 'steps' });
+    await expect(buildBaseModel(ctx, { task: 'arithmetic', out, lr: -1 })).rejects.toMatchObject({ argument: 'lr' });
+    await expect(buildBaseModel(ctx, { task: 'arithmetic', out, architecture: { numHeads: 0 } })).rejects.toMatchObject({ argument: 'architecture.numHeads' });
+    expect(existsSync(out)).toBe(false);
+  });
+});
