@@ -174,7 +174,6 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       const started = performance.now();
       const batchIndices = Array.from({ length: P }, nextPrompt);
       const prompts = batchIndices.map((i) => encodedPrompts[i]!);
-      const examples = batchIndices.map((i) => data[i]!);
 
       // 1. Rollout.
       const completions = await rollout(policy, tokenizer, prompts, { groupSize: G, maxNewTokens: T, sampling: config.sampling, seed: config.seed, step, stop: task.stop });
@@ -196,7 +195,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       const perFunction: Record<string, Float64Array> = {};
       const weights: Record<string, number> = {};
       for (const reward of rewards) {
-        perFunction[reward.name] = await rewardValues(reward, completions, examples, stats, shuffledStats, config, step);
+        perFunction[reward.name] = await rewardValues(reward, completions, batchIndices, data, stats, shuffledStats, config, step);
         weights[reward.name] = reward.weight;
       }
       const aggregated = aggregateRewards(perFunction, weights, G, config.rewardAggregation, { scaleRewards: config.scaleRewards });
@@ -297,8 +296,11 @@ async function readStats(prepared: { batch: number; seqLen: number; stats: { log
   return gatherCompletionStats(layout, T, { logprob: await read(prepared.stats.logprob), selfCertainty: await read(prepared.stats.selfCertainty), entropy: await read(prepared.stats.entropy) });
 }
 
-/** One value per completion for `reward`: text rewards through evaluateReward, model-statistic rewards from the scoring forward. */
-async function rewardValues(reward: ResolvedReward, completions: Completion[], examples: Required<Example>[], stats: CompletionStats, shuffled: CompletionStats, config: GrpoConfig, step: number): Promise<Float64Array> {
+/**
+ * One value per completion for `reward`: text rewards through evaluateReward (a failure names the
+ * reward and the prompt's index in the training data), model-statistic rewards from the scoring forward.
+ */
+async function rewardValues(reward: ResolvedReward, completions: Completion[], batchIndices: number[], data: Required<Example>[], stats: CompletionStats, shuffled: CompletionStats, config: GrpoConfig, step: number): Promise<Float64Array> {
   const out = new Float64Array(completions.length);
   switch (reward.name) {
     case 'self-certainty':
@@ -317,8 +319,9 @@ async function rewardValues(reward: ResolvedReward, completions: Completion[], e
   if (!reward.fn) throw new IntuitorError('REWARD', `reward ${reward.name} has no function`);
   const task = getTask(config.task);
   for (const [i, c] of completions.entries()) {
-    const example = examples[c.prompt]!;
-    out[i] = await evaluateReward(reward.name, reward.fn, { prompt: example.prompt, completion: c.text, answer: example.answer, task }, c.prompt,
+    const index = batchIndices[c.prompt]!;
+    const example = data[index]!;
+    out[i] = await evaluateReward(reward.name, reward.fn, { prompt: example.prompt, completion: c.text, answer: example.answer, task }, index,
       { rand: rewardRandom(config.seed, step, c.prompt, c.sample) });
   }
   return out;

@@ -1,0 +1,120 @@
+/**
+ * The GRPO trainer end to end on WebGPU (the tiny-qwen2 fixture, then the shipped base model):
+ * determinism, bit-identical resume, the self-certainty reward against the token-statistics
+ * kernel, a user reward's failures, bad configuration, and accuracy rising under the verifier.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { GpuContext } from '../../src/gpu/context.js';
+import { PolicyModel } from '../../src/model/policy.js';
+import { PolicyTokenizer } from '../../src/model/tokenizer.js';
+import { tokenStats } from '../../src/ops/token-stats.js';
+import { resolveGrpoConfig, type GrpoConfigInput } from '../../src/rl/config.js';
+import { rollout, scoreCompletions, scoringLayout } from '../../src/rl/rollout.js';
+import { runGrpo } from '../../src/rl/trainer.js';
+import { latestCheckpoint, loadCheckpoint } from '../../src/train/checkpoint.js';
+import { SHIPPED_BASE_MODEL } from '../../src/cli/run.js';
+import { FIXTURES, describeGpu, openGpu } from '../helpers.js';
+import { TOLERANCES, expectClose } from '../tolerances.js';
+
+const fixture = join(FIXTURES, 'tiny-qwen2');
+
+/** Per-step metrics that must repeat exactly (timings excluded). */
+function deterministic(out: string): unknown[] {
+  return readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((line) => {
+    const { tokens_per_s: _a, step_s: _b, ...rest } = JSON.parse(line) as Record<string, unknown>;
+    return rest;
+  });
+}
+
+describeGpu('GRPO trainer', () => {
+  let ctx: GpuContext;
+  let tmp: string;
+  beforeAll(async () => {
+    ctx = await openGpu();
+    tmp = mkdtempSync(join(tmpdir(), 'intuitor-grpo-'));
+  });
+  afterAll(() => {
+    ctx.close();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  const small = (out: string, extra: Partial<GrpoConfigInput> = {}): GrpoConfigInput => ({
+    model: fixture, task: 'arithmetic', out: join(tmp, out), rewards: 'self-certainty,accuracy:0.5,random:0.1',
+    steps: 3, promptsPerStep: 3, groupSize: 3, maxCompletionLength: 5, evalPrompts: 6, probePrompts: 3, seed: 7, ...extra,
+  });
+
+  test('the same seed gives identical metrics; an interrupted run resumes bit-identically', async () => {
+    const options = { steps: 4, saveEvery: 2, beta: 0.02, mu: 2 };
+    const a = await runGrpo(ctx, small('a', options));
+    await runGrpo(ctx, small('b', options));
+    expect(deterministic(join(tmp, 'b'))).toEqual(deterministic(join(tmp, 'a')));
+    expect(a.records.length).toBe(5); // step 0 (evaluation) + 4 steps
+
+    await expect(runGrpo(ctx, small('c', options), { onStep: (r) => { if (r.step === 3) throw new Error('interrupted'); } })).rejects.toThrow('interrupted');
+    expect(await latestCheckpoint(join(tmp, 'c'))).toMatch(/checkpoint-2$/);
+    await runGrpo(ctx, small('c', { ...options, resume: true }));
+    expect(deterministic(join(tmp, 'c'))).toEqual(deterministic(join(tmp, 'a')));
+    const final = async (dir: string) => (await loadCheckpoint((await latestCheckpoint(join(tmp, dir)))!)).tensors;
+    const [wa, wc] = [await final('a'), await final('c')];
+    for (const name of Object.keys(wa)) expect(Buffer.from((wc[name]!.data as Float32Array).buffer).equals(Buffer.from((wa[name]!.data as Float32Array).buffer))).toBe(true);
+  });
+
+  test('the self-certainty of a completion equals the token-statistics kernel on the logits that generated it', async () => {
+    const model = await PolicyModel.load(ctx, fixture);
+    const tokenizer = PolicyTokenizer.load(fixture);
+    try {
+      const prompts = [tokenizer.encode('12+34='), tokenizer.encode('7*8=')];
+      const completions = await rollout(model, tokenizer, prompts, { groupSize: 2, maxNewTokens: 6, sampling: { temperature: 0.9 }, seed: 3, step: 1 });
+      const layout = scoringLayout(completions.map((c) => prompts[c.prompt]!), completions.map((c) => c.tokens), 16);
+      const scored = await scoreCompletions(model, layout, 6, 0.9);
+      for (const [i, c] of completions.entries()) {
+        const ids = [...prompts[c.prompt]!, ...c.tokens];
+        const logits = await model.logits(ids, 1, ids.length);
+        const V = model.config.vocabSize;
+        const P = prompts[c.prompt]!.length;
+        const rows = logits.slice((P - 1) * V, (P - 1 + c.tokens.length) * V);
+        const want = await tokenStats({ logits: rows, shape: [c.tokens.length, V], ids: Int32Array.from(c.tokens), temperature: 0.9 }, { backend: 'js' });
+        const mean = want.selfCertainty.reduce((s, x) => s + x, 0) / c.tokens.length;
+        expectClose(`mean self-certainty of completion ${i}`, [scored.meanSelfCertainty[i]!], [mean], TOLERANCES.fixture);
+        expectClose(`log-probs of completion ${i}`, scored.logprob.subarray(i * 6, i * 6 + c.tokens.length), want.logprob!, TOLERANCES.fixture);
+      }
+    } finally {
+      model.destroy();
+    }
+  });
+
+  test('a user reward that throws or returns NaN names the reward and the prompt; the last checkpoint stays', async () => {
+    const throwing = join(tmp, 'throwing.mjs');
+    writeFileSync(throwing, "export default ({ prompt }) => { if (globalThis.__calls = (globalThis.__calls ?? 0) + 1, globalThis.__calls > 9) throw new Error('boom'); return 1; };\n");
+    const out = join(tmp, 'user');
+    await expect(runGrpo(ctx, small('user', { rewards: `accuracy,${throwing}`, steps: 3, saveEvery: 1 }))).rejects.toThrow(/reward .*throwing\.mjs.*prompt (index )?\d+.*boom/);
+    const saved = await latestCheckpoint(out);
+    expect(saved).toMatch(/checkpoint-1$/);
+    await loadCheckpoint(saved!);
+    const nan = join(tmp, 'nan.mjs');
+    writeFileSync(nan, 'export const reward = () => NaN;\n');
+    await expect(runGrpo(ctx, small('nan', { rewards: nan }))).rejects.toThrow(/nan\.mjs.*prompt \d+.*NaN/);
+  });
+
+  test('bad configuration is refused by name before any work', async () => {
+    await expect(runGrpo(ctx, small('bad', { groupSize: 1 }))).rejects.toThrow(/groupSize: expected an integer ≥ 2, got 1/);
+    await expect(runGrpo(ctx, small('bad', { task: 'chess' }))).rejects.toThrow(/task: expected one of arithmetic, countdown, permutations, math/);
+    await expect(runGrpo(ctx, small('bad', { rewards: 'self-certainty,vibes' }))).rejects.toThrow(/rewards: expected a known reward/);
+    await expect(runGrpo(ctx, small('bad', { rewards: 'accuracy:lots' }))).rejects.toThrow(/weight of 'accuracy'/);
+    await expect(runGrpo(ctx, small('bad', { maxPromptLength: 3 }))).rejects.toThrow(/prompt \d+: expected 1 to 3 tokens \(maxPromptLength\)/);
+    const data = join(tmp, 'data.jsonl');
+    writeFileSync(data, '{"prompt": "1+1=", "answer": "2"}\n{"prompt": "2+2="}\n');
+    await expect(runGrpo(ctx, small('bad', { data, task: 'math' }))).rejects.toThrow(/line 2/);
+    expect(() => resolveGrpoConfig({ ...small('bad'), sampling: { temperature: 0, topK: 0, topP: 1, minP: 0 } })).toThrow(/sampling.temperature: expected a number > 0/);
+  });
+
+  test('a short run with the accuracy reward raises held-out accuracy on the shipped arithmetic base model', async () => {
+    const result = await runGrpo(ctx, {
+      model: SHIPPED_BASE_MODEL, task: 'arithmetic', out: join(tmp, 'rise'), rewards: 'accuracy',
+      steps: 12, promptsPerStep: 16, groupSize: 8, lr: 3e-4, maxCompletionLength: 8, evalPrompts: 128, probePrompts: 0, seed: 1,
+    });
+    expect(result.after.pass1).toBeGreaterThan(result.before.pass1);
+  });
+});
