@@ -137,3 +137,13 @@ export async function runCase(env: BenchEnv, label: string, body: () => Promise<
     env.skipped.push(`${label}: out of memory (${(err as Error).message.split('\n')[0]})`);
   }
 }
+
+/** Sets a row's ceiling to the run's f32 matmul FLOP/s (when measured) and its fraction of it. */
+export function withMatmulCeiling(env: BenchEnv, row: BenchRow): BenchRow {
+  const ceiling = env.ceilings.gpuMatmul;
+  if (ceiling?.gflops && row.gflops !== null) {
+    row.ceiling = { name: ceiling.name, gflops: ceiling.gflops };
+    row.fractionOfCeiling = row.gflops / ceiling.gflops;
+  }
+  return row;
+}

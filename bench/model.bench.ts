@@ -12,7 +12,7 @@ import { timeOnGpu } from '../src/gpu/timing.js';
 import { prepareAttention } from '../src/ops/attention.js';
 import { prepareLinear } from '../src/ops/linear.js';
 import { gaussian, mulberry32 } from '../src/util/random.js';
-import { runCase, type BenchEnv } from './harness.js';
+import { runCase, withMatmulCeiling, type BenchEnv } from './harness.js';
 import { rowFromSamples } from './schema.js';
 
 export const MODEL_KERNELS = ['linear', 'attention'] as const;
@@ -42,12 +42,7 @@ export async function modelSuite(env: BenchEnv, kernels: ReadonlySet<string>, dt
             prepared.destroy();
             const row = rowFromSamples({ kernel: 'linear', backend: 'webgpu', dtype, shape: [m, k, n], device: env.gpuDevice, method: t.method, note: 'y = x·Wᵀ, no bias' }, t.samples, 0, null);
             row.gflops = (2 * m * k * n) / (row.medianMs / 1000) / 1e9;
-            const ceiling = env.ceilings.gpuMatmul;
-            if (ceiling?.gflops) {
-              row.ceiling = { name: ceiling.name, gflops: ceiling.gflops };
-              row.fractionOfCeiling = row.gflops / ceiling.gflops;
-            }
-            env.rows.push(row);
+            env.rows.push(withMatmulCeiling(env, row));
           } finally {
             for (const b of [x, w, y]) b.destroy();
           }

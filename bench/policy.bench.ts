@@ -21,7 +21,7 @@ import { TrainingGraph } from '../src/model/training.js';
 import { expectedParameters } from '../src/model/weights.js';
 import { DEFAULT_OPTIMIZER, Optimizer } from '../src/train/optimizer.js';
 import { mulberry32 } from '../src/util/random.js';
-import { runCase, type BenchEnv } from './harness.js';
+import { runCase, withMatmulCeiling, type BenchEnv } from './harness.js';
 import { rowFromSamples } from './schema.js';
 
 export const POLICY_KERNELS = ['train_step', 'decode'] as const;
@@ -106,12 +106,7 @@ async function trainStepCase(env: BenchEnv, model: PolicyModel, parameters: numb
       // 6 FLOPs per parameter per token (forward 2, backward 4) plus causal attention (QKᵀ and PV: 2 · 2 · T/2 per head dim, ×3 for backward).
       const attention = 3 * 2 * 2 * c.numLayers * c.numHeads * c.headDim * (seqLen + 1) / 2 * tokens;
       row.gflops = (6 * parameters * tokens + attention) / (row.medianMs / 1000) / 1e9;
-      const ceiling = env.ceilings.gpuMatmul;
-      if (ceiling?.gflops) {
-        row.ceiling = { name: ceiling.name, gflops: ceiling.gflops };
-        row.fractionOfCeiling = row.gflops / ceiling.gflops;
-      }
-      env.rows.push(row);
+      env.rows.push(withMatmulCeiling(env, row));
     } finally {
       step.destroy();
       optimizer.destroy();

@@ -1,13 +1,31 @@
-// attention.wgsl: causal multi-head attention with grouped key/value heads, flash-style.
+// attention.wgsl: causal multi-head attention with grouped key/value heads, flash-style
+// (FlashAttention-2 on plain f32 SIMT: register tiles, one online-softmax correction per key tile).
 //
 // Shapes (f32, row-major): q (B, T, Hq, D), k and v (B, T, Hkv, D), out (B, T, Hq, D), lse (B, Hq, T);
 // lengths (B) u32: sequence b holds tokens 0 .. lengths[b) − 1 (the rest is padding).
 // Query head h reads key/value head h / (Hq / Hkv) (GQA). Query t attends to keys 0..t.
 //   out[b,t,h,:] = Σ_s softmax_s(scale · q·k_s) v_s,  lse[b,h,t] = log Σ_s e^{scale · q·k_s}
 // Padding queries (t ≥ length) get zeros and lse = 0.
-// Grid: (ceil(T / 64), Hq, B) workgroups of 64 threads; thread i owns query t = 64·x + i. Keys and
-// values stream through workgroup memory in tiles of 16 with an online softmax (running max m,
-// normaliser l, rescaled accumulator), so no T×T matrix exists anywhere. HEAD_DIM ≤ 256.
+//
+// One pipeline per head-size class DIM_CLASS (override: 64, 128 or 256; D ≤ DIM_CLASS, zero-padded
+// in workgroup memory), so every per-thread tile below has a constant size and lives in registers.
+// Grid (ceil(T / BQ), Hq, B) of 64-thread workgroups; a workgroup owns BQ = 4096 / DIM_CLASS
+// queries (64, 32, 16) of one head, the last query tiles (the longest) first, and streams tiles of
+// BK keys (16, 16, 8) from key 0 to its last live query, so tiles wholly above the diagonal are
+// never touched and no T×T matrix exists anywhere. Per key tile:
+//   1. stage K (and V too where both fit: DIM_CLASS 64) as padded vec4 rows in workgroup memory;
+//   2. scores: thread (part, row group, key group) computes a 4-query × 4-key register tile of
+//      (q · scale · log2 e) · k over the head-size vec4s ≡ part (mod PARTS = 1, 2, 8); the partial
+//      tiles are added in part order by
+//   3. softmax: thread i < BQ owns query row i's running max m and sum l (base 2). One correction
+//      exp2(m_old − m_new) per row per tile, p = exp2(s − m_new) (0 above the diagonal and for
+//      padding queries) written back over the scores; V is staged here where it did not fit in 1;
+//   4. p·V: thread (row group, column group) holds an 8-query × 8-column accumulator (16 vec4),
+//      scales it by its rows' corrections and adds p · V over the tile's keys.
+// At the end out = acc / l and lse = (m + log2 l) · ln 2.
+// Workgroup memory (31.75 KiB): Q 64 × 17, 32 × 33 or 16 × 65 vec4 (17 KiB), K/V 544 vec4, scores 384
+// vec4, 64 row corrections. Rows are padded by one vec4 so that threads reading one column of
+// consecutive rows hit different banks; threads of a warp reading the same element get a broadcast.
 // Reference: referenceAttention in src/ops/attention.ts (float64).
 
 struct Params {
@@ -15,7 +33,7 @@ struct Params {
   heads: u32,        // Hq
   kvHeads: u32,      // Hkv
   headDim: u32,      // D
-  scale: f32,
+  qScale: f32,       // log2(e) / sqrt(D): scores come out in base 2
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -26,78 +44,274 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> lse: array<f32>;
 
-const QUERIES: u32 = 64u;
-const KEYS: u32 = 16u;
-const MAX_DIM: u32 = 256u;
+const THREADS: u32 = 64u;
+const LN2: f32 = 0.6931471805599453;
+const NEG: f32 = -3.0e38;       // "no score yet": finite, so exp2(NEG − NEG) = 1, never NaN
+const Q_VEC4S: u32 = 1088u;     // BQ × ROW, at most 64 × 17
+const KV_VEC4S: u32 = 544u;     // 2 × 16 × 17 (K and V), 16 × 33 or 8 × 65 (one at a time)
+const S_VEC4S: u32 = 384u;      // PARTS × BQ × S_ROW, at most 8 × 16 × 3
 
-var<workgroup> tileK: array<f32, 4096>;   // KEYS × MAX_DIM
-var<workgroup> tileV: array<f32, 4096>;
+override DIM_CLASS: u32 = 64u;
+override DIM4: u32 = DIM_CLASS / 4u;                      // vec4s of a head row
+override ROW: u32 = DIM4 + 1u;                            // padded row stride of Q, K, V (vec4)
+override BQ: u32 = 4096u / DIM_CLASS;                     // queries per workgroup
+override BK: u32 = select(16u, 8u, DIM_CLASS == 256u);    // keys per tile
+override KG: u32 = BK / 4u;                               // score key groups (keys kg + KG·j)
+override RG: u32 = BQ / 4u;                               // score row groups (rows rg + RG·i)
+override PARTS: u32 = THREADS / (KG * RG);                // threads sharing one 4 × 4 score tile
+override S_ROW: u32 = KG + 1u;                            // vec4 stride of a score row
+override CG: u32 = DIM4 / 2u;                             // p·V column groups (vec4 columns cg, cg + CG)
+override PV_RG: u32 = THREADS / CG;                       // p·V row groups (rows rg + PV_RG·i, i < 8)
+override KV_TOGETHER: bool = 2u * BK * ROW <= KV_VEC4S;   // K and V staged at once
+override V_AT: u32 = select(0u, BK * ROW, KV_TOGETHER);   // where V's rows start in tileKV
 
-@compute @workgroup_size(64)
-fn attention_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+var<workgroup> tileQ: array<vec4<f32>, Q_VEC4S>;    // q · qScale, row r at r · ROW
+var<workgroup> tileKV: array<vec4<f32>, KV_VEC4S>;  // key j's row at j · ROW, value j's at V_AT + j · ROW
+// Partial scores of (part, row r) at (part · BQ + r) · S_ROW + kg, vec4 component j = key kg + KG·j;
+// the softmax leaves p there (part 0).
+var<workgroup> tileS: array<vec4<f32>, S_VEC4S>;
+var<workgroup> rowScale: array<f32, 64>;             // per query row: correction, at the end 1 / l
+
+// Elements at .. at + 3 of a row with `valid` elements left (zeros past them). One function per
+// buffer: WGSL passes no storage pointers.
+fn q4(at: u32, valid: u32) -> vec4<f32> {
+  if (valid >= 4u) { return vec4<f32>(q[at], q[at + 1u], q[at + 2u], q[at + 3u]); }
+  var r = vec4<f32>(0.0);
+  for (var j = 0u; j < valid; j++) { r[j] = q[at + j]; }
+  return r;
+}
+
+fn k4(at: u32, valid: u32) -> vec4<f32> {
+  if (valid >= 4u) { return vec4<f32>(k[at], k[at + 1u], k[at + 2u], k[at + 3u]); }
+  var r = vec4<f32>(0.0);
+  for (var j = 0u; j < valid; j++) { r[j] = k[at + j]; }
+  return r;
+}
+
+fn v4(at: u32, valid: u32) -> vec4<f32> {
+  if (valid >= 4u) { return vec4<f32>(v[at], v[at + 1u], v[at + 2u], v[at + 3u]); }
+  var r = vec4<f32>(0.0);
+  for (var j = 0u; j < valid; j++) { r[j] = v[at + j]; }
+  return r;
+}
+
+fn store4(at: u32, valid: u32, x: vec4<f32>) {
+  for (var j = 0u; j < min(valid, 4u); j++) { out[at + j] = x[j]; }
+}
+
+// Elements left in a head row from element d on.
+fn validFrom(d: u32) -> u32 {
+  return select(0u, params.headDim - d, d < params.headDim);
+}
+
+// s + q·k over one vec4 of the head for four keys: component j of the result is key j's score.
+fn score4(s: vec4<f32>, qx: vec4<f32>, kx: vec4<f32>, ky: vec4<f32>, kz: vec4<f32>, kw: vec4<f32>) -> vec4<f32> {
+  return fma(vec4<f32>(qx.w), kw, fma(vec4<f32>(qx.z), kz, fma(vec4<f32>(qx.y), ky, fma(vec4<f32>(qx.x), kx, s))));
+}
+
+// acc + Σ_j p[j] · x_j: four keys' probabilities times their value vec4s.
+fn pv4(acc: vec4<f32>, p: vec4<f32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> vec4<f32> {
+  return fma(x3, vec4<f32>(p.w), fma(x2, vec4<f32>(p.z), fma(x1, vec4<f32>(p.y), fma(x0, vec4<f32>(p.x), acc))));
+}
+
+// Stages BK rows of k (or v) from key `first` on; rows at or past `len` are zeros (padding may hold anything).
+fn stageKeys(lid: u32, first: u32, len: u32, kvBase: u32, kvStep: u32) {
+  for (var i = lid; i < BK * DIM4; i += THREADS) {
+    let key = i / DIM4;
+    let d = 4u * (i % DIM4);
+    let valid = select(0u, validFrom(d), first + key < len);
+    let at = kvBase + (first + key) * kvStep + d;
+    tileKV[key * ROW + d / 4u] = k4(at, valid);
+    if (KV_TOGETHER) { tileKV[V_AT + key * ROW + d / 4u] = v4(at, valid); }
+  }
+}
+
+fn stageValues(lid: u32, first: u32, len: u32, kvBase: u32, kvStep: u32) {
+  for (var i = lid; i < BK * DIM4; i += THREADS) {
+    let key = i / DIM4;
+    let d = 4u * (i % DIM4);
+    let valid = select(0u, validFrom(d), first + key < len);
+    tileKV[V_AT + key * ROW + d / 4u] = v4(kvBase + (first + key) * kvStep + d, valid);
+  }
+}
+
+@compute @workgroup_size(THREADS)
+fn attention_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
   let T = params.seqLen;
   let D = params.headDim;
   let h = wid.y;
   let b = wid.z;
   let kvh = h / (params.heads / params.kvHeads);
   let len = min(lengths[b], T);
-  let t = wid.x * QUERIES + lid;
-  let live = t < len;
+  let t0 = (groups.x - 1u - wid.x) * BQ;      // the longest tiles first
+  let qStep = params.heads * D;               // elements between tokens in q and out
+  let kvStep = params.kvHeads * D;
+  let qBase = b * T * qStep + h * D;          // token 0 of head h
+  let kvBase = b * T * kvStep + kvh * D;
 
-  var qv: array<f32, MAX_DIM>;
-  var acc: array<f32, MAX_DIM>;
-  let qBase = ((b * T + t) * params.heads + h) * D;
-  for (var d = 0u; d < D; d++) {
-    qv[d] = select(0.0, q[qBase + d] * params.scale, live);
-    acc[d] = 0.0;
+  for (var i = lid; i < BQ * DIM4; i += THREADS) {
+    let row = i / DIM4;
+    let d = 4u * (i % DIM4);
+    let valid = select(0u, validFrom(d), t0 + row < len);
+    tileQ[row * ROW + d / 4u] = q4(qBase + (t0 + row) * qStep + d, valid) * params.qScale;
   }
-  var m = -3.0e38;
+
+  // Score tile: rows sRow + RG·i, keys sKey + KG·j, head vec4s part + PARTS·n.
+  let sKey = lid % KG;
+  let sRow = (lid / KG) % RG;
+  let part = lid / (KG * RG);
+  // p·V tile: rows pvRow + PV_RG·i, vec4 columns col and col + CG.
+  let col = lid % CG;
+  let pvRow = lid / CG;
+  // Softmax: this thread's query row (lid < BQ).
+  let t = t0 + lid;
+  let live = lid < BQ && t < len;
+  let visibleEnd = select(0u, t + 1u, live);  // keys < visibleEnd are attended to
+  var m = NEG;
   var l = 0.0;
 
-  // Keys needed by the last live query of this workgroup (uniform across the workgroup).
-  let lastQuery = min(wid.x * QUERIES + QUERIES, len);
-  for (var s0 = 0u; s0 < lastQuery; s0 += KEYS) {
-    // Stage KEYS keys and values of head kvh.
-    for (var i = lid; i < KEYS * D; i += QUERIES) {
-      let s = s0 + i / D;
-      let d = i % D;
-      var kx = 0.0;
-      var vx = 0.0;
-      if (s < len) {
-        let base = ((b * T + s) * params.kvHeads + kvh) * D + d;
-        kx = k[base];
-        vx = v[base];
+  var a00 = vec4<f32>(0.0); var a01 = vec4<f32>(0.0); var a10 = vec4<f32>(0.0); var a11 = vec4<f32>(0.0);
+  var a20 = vec4<f32>(0.0); var a21 = vec4<f32>(0.0); var a30 = vec4<f32>(0.0); var a31 = vec4<f32>(0.0);
+  var a40 = vec4<f32>(0.0); var a41 = vec4<f32>(0.0); var a50 = vec4<f32>(0.0); var a51 = vec4<f32>(0.0);
+  var a60 = vec4<f32>(0.0); var a61 = vec4<f32>(0.0); var a70 = vec4<f32>(0.0); var a71 = vec4<f32>(0.0);
+
+  let keyEnd = min(t0 + BQ, len);   // keys the tile's last live query attends to
+  for (var first = 0u; first < keyEnd; first += BK) {
+    stageKeys(lid, first, len, kvBase, kvStep);
+    workgroupBarrier();
+
+    {
+      let q0 = sRow * ROW;
+      let q1 = q0 + RG * ROW;
+      let q2 = q1 + RG * ROW;
+      let q3 = q2 + RG * ROW;
+      let k0 = sKey * ROW;
+      let k1 = k0 + KG * ROW;
+      let k2 = k1 + KG * ROW;
+      let k3 = k2 + KG * ROW;
+      var s0 = vec4<f32>(0.0);
+      var s1 = vec4<f32>(0.0);
+      var s2 = vec4<f32>(0.0);
+      var s3 = vec4<f32>(0.0);
+      for (var n = 0u; n < DIM4 / PARTS; n++) {
+        let d = part + PARTS * n;
+        let x0 = tileKV[k0 + d];
+        let x1 = tileKV[k1 + d];
+        let x2 = tileKV[k2 + d];
+        let x3 = tileKV[k3 + d];
+        let kx = vec4<f32>(x0.x, x1.x, x2.x, x3.x);
+        let ky = vec4<f32>(x0.y, x1.y, x2.y, x3.y);
+        let kz = vec4<f32>(x0.z, x1.z, x2.z, x3.z);
+        let kw = vec4<f32>(x0.w, x1.w, x2.w, x3.w);
+        s0 = score4(s0, tileQ[q0 + d], kx, ky, kz, kw);
+        s1 = score4(s1, tileQ[q1 + d], kx, ky, kz, kw);
+        s2 = score4(s2, tileQ[q2 + d], kx, ky, kz, kw);
+        s3 = score4(s3, tileQ[q3 + d], kx, ky, kz, kw);
       }
-      tileK[i] = kx;
-      tileV[i] = vx;
+      let at = (part * BQ + sRow) * S_ROW + sKey;
+      tileS[at] = s0;
+      tileS[at + RG * S_ROW] = s1;
+      tileS[at + 2u * RG * S_ROW] = s2;
+      tileS[at + 3u * RG * S_ROW] = s3;
     }
     workgroupBarrier();
-    if (live) {
-      let sEnd = min(s0 + KEYS, t + 1u);
-      for (var s = s0; s < sEnd; s++) {
-        let row = (s - s0) * D;
-        var score = 0.0;
-        for (var d = 0u; d < D; d++) {
-          score = fma(qv[d], tileK[row + d], score);
-        }
-        let mNew = max(m, score);
-        let correction = exp(m - mNew);
-        let p = exp(score - mNew);
-        l = l * correction + p;
-        for (var d = 0u; d < D; d++) {
-          acc[d] = fma(acc[d], correction, p * tileV[row + d]);
-        }
-        m = mNew;
+
+    if (!KV_TOGETHER) { stageValues(lid, first, len, kvBase, kvStep); }
+    if (lid < BQ) {
+      var tileMax = NEG;
+      for (var g = 0u; g < KG; g++) {
+        var s = tileS[lid * S_ROW + g];
+        for (var p = 1u; p < PARTS; p++) { s += tileS[(p * BQ + lid) * S_ROW + g]; }
+        let keys = vec4<u32>(first + g) + KG * vec4<u32>(0u, 1u, 2u, 3u);
+        s = select(vec4<f32>(NEG), s, keys < vec4<u32>(visibleEnd));
+        tileS[lid * S_ROW + g] = s;
+        tileMax = max(tileMax, max(max(s.x, s.y), max(s.z, s.w)));
+      }
+      let mNew = max(m, tileMax);
+      var sum = 0.0;
+      for (var g = 0u; g < KG; g++) {
+        let keys = vec4<u32>(first + g) + KG * vec4<u32>(0u, 1u, 2u, 3u);
+        let p = select(vec4<f32>(0.0), exp2(tileS[lid * S_ROW + g] - mNew), keys < vec4<u32>(visibleEnd));
+        tileS[lid * S_ROW + g] = p;
+        sum += (p.x + p.y) + (p.z + p.w);
+      }
+      let correction = exp2(m - mNew);
+      l = fma(l, correction, sum);
+      m = mNew;
+      rowScale[lid] = correction;
+    }
+    workgroupBarrier();
+
+    {
+      let c0 = rowScale[pvRow];
+      let c1 = rowScale[pvRow + PV_RG];
+      let c2 = rowScale[pvRow + 2u * PV_RG];
+      let c3 = rowScale[pvRow + 3u * PV_RG];
+      let c4 = rowScale[pvRow + 4u * PV_RG];
+      let c5 = rowScale[pvRow + 5u * PV_RG];
+      let c6 = rowScale[pvRow + 6u * PV_RG];
+      let c7 = rowScale[pvRow + 7u * PV_RG];
+      a00 *= c0; a01 *= c0; a10 *= c1; a11 *= c1; a20 *= c2; a21 *= c2; a30 *= c3; a31 *= c3;
+      a40 *= c4; a41 *= c4; a50 *= c5; a51 *= c5; a60 *= c6; a61 *= c6; a70 *= c7; a71 *= c7;
+      for (var g = 0u; g < KG; g++) {
+        let x = V_AT + g * ROW + col;   // value row g (component 0 of p), vec4 column col
+        let x00 = tileKV[x];
+        let x01 = tileKV[x + CG];
+        let x10 = tileKV[x + KG * ROW];
+        let x11 = tileKV[x + KG * ROW + CG];
+        let x20 = tileKV[x + 2u * KG * ROW];
+        let x21 = tileKV[x + 2u * KG * ROW + CG];
+        let x30 = tileKV[x + 3u * KG * ROW];
+        let x31 = tileKV[x + 3u * KG * ROW + CG];
+        let p = pvRow * S_ROW + g;
+        let p0 = tileS[p];
+        let p1 = tileS[p + PV_RG * S_ROW];
+        let p2 = tileS[p + 2u * PV_RG * S_ROW];
+        let p3 = tileS[p + 3u * PV_RG * S_ROW];
+        let p4 = tileS[p + 4u * PV_RG * S_ROW];
+        let p5 = tileS[p + 5u * PV_RG * S_ROW];
+        let p6 = tileS[p + 6u * PV_RG * S_ROW];
+        let p7 = tileS[p + 7u * PV_RG * S_ROW];
+        a00 = pv4(a00, p0, x00, x10, x20, x30); a01 = pv4(a01, p0, x01, x11, x21, x31);
+        a10 = pv4(a10, p1, x00, x10, x20, x30); a11 = pv4(a11, p1, x01, x11, x21, x31);
+        a20 = pv4(a20, p2, x00, x10, x20, x30); a21 = pv4(a21, p2, x01, x11, x21, x31);
+        a30 = pv4(a30, p3, x00, x10, x20, x30); a31 = pv4(a31, p3, x01, x11, x21, x31);
+        a40 = pv4(a40, p4, x00, x10, x20, x30); a41 = pv4(a41, p4, x01, x11, x21, x31);
+        a50 = pv4(a50, p5, x00, x10, x20, x30); a51 = pv4(a51, p5, x01, x11, x21, x31);
+        a60 = pv4(a60, p6, x00, x10, x20, x30); a61 = pv4(a61, p6, x01, x11, x21, x31);
+        a70 = pv4(a70, p7, x00, x10, x20, x30); a71 = pv4(a71, p7, x01, x11, x21, x31);
       }
     }
     workgroupBarrier();
   }
 
-  if (t < T) {
-    let inv = select(0.0, 1.0 / l, live);
-    for (var d = 0u; d < D; d++) {
-      out[qBase + d] = acc[d] * inv;
-    }
-    lse[(b * params.heads + h) * T + t] = select(0.0, m + log(l), live);
+  if (lid < BQ) {
+    if (t < T) { lse[(b * params.heads + h) * T + t] = select(0.0, (m + log2(l)) * LN2, live); }
+    rowScale[lid] = select(0.0, 1.0 / l, live);
   }
+  workgroupBarrier();
+
+  let d0 = 4u * col;
+  let d1 = 4u * (col + CG);
+  let v0 = validFrom(d0);
+  let v1 = validFrom(d1);
+  var r = pvRow;
+  var at = qBase + (t0 + r) * qStep;
+  let rowStep = PV_RG * qStep;
+  if (t0 + r < T) { store4(at + d0, v0, a00 * rowScale[r]); store4(at + d1, v1, a01 * rowScale[r]); }
+  r += PV_RG; at += rowStep;
+  if (t0 + r < T) { store4(at + d0, v0, a10 * rowScale[r]); store4(at + d1, v1, a11 * rowScale[r]); }
+  r += PV_RG; at += rowStep;
+  if (t0 + r < T) { store4(at + d0, v0, a20 * rowScale[r]); store4(at + d1, v1, a21 * rowScale[r]); }
+  r += PV_RG; at += rowStep;
+  if (t0 + r < T) { store4(at + d0, v0, a30 * rowScale[r]); store4(at + d1, v1, a31 * rowScale[r]); }
+  r += PV_RG; at += rowStep;
+  if (t0 + r < T) { store4(at + d0, v0, a40 * rowScale[r]); store4(at + d1, v1, a41 * rowScale[r]); }
+  r += PV_RG; at += rowStep;
+  if (t0 + r < T) { store4(at + d0, v0, a50 * rowScale[r]); store4(at + d1, v1, a51 * rowScale[r]); }
+  r += PV_RG; at += rowStep;
+  if (t0 + r < T) { store4(at + d0, v0, a60 * rowScale[r]); store4(at + d1, v1, a61 * rowScale[r]); }
+  r += PV_RG; at += rowStep;
+  if (t0 + r < T) { store4(at + d0, v0, a70 * rowScale[r]); store4(at + d1, v1, a71 * rowScale[r]); }
 }

@@ -4,36 +4,68 @@
 // optional bias b (N), y (M, N) f32. W and b are f32, f16 or bf16 (W_DTYPE, B_DTYPE override
 // constants); 16-bit values are packed two per u32 word as in a safetensors file (element 2j in
 // the low half), so when K is odd a row of W starts in the high half of a word: elements are
-// addressed individually (word e >> 1, half e & 1), never as pairs. Decoding is exact integer
-// arithmetic (bf16 = bits << 16; f16 rebuilt field by field, subnormals included).
-// Grid: (ceil(N / 64), ceil(M / 64)) workgroups of 16 × 16 threads. Each workgroup stages 64 × 16
-// tiles of x and of W (K-major, like matmul.wgsl's tiles of A and B) in workgroup memory, decoded
-// to f32 once per element; each thread accumulates a 4 × 4 block of y in f32 registers and adds
-// the bias when it writes. Shapes travel in the uniform, so one pipeline per dtype pair serves
-// every shape.
+// then addressed individually (word e >> 1, half e & 1). Decoding is exact integer arithmetic
+// (bf16 = bits << 16; f16 rebuilt field by field, subnormals included).
+//
+// linear_main: grid (ceil(N / 64), ceil(M / TILE_M), splits) of TILE_M threads (8 × TILE_M / 8).
+//   A workgroup computes one TILE_M × 64 tile of x · Wᵀ over the K range
+//   [z · kPerSplit, min(K, (z + 1) · kPerSplit)) of its grid z. TILE_M is 64, or 32 when M ≤ 32
+//   (decoding: the whole batch in one tile row, so W is read exactly once). Each step stages a
+//   DEPTH-deep slab of x and of W in workgroup memory as vec4s of 4 consecutive rows (rows padded
+//   by one vec4 against bank conflicts); each thread accumulates an 8 × 8 block of the tile in
+//   f32 registers, as rows {4ty..4ty+3, TILE_M/2+4ty..} × columns {4tx..4tx+3, 32+4tx..} (four
+//   16-byte workgroup reads per 64 fma, each conflict-free), and loads the next slab into
+//   registers while it multiplies the current one. Global reads fetch 4 consecutive elements of
+//   a row: one 16-byte load (x, f32 W) or 8-byte load (16-bit W) from the `…Quads` / `wPairs`
+//   view of the same buffer when K is a multiple of 4 (K_ALIGNED; else those views are
+//   placeholders), else one element at a time.
+//   With splits = 1 the tile plus the bias goes to `product` = y. With several splits (src/ops/
+//   linear.ts, linearPlan: when the tiles alone leave the GPU idle and K is long) `product` is a
+//   scratch buffer of splits · M · N values, range z writes its partial tile (no bias) at
+//   z · M · N, and
+// linear_reduce: ceil(M · N / 256) workgroups of 256 threads, one element each, sets
+//   y = (partial_0 + partial_1 + … in range order) + b.
+// Every sum has a fixed order (k ascending inside a range, ranges ascending, bias last), so the
+// result depends only on the shape, never on scheduling: no atomics. Shapes travel in the
+// uniform; overrides only pick code.
 // Reference: referenceLinear in src/ops/linear.ts (float64 over the decoded values).
 
 struct Params {
   m: u32,
   n: u32,
   k: u32,
-  _pad: u32,
+  kPerSplit: u32,   // a multiple of DEPTH; ≥ K when there is one range
+  splits: u32,
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<u32>;      // f32 bits, or packed 16-bit pairs
-@group(0) @binding(3) var<storage, read> bias: array<u32>;   // likewise; a placeholder when B_DTYPE = 3
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> xQuads: array<vec4<f32>>;   // x when K_ALIGNED
+@group(0) @binding(3) var<storage, read> w: array<u32>;              // f32 bits, or packed 16-bit pairs
+@group(0) @binding(4) var<storage, read> wQuads: array<vec4<u32>>;   // f32 W when K_ALIGNED
+@group(0) @binding(5) var<storage, read> wPairs: array<vec2<u32>>;   // 16-bit W when K_ALIGNED
+@group(0) @binding(6) var<storage, read> bias: array<u32>;           // like w; a placeholder when B_DTYPE = 3
+@group(0) @binding(7) var<storage, read_write> product: array<f32>;  // y, or the partials of several splits
+@group(0) @binding(8) var<storage, read> partials: array<f32>;
+@group(0) @binding(9) var<storage, read_write> y: array<f32>;
 
 override W_DTYPE: u32 = 0u;   // 0 = f32, 1 = f16, 2 = bf16
-override B_DTYPE: u32 = 3u;   // as W_DTYPE, or 3 = no bias
+override B_DTYPE: u32 = 3u;   // as W_DTYPE, or 3 = no bias (also for linear_main when it writes partials)
+override K_ALIGNED: bool = false;
+override TILE_M: u32 = 64u;   // 64 or 32
 
-const TILE: u32 = 64u;
+const TILE_N: u32 = 64u;
 const DEPTH: u32 = 16u;
+override X_STRIDE: u32 = TILE_M / 4u + 1u;   // vec4s per slab row of x: TILE_M / 4 quads of rows and a pad
+const W_STRIDE: u32 = TILE_N / 4u + 1u;
+override W_QUADS_PER_THREAD: u32 = TILE_N * DEPTH / 4u / TILE_M;   // 4, or 8 when TILE_M = 32
+const REDUCE_WG: u32 = 256u;
 
-var<workgroup> tileX: array<array<f32, TILE>, DEPTH>;   // [k][row of x]
-var<workgroup> tileW: array<array<f32, TILE>, DEPTH>;   // [k][row of W = column of y]
+var<workgroup> tileX: array<vec4<f32>, DEPTH * X_STRIDE>;   // [k][quad of x rows]
+var<workgroup> tileW: array<vec4<f32>, DEPTH * W_STRIDE>;   // [k][quad of W rows = columns of y]
 
 //!include packed16.wgsl
 
@@ -48,52 +80,145 @@ fn bias_at(e: u32) -> f32 {
   return bitcast<f32>(packed_bits(bias[packed_word(e, B_DTYPE)], e, B_DTYPE));
 }
 
-@compute @workgroup_size(16, 16)
+// x[row, col..col+3], zeros past M or past kEnd.
+fn x_quad(row: u32, col: u32, kEnd: u32) -> vec4<f32> {
+  var v = vec4(0.0);
+  if (row < params.m && col < kEnd) {
+    let e = row * params.k + col;
+    if (K_ALIGNED) {
+      v = xQuads[e / 4u];
+    } else {
+      for (var c = 0u; c < 4u && col + c < kEnd; c++) {
+        v[c] = x[e + c];
+      }
+    }
+  }
+  return v;
+}
+
+// W[row, col..col+3] decoded, zeros past N or past kEnd.
+fn w_quad(row: u32, col: u32, kEnd: u32) -> vec4<f32> {
+  var v = vec4(0.0);
+  if (row < params.n && col < kEnd) {
+    let e = row * params.k + col;
+    if (K_ALIGNED && W_DTYPE == 0u) {
+      v = bitcast<vec4<f32>>(wQuads[e / 4u]);
+    } else if (K_ALIGNED) {
+      // e is a multiple of 4: elements e, e+1 are the halves of one word, e+2, e+3 of the next.
+      let p = wPairs[e / 4u];
+      v = bitcast<vec4<f32>>(vec4(packed_bits(p.x, 0u, W_DTYPE), packed_bits(p.x, 1u, W_DTYPE),
+                                  packed_bits(p.y, 0u, W_DTYPE), packed_bits(p.y, 1u, W_DTYPE)));
+    } else {
+      for (var c = 0u; c < 4u && col + c < kEnd; c++) {
+        v[c] = weight_at(e + c);
+      }
+    }
+  }
+  return v;
+}
+
+@compute @workgroup_size(8, TILE_M / 8)
 fn linear_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let row0 = wid.y * TILE;
-  let col0 = wid.x * TILE;
-  let thread = lid.y * 16u + lid.x;
-  var acc: array<vec4<f32>, 4>;
-
-  for (var k0 = 0u; k0 < params.k; k0 += DEPTH) {
-    // 4 elements of each tile per thread; consecutive threads read consecutive k of one row.
-    for (var j = 0u; j < 4u; j++) {
-      let i = thread + 256u * j;
-      let r = i / DEPTH;
-      let kk = i % DEPTH;
-      let kg = k0 + kk;
-      var vx = 0.0;
-      if (row0 + r < params.m && kg < params.k) {
-        vx = x[(row0 + r) * params.k + kg];
-      }
-      tileX[kk][r] = vx;
-      var vw = 0.0;
-      if (col0 + r < params.n && kg < params.k) {
-        vw = weight_at((col0 + r) * params.k + kg);
-      }
-      tileW[kk][r] = vw;
-    }
-    workgroupBarrier();
-    for (var kk = 0u; kk < DEPTH; kk++) {
-      let wv = vec4(tileW[kk][lid.x * 4u], tileW[kk][lid.x * 4u + 1u], tileW[kk][lid.x * 4u + 2u], tileW[kk][lid.x * 4u + 3u]);
-      for (var i = 0u; i < 4u; i++) {
-        acc[i] = fma(vec4(tileX[kk][lid.y * 4u + i]), wv, acc[i]);
-      }
-    }
-    workgroupBarrier();
-  }
-
+  let row0 = wid.y * TILE_M;
+  let col0 = wid.x * TILE_N;
+  let kBegin = wid.z * params.kPerSplit;
+  let kEnd = min(params.k, kBegin + params.kPerSplit);
+  let thread = lid.y * 8u + lid.x;
+  // Slabs: 4 threads per row, each loading one quad of DEPTH consecutive k; x has TILE_M rows
+  // (4 quads per thread), W 64 (W_QUADS_PER_THREAD).
+  var xNext: array<vec4<f32>, 4>;
+  var wNext: array<vec4<f32>, 8>;
   for (var j = 0u; j < 4u; j++) {
-    let col = col0 + lid.x * 4u + j;
-    if (col >= params.n) {
-      break;
+    let q = thread + TILE_M * j;
+    xNext[j] = x_quad(row0 + q / 4u, kBegin + 4u * (q % 4u), kEnd);
+  }
+  for (var j = 0u; j < W_QUADS_PER_THREAD; j++) {
+    let q = thread + TILE_M * j;
+    wNext[j] = w_quad(col0 + q / 4u, kBegin + 4u * (q % 4u), kEnd);
+  }
+  // acc[2i + h]: row i of the thread (i < 4: 4ty + i; else TILE_M/2 + 4ty + i − 4), columns 32h + 4tx + 0..3.
+  var acc: array<vec4<f32>, 16>;
+
+  for (var k0 = kBegin; k0 < kEnd; k0 += DEPTH) {
+    // Transposed stores: slab row d holds k0 + d of 4 consecutive rows per vec4.
+    for (var j = 0u; j < 4u; j++) {
+      let q = thread + TILE_M * j;
+      let r = q / 4u;
+      for (var c = 0u; c < 4u; c++) {
+        tileX[(4u * (q % 4u) + c) * X_STRIDE + r / 4u][r % 4u] = xNext[j][c];
+      }
     }
-    let b = bias_at(col);
-    for (var i = 0u; i < 4u; i++) {
-      let r = row0 + lid.y * 4u + i;
-      if (r < params.m) {
-        y[r * params.n + col] = acc[i][j] + b;
+    for (var j = 0u; j < W_QUADS_PER_THREAD; j++) {
+      let q = thread + TILE_M * j;
+      let r = q / 4u;
+      for (var c = 0u; c < 4u; c++) {
+        tileW[(4u * (q % 4u) + c) * W_STRIDE + r / 4u][r % 4u] = wNext[j][c];
+      }
+    }
+    workgroupBarrier();
+    // The next slab's loads are issued before the math, so they arrive while it runs.
+    let kNext = k0 + DEPTH;
+    if (kNext < kEnd) {
+      for (var j = 0u; j < 4u; j++) {
+        let q = thread + TILE_M * j;
+        xNext[j] = x_quad(row0 + q / 4u, kNext + 4u * (q % 4u), kEnd);
+      }
+      for (var j = 0u; j < W_QUADS_PER_THREAD; j++) {
+        let q = thread + TILE_M * j;
+        wNext[j] = w_quad(col0 + q / 4u, kNext + 4u * (q % 4u), kEnd);
+      }
+    }
+    for (var d = 0u; d < DEPTH; d++) {
+      let a0 = tileX[d * X_STRIDE + lid.y];
+      let a1 = tileX[d * X_STRIDE + lid.y + TILE_M / 8u];
+      let b0 = tileW[d * W_STRIDE + lid.x];
+      let b1 = tileW[d * W_STRIDE + lid.x + 8u];
+      for (var i = 0u; i < 4u; i++) {
+        acc[2u * i] = fma(vec4(a0[i]), b0, acc[2u * i]);
+        acc[2u * i + 1u] = fma(vec4(a0[i]), b1, acc[2u * i + 1u]);
+        acc[8u + 2u * i] = fma(vec4(a1[i]), b0, acc[8u + 2u * i]);
+        acc[9u + 2u * i] = fma(vec4(a1[i]), b1, acc[9u + 2u * i]);
+      }
+    }
+    workgroupBarrier();
+  }
+
+  let base = wid.z * params.m * params.n;
+  var b: array<vec4<f32>, 2>;
+  for (var h = 0u; h < 2u; h++) {
+    for (var c = 0u; c < 4u; c++) {
+      let col = col0 + 32u * h + 4u * lid.x + c;
+      if (col < params.n) {
+        b[h][c] = bias_at(col);
       }
     }
   }
+  for (var i = 0u; i < 8u; i++) {
+    let r = row0 + select(TILE_M / 2u + 4u * lid.y + i - 4u, 4u * lid.y + i, i < 4u);
+    if (r >= params.m) {
+      continue;
+    }
+    for (var h = 0u; h < 2u; h++) {
+      for (var c = 0u; c < 4u; c++) {
+        let col = col0 + 32u * h + 4u * lid.x + c;
+        if (col < params.n) {
+          product[base + r * params.n + col] = acc[2u * i + h][c] + b[h][c];
+        }
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(REDUCE_WG)
+fn linear_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let e = wid.x * REDUCE_WG + lid;
+  let count = params.m * params.n;
+  if (e >= count) {
+    return;
+  }
+  var s = partials[e];
+  for (var split = 1u; split < params.splits; split++) {
+    s += partials[split * count + e];
+  }
+  y[e] = s + bias_at(e % params.n);
 }

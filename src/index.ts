@@ -24,13 +24,12 @@ export { attention, prepareAttention, referenceAttention, type AttentionShape } 
 export { linear, prepareLinear, referenceLinear, type LinearShape } from './ops/linear.js';
 export { rmsNorm, prepareRmsNorm, referenceRmsNorm, type RmsNormShape } from './ops/rmsnorm.js';
 export { embedding, prepareEmbedding, referenceEmbedding, type EmbeddingShape } from './ops/embedding.js';
-export { rope, prepareRope, referenceRope, type RopeShape } from './ops/rope.js';
+export { rope, prepareRope, referenceRope, ropeBackward, prepareRopeBackward, referenceRopeBackward, type RopeShape } from './ops/rope.js';
 export { swiglu, prepareSwiglu, referenceSwiglu, type SwigluShape } from './ops/swiglu.js';
 export { add, prepareAdd, referenceAdd, type AddShape } from './ops/add.js';
 export { linearBackward, prepareLinearBackward, referenceLinearBackward, type LinearBackwardShape } from './ops/linear-backward.js';
 export { attentionBackward, prepareAttentionBackward, referenceAttentionBackward } from './ops/attention-backward.js';
 export { rmsNormBackward, prepareRmsNormBackward, referenceRmsNormBackward } from './ops/rmsnorm-backward.js';
-export { ropeBackward, prepareRopeBackward, referenceRopeBackward } from './ops/rope-backward.js';
 export { swigluBackward, prepareSwigluBackward, referenceSwigluBackward } from './ops/swiglu-backward.js';
 export { embeddingBackward, prepareEmbeddingBackward, referenceEmbeddingBackward } from './ops/embedding-backward.js';
 export { sample, prepareSample, checkSamplingOptions, referenceSamplingDistribution, type SamplingOptions, type PreparedSample } from './sampling/sample.js';

@@ -1,52 +1,66 @@
 /**
- * JSON Lines datasets: one JSON object per line, with required string fields. Every problem is a
- * FileFormatError naming the file and the 1-based line number.
+ * JSON Lines files: one JSON object per non-blank line (CRLF accepted). Every problem is a
+ * FileFormatError naming the file and the 1-based line, so a user can fix the data directly.
  */
 import { readFile } from 'node:fs/promises';
-import { FileFormatError } from '../errors.js';
+import { FileFormatError, InvalidArgumentError, describe } from '../errors.js';
 import { fileAccessError } from './tensor.js';
 
-export interface JsonlRecord<F extends string> {
+export interface JsonlLine {
   /** 1-based line number in the file. */
   line: number;
-  fields: Record<F, string>;
-  /** The whole parsed object (extra fields included). */
-  raw: Record<string, unknown>;
+  value: Record<string, unknown>;
 }
 
-/**
- * Reads `path`, requiring each non-blank line to be an object whose `fields` are strings;
- * `nonEmpty` fields must also hold more than whitespace.
- */
-export async function readJsonl<F extends string>(path: string, fields: readonly F[], nonEmpty: readonly F[] = fields): Promise<JsonlRecord<F>[]> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    throw fileAccessError(path, 'a readable JSON Lines file', error);
-  }
-  const records: JsonlRecord<F>[] = [];
-  text.split('\n').forEach((lineText, index) => {
+/** The objects of JSONL `text` read from `source` (named in errors); at least one. */
+export function parseJsonlLines(text: string, source: string): JsonlLine[] {
+  const out: JsonlLine[] = [];
+  text.split(/\r?\n/).forEach((lineText, index) => {
     const line = index + 1;
     if (lineText.trim() === '') return;
     let value: unknown;
     try {
       value = JSON.parse(lineText);
     } catch (error) {
-      throw new FileFormatError(path, `line ${line}: a JSON object`, `text that is not JSON (${(error as Error).message})`);
+      throw new FileFormatError(source, `line ${line}: a JSON object`, `text that is not JSON (${(error as Error).message})`);
     }
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new FileFormatError(path, `line ${line}: a JSON object with ${fields.map((f) => `"${f}"`).join(', ')}`, Array.isArray(value) ? 'an array' : JSON.stringify(value));
-    const raw = value as Record<string, unknown>;
-    const out = {} as Record<F, string>;
-    for (const field of fields) {
-      const v = raw[field];
-      if (v === undefined) throw new FileFormatError(path, `line ${line}: a "${field}" field`, `an object with ${Object.keys(raw).map((k) => `"${k}"`).join(', ') || 'no fields'}`);
-      if (typeof v !== 'string') throw new FileFormatError(path, `line ${line}: "${field}" as a string`, JSON.stringify(v));
-      if (nonEmpty.includes(field) && v.trim() === '') throw new FileFormatError(path, `line ${line}: a non-empty "${field}"`, JSON.stringify(v));
-      out[field] = v;
-    }
-    records.push({ line, fields: out, raw });
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new FileFormatError(source, `line ${line}: a JSON object`, describe(value));
+    out.push({ line, value: value as Record<string, unknown> });
   });
-  if (records.length === 0) throw new FileFormatError(path, 'at least one JSON line', 'an empty file');
-  return records;
+  if (out.length === 0) throw new FileFormatError(source, 'at least one JSON line', 'none');
+  return out;
+}
+
+export async function readJsonlLines(path: string): Promise<JsonlLine[]> {
+  if (typeof path !== 'string' || path === '') throw new InvalidArgumentError('path', 'a file path', describe(path));
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw fileAccessError(path, 'a readable JSON Lines file', error);
+  }
+  return parseJsonlLines(text, path);
+}
+
+export interface FieldOptions {
+  /** Whitespace alone is refused. */
+  nonEmpty?: boolean;
+  /** A missing or null field gives undefined instead of an error. */
+  optional?: boolean;
+  /** A finite number is accepted and turned into its string. */
+  numbers?: boolean;
+}
+
+/** Field `field` of a line as a string, checked as `options` say; errors name the file and the line. */
+export function stringField(source: string, { line, value }: JsonlLine, field: string, options: FieldOptions = {}): string | undefined {
+  const v = value[field];
+  if (v === undefined || v === null) {
+    if (options.optional) return undefined;
+    const have = Object.keys(value).map((k) => `"${k}"`).join(', ');
+    throw new FileFormatError(source, `line ${line}: a "${field}" field`, have ? `an object with ${have}` : 'an empty object');
+  }
+  if (typeof v === 'number' && options.numbers && Number.isFinite(v)) return String(v);
+  if (typeof v !== 'string') throw new FileFormatError(source, `line ${line}: "${field}" as a string${options.numbers ? ' or a finite number' : ''}`, describe(v));
+  if (options.nonEmpty && v.trim() === '') throw new FileFormatError(source, `line ${line}: a non-empty "${field}"`, JSON.stringify(v));
+  return v;
 }

@@ -1,7 +1,7 @@
 /**
  * Causal grouped-query attention over a batch of (possibly padded) sequences, on WebGPU
- * (kernels/attention.wgsl, flash-style: key/value tiles and an online softmax, no T×T matrix),
- * with a float64 reference. Also returns the per-query logsumexp, which a backward pass uses to
+ * (kernels/attention.wgsl, FlashAttention-2 style: register tiles over key/value tiles in workgroup
+ * memory, one online-softmax correction per tile, no T×T matrix), with a float64 reference. Also returns the per-query logsumexp, which a backward pass uses to
  * recompute probabilities.
  */
 import { InvalidArgumentError, describe } from '../errors.js';
@@ -17,6 +17,11 @@ export interface AttentionShape {
 }
 
 export const MAX_HEAD_DIM = 256;
+
+/** The kernel variant for a head size: D ≤ 64, ≤ 128 or ≤ 256 (padded with zeros up to it). */
+function attentionDimClass(headDim: number): 64 | 128 | 256 {
+  return headDim <= 64 ? 64 : headDim <= 128 ? 128 : 256;
+}
 
 function checkShape(s: AttentionShape): void {
   for (const key of ['batch', 'seqLen', 'heads', 'kvHeads', 'headDim'] as const) {
@@ -80,13 +85,15 @@ export async function prepareAttention(ctx: GpuContext, s: AttentionShape, buffe
   for (const [name, bytes] of needs) {
     if (buffers[name].size < bytes) throw new InvalidArgumentError(name, `a GPUBuffer of at least ${bytes} bytes`, `${buffers[name].size} bytes`);
   }
-  const pipeline = await ctx.pipeline('attention', 'attention_main');
+  const dimClass = attentionDimClass(s.headDim);
+  const pipeline = await ctx.pipeline('attention', 'attention_main', { DIM_CLASS: dimClass });
   return ctx.scoped('attention:prepare', () => {
     const params = new ArrayBuffer(32);
     new Uint32Array(params).set([s.seqLen, s.heads, s.kvHeads, s.headDim]);
-    new Float32Array(params)[4] = 1 / Math.sqrt(s.headDim);
+    new Float32Array(params)[4] = Math.LOG2E / Math.sqrt(s.headDim);   // scores in base 2, rounded once
     const uniform = ctx.uniform('attention:params', params);
-    const groups = [Math.ceil(s.seqLen / 64), s.heads, s.batch] as const;
+    const queriesPerGroup = 4096 / dimClass;
+    const groups = [Math.ceil(s.seqLen / queriesPerGroup), s.heads, s.batch] as const;
     return boundDispatch(ctx, pipeline, `attention B${s.batch} T${s.seqLen} H${s.heads}/${s.kvHeads} D${s.headDim}`, uniform, [{ buffer: buffers.q }, { buffer: buffers.k }, { buffer: buffers.v }, { buffer: buffers.lengths }, { buffer: buffers.out }, { buffer: buffers.lse }], groups);
   });
 }

@@ -7,7 +7,7 @@
 import { BYTES_PER_ELEMENT, checkHostArray, parseDType, type DType, type HostArray } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
-import { bindingOf, boundDispatch, runOnHost } from './bindings.js';
+import { bindingOf, runOnHost } from './bindings.js';
 
 export interface LinearShape {
   /** Rows of x and y (tokens). */
@@ -24,7 +24,47 @@ export interface LinearShape {
 
 const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2 };
 const NO_BIAS = 3;
-const TILE = 64;
+/** Columns of y per workgroup (kernels/linear.wgsl TILE_N). */
+const TILE_N = 64;
+/** k elements staged per step; split ranges are multiples of it. */
+const DEPTH = 16;
+const REDUCE_WORKGROUP = 256;
+/** Up to this many rows of x run as one 32-row tile row (decoding: W is then read exactly once). */
+const SMALL_M = 32;
+/** Split k until about this many workgroups run (≈ 15 per SM on a 132-SM GPU: enough waves that the last, partial one costs little)… */
+const TARGET_WORKGROUPS = 2048;
+/** …but give each range at least this many k, so storing and re-reading a partial stays cheap next to computing it… */
+const MIN_SPLIT_K = 128;
+/** …and keep all partials within this many bytes. */
+const MAX_PARTIAL_BYTES = 64 * 2 ** 20;
+
+export interface LinearPlan {
+  /** Rows of x per workgroup: 32 when m ≤ 32, else 64. */
+  tileM: 32 | 64;
+  /** Ranges k is cut into (grid z); 1: y is written directly, else partials then a reduction. */
+  splits: number;
+  /** k per range, a multiple of 16 (the last range may be shorter). */
+  kPerSplit: number;
+}
+
+/**
+ * How kernels/linear.wgsl runs a shape: a TILE_M × 64 tile of y per workgroup, and k cut into
+ * `splits` consecutive ranges when the ceil(n / 64) · ceil(m / tileM) tiles alone are fewer than
+ * TARGET_WORKGROUPS: splits = min(ceil(TARGET_WORKGROUPS / tiles), floor(k / MIN_SPLIT_K), partials
+ * that fit MAX_PARTIAL_BYTES), at least 1, each range a multiple of 16 long. Each range writes a
+ * partial tile, and a second dispatch adds them in range order, then the bias. A function of the
+ * shape (and of maxBindingBytes when that is under 64 MiB) only, so results repeat bit for bit.
+ * E.g. (m, k, n) = (2048, 896, 4864): 2432 tiles, one range; (2048, 4864, 896): 448 tiles,
+ * 5 ranges of 976 (the last 960); (32, 4864, 896): 14 tiles of 32 rows, 38 ranges of 128.
+ */
+export function linearPlan({ m, k, n }: Pick<LinearShape, 'm' | 'k' | 'n'>, maxBindingBytes: number): LinearPlan {
+  const tileM = m <= SMALL_M ? 32 : 64;
+  const tiles = Math.ceil(n / TILE_N) * Math.ceil(m / tileM);
+  const byBytes = Math.floor(Math.min(MAX_PARTIAL_BYTES, maxBindingBytes) / (m * n * 4));
+  const wanted = Math.max(1, Math.min(Math.ceil(TARGET_WORKGROUPS / tiles), Math.floor(k / MIN_SPLIT_K), byBytes));
+  const kPerSplit = Math.ceil(Math.ceil(k / wanted) / DEPTH) * DEPTH;
+  return { tileM, splits: Math.ceil(k / kPerSplit), kPerSplit };
+}
 
 function checkShape(shape: LinearShape): { m: number; k: number; n: number; weightDType: DType; biasDType: DType } {
   if (shape === null || typeof shape !== 'object') throw new InvalidArgumentError('shape', 'an object { m, k, n }', describe(shape));
@@ -61,25 +101,71 @@ export interface PreparedLinear {
 /**
  * Records y = x · Wᵀ + b over GPU buffers into a caller's pass: x (m·k f32), weight (n·k of
  * weightDType, 16-bit packed), bias (n of biasDType, or null), y (m·n f32, distinct from the
- * inputs). Buffers may be larger than needed; the leading bytes are used.
+ * inputs). Buffers may be larger than needed; the leading bytes are used. One dispatch, or two
+ * when k is split (see linearPlan); destroy() frees the split's scratch partials.
  */
 export async function prepareLinear(ctx: GpuContext, shape: LinearShape, x: GPUBuffer, weight: GPUBuffer, bias: GPUBuffer | null, y: GPUBuffer): Promise<PreparedLinear> {
   const { m, k, n, weightDType, biasDType } = checkShape(shape);
-  const [groupsX, groupsY] = [Math.ceil(n / TILE), Math.ceil(m / TILE)];
+  const { tileM, splits, kPerSplit } = linearPlan({ m, k, n }, ctx.maxBindingBytes);
+  const [groupsX, groupsY] = [Math.ceil(n / TILE_N), Math.ceil(m / tileM)];
   const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
-  if (groupsX > maxGroups || groupsY > maxGroups) {
-    throw new InvalidArgumentError('shape', `m and n of at most ${TILE * maxGroups}`, `m=${m}, n=${n}`);
-  }
+  if (groupsX > maxGroups) throw new InvalidArgumentError('n', `at most ${TILE_N * maxGroups}`, String(n));
+  if (groupsY > maxGroups) throw new InvalidArgumentError('m', `at most ${tileM * maxGroups}`, String(m));
   const xBinding = bindingOf(ctx, 'x', x, m * k * 4);
   const wBinding = bindingOf(ctx, 'weight', weight, n * k * BYTES_PER_ELEMENT[weightDType]);
   const bBinding = bias === null ? null : bindingOf(ctx, 'bias', bias, n * BYTES_PER_ELEMENT[biasDType]);
   const yBinding = bindingOf(ctx, 'y', y, m * n * 4);
-  const pipeline = await ctx.pipeline('linear', 'linear_main', { W_DTYPE: DTYPE_CODE[weightDType], B_DTYPE: bias === null ? NO_BIAS : DTYPE_CODE[biasDType] });
+  const kAligned = k % 4 === 0;
+  const biasCode = bias === null ? NO_BIAS : DTYPE_CODE[biasDType];
+  const [mainPipeline, reducePipeline] = await Promise.all([
+    ctx.pipeline('linear', 'linear_main', {
+      W_DTYPE: DTYPE_CODE[weightDType], B_DTYPE: splits > 1 ? NO_BIAS : biasCode, K_ALIGNED: kAligned ? 1 : 0, TILE_M: tileM,
+    }),
+    splits > 1 ? ctx.pipeline('linear', 'linear_reduce', { B_DTYPE: biasCode }) : null,
+  ]);
+
   return ctx.scoped('linear:prepare', () => {
-    const uniform = ctx.uniform('linear:params', new Uint32Array([m, n, k, 0]).buffer);
-    const placeholder = bBinding === null ? ctx.createBuffer('linear:absent_bias', 16, GPUBufferUsage.STORAGE) : null;
-    return boundDispatch(ctx, pipeline, `linear ${m}x${k}x${n} ${weightDType}${bias === null ? '' : ` +bias ${biasDType}`}`, uniform,
-      [xBinding, wBinding, bBinding ?? { buffer: placeholder! }, yBinding], [groupsX, groupsY], placeholder ? [placeholder] : []);
+    const label = `linear ${m}x${k}x${n} ${weightDType}${bias === null ? '' : ` +bias ${biasDType}`}`;
+    const owned: GPUBuffer[] = [];
+    const own = (buffer: GPUBuffer): GPUBuffer => (owned.push(buffer), buffer);
+    let placeholder: GPUBuffer | null = null;
+    // Bindings an entry declares but this variant never reads.
+    const unread = (): GPUBufferBinding => ({ buffer: (placeholder ??= own(ctx.createBuffer('linear:unread', 16, GPUBufferUsage.STORAGE))) });
+    const uniform = own(ctx.uniform('linear:params', new Uint32Array([m, n, k, kPerSplit, splits, 0, 0, 0]).buffer));
+    const steps: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; groups: [number, number, number] }[] = [];
+    const step = (pipeline: GPUComputePipeline, name: string, entries: [number, GPUBufferBinding][], groups: [number, number, number]): void => {
+      const bindGroup = ctx.device.createBindGroup({
+        label: `${label} ${name}`,
+        layout: pipeline.getBindGroupLayout(0),
+        entries: [[0, { buffer: uniform }] as [number, GPUBufferBinding], ...entries].map(([binding, resource]) => ({ binding, resource })),
+      });
+      steps.push({ pipeline, bindGroup, groups });
+    };
+
+    const partials = splits > 1 ? own(ctx.createBuffer('linear:partials', splits * m * n * 4, GPUBufferUsage.STORAGE)) : null;
+    step(mainPipeline, splits > 1 ? `split ${splits}` : 'main', [
+      [1, xBinding], [2, kAligned ? xBinding : unread()], [3, wBinding],
+      [4, kAligned && weightDType === 'f32' ? wBinding : unread()], [5, kAligned && weightDType !== 'f32' ? wBinding : unread()],
+      [6, splits === 1 && bBinding !== null ? bBinding : unread()], [7, partials ? { buffer: partials } : yBinding],
+    ], [groupsX, groupsY, splits]);
+    if (reducePipeline !== null) {
+      // At most 2048 tiles of ≤ 64 × 64 are split, so m·n / 256 ≤ 32768 workgroups: one grid dimension.
+      step(reducePipeline, 'reduce', [[8, { buffer: partials! }], [6, bBinding ?? unread()], [9, yBinding]],
+        [Math.ceil((m * n) / REDUCE_WORKGROUP), 1, 1]);
+    }
+
+    return {
+      encode(pass: GPUComputePassEncoder) {
+        for (const s of steps) {
+          pass.setPipeline(s.pipeline);
+          pass.setBindGroup(0, s.bindGroup);
+          pass.dispatchWorkgroups(...s.groups);
+        }
+      },
+      destroy() {
+        for (const buffer of owned) buffer.destroy();
+      },
+    };
   });
 }
 

@@ -7,6 +7,10 @@
  * is rounded to f32 here. The kernel forms the angle as one f32 product (what Hugging Face's
  * f32 `inv_freq @ position_ids` does) and evaluates cos/sin itself in f32 (range reduction by
  * π/2, then polynomials), so the only error against the reference is f32 arithmetic.
+ *
+ * The backward rotates the gradient back by −angle (the transpose of the rotation):
+ *   dx1 = dy1·cos + dy2·sin,  dx2 = dy2·cos − dy1·sin:
+ * the same kernel with INVERSE set, so it uses exactly the forward's f32 angles and cos/sin.
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
@@ -42,13 +46,14 @@ function checkShape(shape: RopeShape): RopeShape {
  * angle fl32(position · invFreq) is formed as the kernel (and Hugging Face, in f32) forms it;
  * cos, sin and the rotation are float64.
  */
-export function referenceRope(x: ArrayLike<number>, positions: ArrayLike<number>, invFreq: ArrayLike<number>, { tokens, heads, headDim }: RopeShape): Float64Array {
+export function referenceRope(x: ArrayLike<number>, positions: ArrayLike<number>, invFreq: ArrayLike<number>, { tokens, heads, headDim }: RopeShape, inverse = false): Float64Array {
   const half = headDim / 2;
   const out = Float64Array.from(x);
+  const sign = inverse ? -1 : 1;
   for (let t = 0; t < tokens; t++) {
     for (let i = 0; i < half; i++) {
       const angle = Math.fround(positions[t]! * Math.fround(invFreq[i]!));
-      const [c, s] = [Math.cos(angle), Math.sin(angle)];
+      const [c, s] = [Math.cos(angle), sign * Math.sin(angle)];
       for (let h = 0; h < heads; h++) {
         const e = (t * heads + h) * headDim + i;
         const x1 = x[e]!;
@@ -70,7 +75,7 @@ export interface PreparedRope {
  * Records the in-place rotation of x (tokens·heads·headDim f32) into a caller's pass, with
  * positions (tokens u32, each < 2^24 for exact f32 angles) and invFreq (headDim / 2 f32).
  */
-export async function prepareRope(ctx: GpuContext, shape: RopeShape, x: GPUBuffer, positions: GPUBuffer, invFreq: GPUBuffer): Promise<PreparedRope> {
+export async function prepareRope(ctx: GpuContext, shape: RopeShape, x: GPUBuffer, positions: GPUBuffer, invFreq: GPUBuffer, inverse = false): Promise<PreparedRope> {
   const { tokens, heads, headDim } = checkShape(shape);
   const half = headDim / 2;
   const entries = [
@@ -79,10 +84,11 @@ export async function prepareRope(ctx: GpuContext, shape: RopeShape, x: GPUBuffe
     bindingOf(ctx, 'invFreq', invFreq, half * 4),
   ];
   const [groupsX, groupsY] = grid(Math.ceil((tokens * heads * half) / WORKGROUP_SIZE), ctx.limits.maxComputeWorkgroupsPerDimension);
-  const pipeline = await ctx.pipeline('rope', 'rope_main');
-  return ctx.scoped('rope:prepare', () => {
-    const uniform = ctx.uniform('rope:params', new Uint32Array([tokens, heads, half, groupsX]).buffer);
-    return boundDispatch(ctx, pipeline, `rope ${tokens}x${heads}x${headDim}`, uniform, entries, [groupsX, groupsY]);
+  const op = inverse ? 'rope_backward' : 'rope';
+  const pipeline = await ctx.pipeline('rope', 'rope_main', inverse ? { INVERSE: 1 } : {});
+  return ctx.scoped(`${op}:prepare`, () => {
+    const uniform = ctx.uniform(`${op}:params`, new Uint32Array([tokens, heads, half, groupsX]).buffer);
+    return boundDispatch(ctx, pipeline, `${op} ${tokens}x${heads}x${headDim}`, uniform, entries, [groupsX, groupsY]);
   });
 }
 
@@ -91,10 +97,10 @@ export async function prepareRope(ctx: GpuContext, shape: RopeShape, x: GPUBuffe
  * positions are integers in [0, 2^24); invFreq (headDim / 2) may be float64 (rounded to f32).
  */
 export async function rope(ctx: GpuContext, x: Float32Array, positions: Uint32Array | Int32Array | readonly number[], invFreq: Float32Array | Float64Array | readonly number[],
-  shape: RopeShape): Promise<Float32Array> {
+  shape: RopeShape, inverse = false): Promise<Float32Array> {
   const { tokens, heads, headDim } = checkShape(shape);
   const n = tokens * heads * headDim;
-  if (!(x instanceof Float32Array) || x.length !== n) throw new InvalidArgumentError('x', `Float32Array of ${n} elements (tokens·heads·headDim)`, describe(x));
+  if (!(x instanceof Float32Array) || x.length !== n) throw new InvalidArgumentError(inverse ? 'dy' : 'x', `Float32Array of ${n} elements (tokens·heads·headDim)`, describe(x));
   const positionsOk = positions instanceof Uint32Array || positions instanceof Int32Array || Array.isArray(positions);
   if (!positionsOk || positions.length !== tokens) throw new InvalidArgumentError('positions', `Uint32Array, Int32Array or number[] of ${tokens} elements (tokens)`, describe(positions));
   for (let t = 0; t < tokens; t++) {
@@ -113,7 +119,7 @@ export async function rope(ctx: GpuContext, x: Float32Array, positions: Uint32Ar
     owned.push(bufPositions);
     const bufFreq = ctx.upload('rope:inv_freq', freq32);
     owned.push(bufFreq);
-    const prepared = await prepareRope(ctx, shape, bufX, bufPositions, bufFreq);
+    const prepared = await prepareRope(ctx, shape, bufX, bufPositions, bufFreq, inverse);
     try {
       await ctx.runPass('rope', (pass) => prepared.encode(pass));
     } finally {
@@ -123,4 +129,20 @@ export async function rope(ctx: GpuContext, x: Float32Array, positions: Uint32Ar
   } finally {
     for (const buffer of owned) buffer.destroy();
   }
+}
+
+/** The backward for host arrays: dy rotated back by −angle (see the file comment). */
+export function ropeBackward(ctx: GpuContext, dy: Float32Array, positions: Uint32Array | Int32Array | readonly number[], invFreq: Float32Array | Float64Array | readonly number[],
+  shape: RopeShape): Promise<Float32Array> {
+  return rope(ctx, dy, positions, invFreq, shape, true);
+}
+
+/** Records the in-place backward rotation of a gradient (tokens·heads·headDim f32) into a caller's pass. */
+export function prepareRopeBackward(ctx: GpuContext, shape: RopeShape, dx: GPUBuffer, positions: GPUBuffer, invFreq: GPUBuffer): Promise<PreparedRope> {
+  return prepareRope(ctx, shape, dx, positions, invFreq, true);
+}
+
+/** The float64 reference of the backward: dy rotated by −angle. */
+export function referenceRopeBackward(dy: ArrayLike<number>, positions: ArrayLike<number>, invFreq: ArrayLike<number>, shape: RopeShape): Float64Array {
+  return referenceRope(dy, positions, invFreq, shape, true);
 }

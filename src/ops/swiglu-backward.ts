@@ -9,7 +9,7 @@ import type { GpuContext } from '../gpu/context.js';
 import { POISON_BITS } from '../dtype.js';
 import { grid } from './token-stats/plan.js';
 import { bindingOf, boundDispatch } from './bindings.js';
-import type { SwigluShape } from './swiglu.js';
+import { checkSwigluShape, type SwigluShape } from './swiglu.js';
 
 export interface SwigluBackwardBuffers {
   /** The forward's inputs (rows·intermediate f32 each). */
@@ -29,17 +29,6 @@ export interface PreparedSwigluBackward {
 
 const WORKGROUP_SIZE = 256;
 
-function checkShape(shape: SwigluShape): { rows: number; intermediate: number; n: number } {
-  if (shape === null || typeof shape !== 'object') throw new InvalidArgumentError('shape', 'an object { rows, intermediate }', describe(shape));
-  for (const key of ['rows', 'intermediate'] as const) {
-    const v = shape[key];
-    if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(key, 'a positive integer', describe(v));
-  }
-  const n = shape.rows * shape.intermediate;
-  if (n > 0xffffffff) throw new InvalidArgumentError('shape', 'rows·intermediate < 2^32', String(n));
-  return { rows: shape.rows, intermediate: shape.intermediate, n };
-}
-
 /** The float64 reference, over any number of elements (gate, up and dAct of equal length). */
 export function referenceSwigluBackward(gate: ArrayLike<number>, up: ArrayLike<number>, dAct: ArrayLike<number>): { dGate: Float64Array; dUp: Float64Array } {
   const dGate = new Float64Array(gate.length);
@@ -56,7 +45,7 @@ export function referenceSwigluBackward(gate: ArrayLike<number>, up: ArrayLike<n
 
 /** Records dGate and dUp of SwiGLU over GPU buffers into a caller's pass. */
 export async function prepareSwigluBackward(ctx: GpuContext, shape: SwigluShape, buffers: SwigluBackwardBuffers): Promise<PreparedSwigluBackward> {
-  const { rows, intermediate, n } = checkShape(shape);
+  const { rows, intermediate, n } = checkSwigluShape(shape);
   if (buffers === null || typeof buffers !== 'object') throw new InvalidArgumentError('buffers', 'an object { gate, up, dAct, dGate, dUp }', describe(buffers));
   const entries = (['gate', 'up', 'dAct', 'dGate', 'dUp'] as const).map((name) => bindingOf(ctx, name, buffers[name], n * 4));
   const [groupsX, groupsY] = grid(Math.ceil(n / WORKGROUP_SIZE), ctx.limits.maxComputeWorkgroupsPerDimension);
@@ -70,7 +59,7 @@ export async function prepareSwigluBackward(ctx: GpuContext, shape: SwigluShape,
 /** The backward for host arrays (Float32Array, rows·intermediate each). `poison` fills dGate and dUp with NaN first. */
 export async function swigluBackward(ctx: GpuContext, gate: Float32Array, up: Float32Array, dAct: Float32Array, shape: SwigluShape,
   options: { poison?: boolean } = {}): Promise<{ dGate: Float32Array; dUp: Float32Array }> {
-  const { n } = checkShape(shape);
+  const { n } = checkSwigluShape(shape);
   for (const [name, value] of [['gate', gate], ['up', up], ['dAct', dAct]] as const) {
     if (!(value instanceof Float32Array) || value.length !== n) throw new InvalidArgumentError(name, `Float32Array of ${n} elements (rows·intermediate)`, describe(value));
   }

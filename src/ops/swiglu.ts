@@ -16,7 +16,8 @@ export interface SwigluShape {
 
 const WORKGROUP_SIZE = 256;
 
-function checkShape(shape: SwigluShape): { rows: number; intermediate: number; n: number } {
+/** Checks a shape; n = rows · intermediate elements. Shared with the backward. */
+export function checkSwigluShape(shape: SwigluShape): { rows: number; intermediate: number; n: number } {
   if (shape === null || typeof shape !== 'object') throw new InvalidArgumentError('shape', 'an object { rows, intermediate }', describe(shape));
   for (const key of ['rows', 'intermediate'] as const) {
     const v = shape[key];
@@ -45,7 +46,7 @@ export interface PreparedSwiglu {
 
 /** Records out = silu(gate) ⊙ up over GPU buffers (rows·intermediate f32; out distinct) into a caller's pass. */
 export async function prepareSwiglu(ctx: GpuContext, shape: SwigluShape, gate: GPUBuffer, up: GPUBuffer, out: GPUBuffer): Promise<PreparedSwiglu> {
-  const { rows, intermediate, n } = checkShape(shape);
+  const { rows, intermediate, n } = checkSwigluShape(shape);
   const entries = [bindingOf(ctx, 'gate', gate, n * 4), bindingOf(ctx, 'up', up, n * 4), bindingOf(ctx, 'out', out, n * 4)];
   const [groupsX, groupsY] = grid(Math.ceil(n / WORKGROUP_SIZE), ctx.limits.maxComputeWorkgroupsPerDimension);
   const pipeline = await ctx.pipeline('swiglu', 'swiglu_main');
@@ -57,7 +58,7 @@ export async function prepareSwiglu(ctx: GpuContext, shape: SwigluShape, gate: G
 
 /** SwiGLU for host arrays (Float32Array, rows·intermediate each). `poison` fills out with NaN first. */
 export async function swiglu(ctx: GpuContext, gate: Float32Array, up: Float32Array, shape: SwigluShape, options: { poison?: boolean } = {}): Promise<Float32Array> {
-  const { n } = checkShape(shape);
+  const { n } = checkSwigluShape(shape);
   if (!(gate instanceof Float32Array) || gate.length !== n) throw new InvalidArgumentError('gate', `Float32Array of ${n} elements (rows·intermediate)`, describe(gate));
   if (!(up instanceof Float32Array) || up.length !== n) throw new InvalidArgumentError('up', `Float32Array of ${n} elements (rows·intermediate)`, describe(up));
   return runOnHost(ctx, 'swiglu', { gate, up }, n, options.poison ?? false, (bufs, out) => prepareSwiglu(ctx, shape, bufs.gate!, bufs.up!, out));

@@ -29,10 +29,10 @@ import { PolicyModel } from '../model/policy.js';
 import { PolicyTokenizer } from '../model/tokenizer.js';
 import { getTask } from '../tasks/index.js';
 import { answerRegion, readJsonlDataset, type Example, type Task } from '../tasks/dataset.js';
+import { DataOrder, type DataOrderState } from '../train/data-order.js';
 import { MetricsLog, type MetricValue } from '../train/metrics-log.js';
 import { lineChartSvg } from '../train/plot.js';
 import { TrainingSession } from '../train/session.js';
-import { Rng } from '../util/random.js';
 import { aggregateRewards } from './advantages.js';
 import { resolveGrpoConfig, type GrpoConfig, type GrpoConfigInput } from './config.js';
 import { evaluate, type Evaluation } from './evaluate.js';
@@ -66,17 +66,10 @@ export interface GrpoHooks {
   log?: (line: string) => void;
 }
 
-interface DataPosition {
-  order: number[];
-  index: number;
-  epoch: number;
-  rng: number;
-}
-
 interface TrainerState extends Record<string, unknown> {
   kind: 'grpo';
   step: number;
-  data: DataPosition;
+  data: DataOrderState;
   monitor: CollapseMonitorState;
   before: Evaluation;
 }
@@ -92,15 +85,6 @@ const std = (xs: ArrayLike<number>): number => {
   for (let i = 0; i < xs.length; i++) s += (xs[i]! - m) ** 2;
   return xs.length > 1 ? Math.sqrt(s / (xs.length - 1)) : 0;
 };
-
-function shuffled(n: number, rng: Rng): number[] {
-  const order = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(rng.next() * (i + 1));
-    [order[i], order[j]] = [order[j]!, order[i]!];
-  }
-  return order;
-}
 
 /** Train-split size drawn from a built-in task (the generators are infinite; this bounds an epoch). */
 const TASK_TRAIN_EXAMPLES = 4096;
@@ -146,16 +130,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
   const prepared = await session.graph.prepareStep(P * G, seqLen, { temperature: config.sampling.temperature });
   try {
     const saved = session.resumedState as TrainerState | null;
-    const rng = saved ? Rng.fromState(saved.data.rng) : new Rng(config.seed);
-    const position: DataPosition = saved ? { ...saved.data, order: [...saved.data.order] } : { order: shuffled(data.length, rng), index: 0, epoch: 0, rng: 0 };
-    const nextPrompt = (): number => {
-      if (position.index === position.order.length) {
-        position.order = shuffled(data.length, rng);
-        position.index = 0;
-        position.epoch++;
-      }
-      return position.order[position.index++]!;
-    };
+    const order = new DataOrder(data.length, config.seed, saved?.data);
     const monitor = new CollapseMonitor(config.collapseThresholds, saved?.monitor);
     const metrics = new MetricsLog(config.out, GRPO_COLUMNS, session.startStep);
     const evalOptions = { maxNewTokens: T, batchSize: 64 };
@@ -172,7 +147,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
     while (step < config.steps) {
       step++;
       const started = performance.now();
-      const batchIndices = Array.from({ length: P }, nextPrompt);
+      const batchIndices = Array.from({ length: P }, () => order.next());
       const prompts = batchIndices.map((i) => encodedPrompts[i]!);
 
       // 1. Rollout.
@@ -274,7 +249,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       }
       metrics.append(record);
       if (step === config.steps || (config.saveEvery > 0 && step % config.saveEvery === 0)) {
-        const state: TrainerState = { kind: 'grpo', step, data: { ...position, rng: rng.state() }, monitor: monitor.state(), before };
+        const state: TrainerState = { kind: 'grpo', step, data: order.state(), monitor: monitor.state(), before };
         lastCheckpoint = await session.save(step, state);
       }
       hooks.onStep?.(record, report);

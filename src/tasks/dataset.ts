@@ -3,8 +3,8 @@
  * helpers the built-in generators share (argument checks, the hash that assigns every problem to
  * exactly one split, the answer region of a completion).
  */
-import { readFile } from 'node:fs/promises';
-import { FileFormatError, InvalidArgumentError, describe } from '../errors.js';
+import { InvalidArgumentError, describe } from '../errors.js';
+import { parseJsonlLines, readJsonlLines, stringField, type JsonlLine } from '../io/jsonl.js';
 import { mulberry32 } from '../util/random.js';
 
 export interface Example {
@@ -51,49 +51,21 @@ export function answerRegion(completion: string, stop: string): string {
 
 /** Parses JSONL text (one {"prompt": string, "answer": string | number} per line; blank lines skipped). */
 export function parseJsonlDataset(text: string, source: string, options: { requireAnswer?: boolean } = {}): Example[] {
-  const requireAnswer = options.requireAnswer ?? true;
-  const examples: Example[] = [];
-  const lines = text.split(/\r?\n/);
-  lines.forEach((line, index) => {
-    if (line.trim() === '') return;
-    const where = `line ${index + 1}`;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (error) {
-      throw new FileFormatError(source, `a JSON object on ${where}`, `invalid JSON (${(error as Error).message})`);
-    }
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new FileFormatError(source, `a JSON object on ${where}`, describe(value));
-    const record = value as Record<string, unknown>;
-    if (!('prompt' in record)) throw new FileFormatError(source, `a "prompt" field on ${where}`, 'no "prompt"');
-    if (typeof record.prompt !== 'string') throw new FileFormatError(source, `"prompt" on ${where} to be a string`, describe(record.prompt));
-    if (record.prompt.trim() === '') throw new FileFormatError(source, `a non-empty "prompt" on ${where}`, 'an empty prompt');
-    const example: Example = { prompt: record.prompt };
-    if (!('answer' in record) || record.answer === null) {
-      if (requireAnswer) throw new FileFormatError(source, `an "answer" field on ${where}`, 'no "answer"');
-    } else if (typeof record.answer === 'string') {
-      example.answer = record.answer;
-    } else if (typeof record.answer === 'number' && Number.isFinite(record.answer)) {
-      example.answer = String(record.answer);
-    } else {
-      throw new FileFormatError(source, `"answer" on ${where} to be a string or a finite number`, describe(record.answer));
-    }
-    examples.push(example);
-  });
-  if (examples.length === 0) throw new FileFormatError(source, 'at least one example', 'no examples');
-  return examples;
+  return toExamples(parseJsonlLines(text, source), source, options.requireAnswer ?? true);
 }
 
 /** Reads a JSONL dataset; errors name the file and the line. */
 export async function readJsonlDataset(path: string, options: { requireAnswer?: boolean } = {}): Promise<Example[]> {
-  if (typeof path !== 'string' || path === '') throw new InvalidArgumentError('path', 'a file path', describe(path));
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    throw new FileFormatError(path, 'a readable JSONL file', (error as NodeJS.ErrnoException).code ?? String(error));
-  }
-  return parseJsonlDataset(text, path, options);
+  return toExamples(await readJsonlLines(path), path, options.requireAnswer ?? true);
+}
+
+function toExamples(lines: JsonlLine[], source: string, requireAnswer: boolean): Example[] {
+  return lines.map((record) => {
+    const example: Example = { prompt: stringField(source, record, 'prompt', { nonEmpty: true })! };
+    const answer = stringField(source, record, 'answer', { optional: !requireAnswer, numbers: true });
+    if (answer !== undefined) example.answer = answer;
+    return example;
+  });
 }
 
 /** JSONL text of examples, one per line (the format readJsonlDataset reads). */

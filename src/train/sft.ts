@@ -9,12 +9,12 @@
  */
 import { FileFormatError, InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
-import { readJsonl } from '../io/jsonl.js';
+import { readJsonlLines, stringField } from '../io/jsonl.js';
 import { NonFiniteError } from '../model/training.js';
 import { loadModelConfig } from '../model/config.js';
 import { PolicyTokenizer } from '../model/tokenizer.js';
-import { Rng } from '../util/random.js';
 import { nextTokenBatch } from './batch.js';
+import { DataOrder, type DataOrderState } from './data-order.js';
 import { MetricsLog, type MetricValue } from './metrics-log.js';
 import { DEFAULT_OPTIMIZER, type OptimizerConfig } from './optimizer.js';
 import { TrainingSession } from './session.js';
@@ -67,13 +67,6 @@ interface Example {
   completionStart: number;
 }
 
-interface DataPosition {
-  order: number[];
-  index: number;
-  epoch: number;
-  rng: number;
-}
-
 function positiveInt(name: string, value: unknown): number {
   if (!Number.isSafeInteger(value) || (value as number) < 1) throw new InvalidArgumentError(name, 'a positive integer', describe(value));
   return value as number;
@@ -81,25 +74,16 @@ function positiveInt(name: string, value: unknown): number {
 
 /** Tokenizes the dataset; every problem names the line. */
 export async function loadSftExamples(path: string, tokenizer: PolicyTokenizer, eos: number | null, maxLength: number): Promise<Example[]> {
-  const records = await readJsonl(path, ['prompt', 'completion'], ['completion']);
-  return records.map(({ line, fields }) => {
-    const prompt = tokenizer.encode(fields.prompt);
-    const completion = tokenizer.encode(fields.completion);
+  return (await readJsonlLines(path)).map((record) => {
+    const line = record.line;
+    const prompt = tokenizer.encode(stringField(path, record, 'prompt')!);
+    const completion = tokenizer.encode(stringField(path, record, 'completion', { nonEmpty: true })!);
     if (completion.length === 0) throw new FileFormatError(path, `line ${line}: a completion of at least one token`, 'none');
     const ids = [...prompt, ...completion, ...(eos === null ? [] : [eos])];
     if (ids.length > maxLength) throw new FileFormatError(path, `line ${line}: at most ${maxLength} tokens (prompt + completion + EOS; the model's limit)`, `${ids.length} tokens`);
     if (prompt.length === 0) throw new FileFormatError(path, `line ${line}: a prompt of at least one token (the first token is never predicted)`, 'an empty prompt');
     return { ids, completionStart: prompt.length };
   });
-}
-
-function shuffled(n: number, rng: Rng): number[] {
-  const order = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(rng.next() * (i + 1));
-    [order[i], order[j]] = [order[j]!, order[i]!];
-  }
-  return order;
 }
 
 /** Runs SFT; returns the folder of the last checkpoint and the last record. */
@@ -123,17 +107,7 @@ export async function runSft(ctx: GpuContext, options: SftOptions): Promise<{ ch
     optimizer: { ...DEFAULT_OPTIMIZER, ...options.optimizer, totalSteps: steps },
   });
   try {
-    const saved = session.resumedState?.data as DataPosition | undefined;
-    const rng = saved ? Rng.fromState(saved.rng) : new Rng(options.seed ?? 0);
-    const position: DataPosition = saved ? { ...saved, order: [...saved.order] } : { order: shuffled(examples.length, rng), index: 0, epoch: 0, rng: 0 };
-    const nextExample = (): Example => {
-      if (position.index === position.order.length) {
-        position.order = shuffled(examples.length, rng);
-        position.index = 0;
-        position.epoch++;
-      }
-      return examples[position.order[position.index++]!]!;
-    };
+    const order = new DataOrder(examples.length, options.seed ?? 0, session.resumedState?.data as DataOrderState | undefined);
     const log = new MetricsLog(options.out, SFT_COLUMNS, session.startStep);
     const prepared = await session.graph.prepareStep(batchSize, seqLen);
     let checkpoint = '';
@@ -146,7 +120,7 @@ export async function runSft(ctx: GpuContext, options: SftOptions): Promise<{ ch
         let loss = 0;
         let tokens = 0;
         for (let micro = 0; micro < gradAccum; micro++) {
-          const batch = Array.from({ length: batchSize }, nextExample);
+          const batch = Array.from({ length: batchSize }, () => examples[order.next()]!);
           const input = nextTokenBatch(batch.map((e) => e.ids), batch.map((e) => e.completionStart), seqLen);
           const gLogprob = input.gLogprob.map((g) => g / gradAccum);
           session.graph.writeBatch(prepared, { ...input, gLogprob });
@@ -165,7 +139,7 @@ export async function runSft(ctx: GpuContext, options: SftOptions): Promise<{ ch
         };
         log.append(last);
         if (step === steps || (saveEvery > 0 && step % saveEvery === 0)) {
-          checkpoint = await session.save(step, { kind: 'sft', data: { ...position, rng: rng.state() }, seed: options.seed ?? 0 });
+          checkpoint = await session.save(step, { kind: 'sft', data: order.state(), seed: options.seed ?? 0 });
         }
         options.onStep?.(last);
       }

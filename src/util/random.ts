@@ -80,3 +80,13 @@ export function deriveSeed(...parts: number[]): number {
   });
   return h;
 }
+
+/** A uniformly random permutation of 0 … n − 1 (Fisher–Yates), drawn from `rng`. */
+export function shuffledIndices(n: number, rng: Rng): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rng.next() * (i + 1));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return order;
+}

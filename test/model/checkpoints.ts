@@ -1,5 +1,5 @@
 /** Random Hugging Face checkpoints that tests build themselves (layouts the fixture doesn't cover). */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeSafetensors } from '../../src/io/safetensors.js';
 import type { HostTensor } from '../../src/io/tensor.js';
@@ -29,4 +29,12 @@ export async function writeRandomCheckpoint(dir: string, json: Record<string, un
   }
   await writeSafetensors(join(dir, 'model.safetensors'), tensors);
   return config;
+}
+
+/** A model folder at `dir` holding the fixture's config and its bf16 weights as model.safetensors. */
+export function bf16Fixture(fixture: string, dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(join(fixture, 'config.json'), join(dir, 'config.json'));
+  copyFileSync(join(fixture, 'model.bf16.safetensors'), join(dir, 'model.safetensors'));
+  return dir;
 }

@@ -2,7 +2,7 @@
  * The WebGPU forward pass against transformers (the tiny-qwen2 fixture) and against the float64
  * reference forward on a Llama layout the fixture doesn't cover.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { GpuContext } from '../../src/gpu/context.js';
@@ -12,7 +12,7 @@ import { tokenStats } from '../../src/ops/token-stats.js';
 import { mulberry32 } from '../../src/util/random.js';
 import { FIXTURES, describeGpu, fixtureNextToken, openGpu } from '../helpers.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';
-import { LLAMA_CONFIG, writeRandomCheckpoint } from './checkpoints.js';
+import { LLAMA_CONFIG, bf16Fixture, writeRandomCheckpoint } from './checkpoints.js';
 import { loadReferenceWeights, referenceModelForward } from './reference-forward.js';
 
 const fixture = join(FIXTURES, 'tiny-qwen2');
@@ -51,10 +51,7 @@ describeGpu('PolicyModel forward (WebGPU)', () => {
   });
 
   test('bf16 weights stay 16-bit on the GPU and compute exactly what they encode', async () => {
-    const dir = join(tmp, 'bf16');
-    mkdirSync(dir);
-    copyFileSync(join(fixture, 'config.json'), join(dir, 'config.json'));
-    copyFileSync(join(fixture, 'model.bf16.safetensors'), join(dir, 'model.safetensors'));
+    const dir = bf16Fixture(fixture, join(tmp, 'bf16'));
     const model = await PolicyModel.load(ctx, dir);
     try {
       expect(model.weights.embed.dtype).toBe('bf16');

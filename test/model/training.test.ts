@@ -4,7 +4,7 @@
  * finite differences of the reference forward on a Llama layout (untied lm_head, no bias,
  * explicit head_dim, a padded batch) with a loss on both log-probs and self-certainty.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { GpuContext } from '../../src/gpu/context.js';
@@ -16,7 +16,7 @@ import { mulberry32 } from '../../src/util/random.js';
 import { cli, expectSuccess } from '../cli/run-cli.js';
 import { FIXTURES, describeGpu, openGpu } from '../helpers.js';
 import { TOLERANCES } from '../tolerances.js';
-import { LLAMA_CONFIG, writeRandomCheckpoint } from './checkpoints.js';
+import { LLAMA_CONFIG, bf16Fixture, writeRandomCheckpoint } from './checkpoints.js';
 import { loadReferenceWeights, referenceModelForward } from './reference-forward.js';
 
 const fixture = join(FIXTURES, 'tiny-qwen2');
@@ -128,11 +128,7 @@ describeGpu('training graph gradients', () => {
   });
 
   test('a model with 16-bit weights is refused, naming the remedy', async () => {
-    const dir = join(tmp, 'bf16');
-    mkdirSync(dir);
-    copyFileSync(join(fixture, 'config.json'), join(dir, 'config.json'));
-    copyFileSync(join(fixture, 'model.bf16.safetensors'), join(dir, 'model.safetensors'));
-    const model = await PolicyModel.load(ctx, dir);
+    const model = await PolicyModel.load(ctx, bf16Fixture(fixture, join(tmp, 'bf16')));
     try {
       expect(() => TrainingGraph.create(model)).toThrow(/model: expected a PolicyModel loaded with f32 weights .* got model\.embed_tokens\.weight stored as bf16/);
     } finally {

@@ -1,4 +1,8 @@
-/** kernels/attention.wgsl against the float64 reference: GQA, padding, tiles that don't divide T. */
+/**
+ * kernels/attention.wgsl against the float64 reference: the three head-size classes (D ≤ 64, ≤ 128,
+ * ≤ 256: 64, 32 or 16 queries per workgroup, key tiles of 16, 16 or 8), GQA, padding, tiles that
+ * don't divide T, head sizes that are not multiples of 4.
+ */
 import { InvalidArgumentError } from '../../src/errors.js';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { attention, referenceAttention, type AttentionShape } from '../../src/ops/attention.js';
@@ -10,8 +14,27 @@ const CASES: [AttentionShape, number[], string][] = [
   [{ batch: 1, seqLen: 1, heads: 1, kvHeads: 1, headDim: 2 }, [1], 'one token: softmax over a single key'],
   [{ batch: 2, seqLen: 24, heads: 4, kvHeads: 2, headDim: 16 }, [24, 24], 'the tiny-qwen2 shape: GQA 2:1, keys in 2 tiles'],
   [{ batch: 3, seqLen: 70, heads: 6, kvHeads: 2, headDim: 20 }, [70, 33, 1], 'padded batch, 2 query blocks, ragged key tile'],
-  [{ batch: 1, seqLen: 37, heads: 2, kvHeads: 1, headDim: 128 }, [37], 'Qwen2.5 head size (128), multi-query'],
+  [{ batch: 2, seqLen: 83, heads: 3, kvHeads: 1, headDim: 7 }, [0, 83], 'an empty sequence, D not a multiple of 4, 2 query blocks (second partial)'],
+  [{ batch: 1, seqLen: 130, heads: 14, kvHeads: 2, headDim: 64 }, [129], 'Qwen2.5-0.5B heads (GQA 7:1, D = 64: K and V staged together), 3 query blocks, last query padding'],
+  [{ batch: 1, seqLen: 37, heads: 2, kvHeads: 1, headDim: 128 }, [37], 'Qwen2.5 head size (128), multi-query: 32 queries per block, split score dot products'],
+  [{ batch: 2, seqLen: 70, heads: 3, kvHeads: 3, headDim: 99 }, [70, 45], 'D class 128 padded from 99, 3 query blocks, K then V staged separately'],
+  [{ batch: 1, seqLen: 40, heads: 2, kvHeads: 2, headDim: 256 }, [40], 'largest head (256): 16 queries, 8-key tiles, scores split 8 ways'],
+  [{ batch: 2, seqLen: 21, heads: 4, kvHeads: 2, headDim: 131 }, [21, 17], 'D class 256 padded from 131, ragged 8-key tiles'],
 ];
+
+function inputs(s: AttentionShape, rampKeys: boolean): { q: Float32Array; k: Float32Array; v: Float32Array } {
+  const rand = mulberry32(s.seqLen * 7 + s.headDim);
+  const make = (n: number) => Float32Array.from({ length: n }, () => 2 * gaussian(rand));
+  const q = make(s.batch * s.seqLen * s.heads * s.headDim);
+  const k = make(s.batch * s.seqLen * s.kvHeads * s.headDim);
+  const v = make(s.batch * s.seqLen * s.kvHeads * s.headDim);
+  if (rampKeys) {
+    // Later keys score ever higher, so the running max rises tile after tile and every correction is used.
+    const row = s.kvHeads * s.headDim;
+    for (let i = 0; i < k.length; i++) k[i] = k[i]! * (0.25 + (Math.floor(i / row) % s.seqLen) / s.seqLen);
+  }
+  return { q, k, v };
+}
 
 describeGpu('attention (WebGPU, causal, GQA)', () => {
   let ctx: GpuContext;
@@ -21,13 +44,18 @@ describeGpu('attention (WebGPU, causal, GQA)', () => {
   afterAll(() => ctx.close());
 
   test.each(CASES)('%j lengths %j: %s', async (s, lengths) => {
-    const rand = mulberry32(s.seqLen * 7 + s.headDim);
-    const make = (n: number) => Float32Array.from({ length: n }, () => 2 * gaussian(rand));
-    const q = make(s.batch * s.seqLen * s.heads * s.headDim);
-    const k = make(s.batch * s.seqLen * s.kvHeads * s.headDim);
-    const v = make(s.batch * s.seqLen * s.kvHeads * s.headDim);
+    const { q, k, v } = inputs(s, false);
     const got = await attention(ctx, q, k, v, lengths, s, { poisonOutputs: true });
     const want = referenceAttention(q, k, v, lengths, s);
+    expectClose('out', got.out, want.out, TOLERANCES.attention);
+    expectClose('lse', got.lse, want.lse, TOLERANCES.attention);
+  });
+
+  test.each([64, 128, 256])('D = %d: scores rising along the sequence (the max moves every key tile)', async (headDim) => {
+    const s = { batch: 1, seqLen: 48, heads: 2, kvHeads: 1, headDim };
+    const { q, k, v } = inputs(s, true);
+    const got = await attention(ctx, q, k, v, [48], s, { poisonOutputs: true });
+    const want = referenceAttention(q, k, v, [48], s);
     expectClose('out', got.out, want.out, TOLERANCES.attention);
     expectClose('lse', got.lse, want.lse, TOLERANCES.attention);
   });

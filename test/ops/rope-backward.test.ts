@@ -6,8 +6,7 @@
  */
 import type { GpuContext } from '../../src/gpu/context.js';
 import { ropeInverseFrequencies } from '../../src/model/config.js';
-import { referenceRope, rope } from '../../src/ops/rope.js';
-import { prepareRopeBackward, referenceRopeBackward, ropeBackward } from '../../src/ops/rope-backward.js';
+import { prepareRopeBackward, referenceRope, referenceRopeBackward, rope, ropeBackward } from '../../src/ops/rope.js';
 import { gaussian, mulberry32 } from '../../src/util/random.js';
 import { describeGpu, openGpu } from '../helpers.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';

@@ -27,15 +27,15 @@ describe('readJsonlDataset', () => {
   });
 
   const BAD: Array<[text: string, message: RegExp, what: string]> = [
-    ['{"prompt": "a", "answer": "1"}\n{"prompt": "b", "answer": "2"\n', /expected a JSON object on line 2, got invalid JSON/, 'not JSON'],
-    ['[1, 2]', /expected a JSON object on line 1, got array of length 2/, 'an array'],
-    ['\n\n"text"', /expected a JSON object on line 3, got "text"/, 'a string, after blank lines'],
-    ['{"answer": "1"}', /expected a "prompt" field on line 1, got no "prompt"/, 'missing prompt'],
-    ['{"prompt": 5, "answer": "1"}', /expected "prompt" on line 1 to be a string, got 5/, 'prompt not a string'],
-    ['{"prompt": "  ", "answer": "1"}', /expected a non-empty "prompt" on line 1, got an empty prompt/, 'empty prompt'],
-    ['{"prompt": "a"}', /expected an "answer" field on line 1, got no "answer"/, 'missing answer'],
-    ['{"prompt": "a", "answer": [1]}', /expected "answer" on line 1 to be a string or a finite number, got array of length 1/, 'answer of the wrong type'],
-    ['\n \n', /expected at least one example, got no examples/, 'no examples'],
+    ['{"prompt": "a", "answer": "1"}\n{"prompt": "b", "answer": "2"\n', /line 2: a JSON object, got text that is not JSON/, 'not JSON'],
+    ['[1, 2]', /line 1: a JSON object, got array of length 2/, 'an array'],
+    ['\n\n"text"', /line 3: a JSON object, got "text"/, 'a string, after blank lines'],
+    ['{"answer": "1"}', /line 1: a "prompt" field, got an object with "answer"/, 'missing prompt'],
+    ['{"prompt": 5, "answer": "1"}', /line 1: "prompt" as a string, got 5/, 'prompt not a string'],
+    ['{"prompt": "  ", "answer": "1"}', /line 1: a non-empty "prompt", got "  "/, 'empty prompt'],
+    ['{"prompt": "a"}', /line 1: a "answer" field, got an object with "prompt"/, 'missing answer'],
+    ['{"prompt": "a", "answer": [1]}', /line 1: "answer" as a string or a finite number, got array of length 1/, 'answer of the wrong type'],
+    ['\n \n', /expected at least one JSON line, got none/, 'no examples'],
   ];
   test.each(BAD)('%j: %s', async (text, message) => {
     const file = path.join(directory, 'bad.jsonl');
@@ -48,7 +48,7 @@ describe('readJsonlDataset', () => {
 
   test('a missing file is a FileFormatError naming it; an empty path an InvalidArgumentError', async () => {
     const missing = path.join(directory, 'missing.jsonl');
-    await expect(readJsonlDataset(missing)).rejects.toThrow(`${missing}: expected a readable JSONL file, got ENOENT`);
+    await expect(readJsonlDataset(missing)).rejects.toThrow(`${missing}: expected a readable JSON Lines file, got nothing: the file does not exist`);
     await expect(readJsonlDataset('')).rejects.toThrow(InvalidArgumentError);
   });
 

@@ -60,7 +60,10 @@ const KEY: Record<string, (prompt: string) => string> = {
   },
 };
 
-describe.each(Object.values(TASKS).map((task) => [task.name, task] as [string, Task]))('task %s', (name, task) => {
+/** The tasks with a generator (math scores free-form answers of a --data file and has none). */
+const GENERATED = Object.values(TASKS).filter((task) => task.name !== 'math');
+
+describe.each(GENERATED.map((task) => [task.name, task] as [string, Task]))('task %s', (name, task) => {
   test('generation is seeded: the same seed gives the same examples, another seed others', () => {
     const a = task.generate(11, 40, 'train');
     expect(a).toHaveLength(40);
@@ -119,10 +122,10 @@ describe.each(Object.values(TASKS).map((task) => [task.name, task] as [string, T
 
 describe('getTask', () => {
   test('known names, and an error listing them', () => {
-    expect(taskNames()).toEqual(['arithmetic', 'countdown', 'permutations']);
+    expect(taskNames()).toEqual(['arithmetic', 'countdown', 'permutations', 'math']);
     expect(getTask('countdown')).toBe(countdownTask);
     expect(() => getTask('sudoku')).toThrow(InvalidArgumentError);
-    expect(() => getTask('sudoku')).toThrow('task: expected one of arithmetic, countdown, permutations, got "sudoku"');
+    expect(() => getTask('sudoku')).toThrow('task: expected one of arithmetic, countdown, permutations, math, got "sudoku"');
     expect(() => getTask('toString')).toThrow(InvalidArgumentError);
   });
 });
@@ -247,5 +250,17 @@ describe('permutations', () => {
     expect(permutationsTask.wrongAnswer(answer)).toBe('AAB,ABA');
     expect(() => permutationsTask.wrongAnswer('AAB')).toThrow(/at least two items/);
     expect(() => permutationsTask.score('AAB', 'a b')).toThrow(/answer: expected a permutations answer/);
+  });
+});
+
+describe('task math (free-form answers of a --data file)', () => {
+  const math = getTask('math');
+  test('scores the extracted final answer numerically; has no generator and no stop string', () => {
+    expect(math.stop).toBe('');
+    expect(math.score('so the answer is \\boxed{\\frac{1}{2}}', '0.5')).toBe(1);
+    expect(math.score('The answer is 7.', '8')).toBe(0);
+    expect(math.formatOk('no number here')).toBe(false);
+    expect(math.wrongAnswer('8')).not.toBe('8');
+    expect(() => math.generate(0, 1, 'train')).toThrow(/--data FILE for math/);
   });
 });
