@@ -79,7 +79,7 @@ export async function prepareRope(ctx: GpuContext, shape: RopeShape, x: GPUBuffe
   const { tokens, heads, headDim } = checkShape(shape);
   const half = headDim / 2;
   const entries = [
-    bindingOf(ctx, 'x', x, tokens * heads * headDim * 4),
+    bindingOf(ctx, inverse ? 'dx' : 'x', x, tokens * heads * headDim * 4),
     bindingOf(ctx, 'positions', positions, tokens * 4),
     bindingOf(ctx, 'invFreq', invFreq, half * 4),
   ];
