@@ -139,6 +139,8 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       metrics.append({ step: 0, eval_accuracy: before.pass1 });
       log(`held-out greedy accuracy before training: ${(100 * before.pass1).toFixed(1)}% (${before.examples} prompts)`);
     }
+    // GPU memory the run holds: weights, gradients, AdamW moments, the step's activations, the reference.
+    const gpuBytes = session.persistentBytes + prepared.activationBytes + (reference?.weights.bytes ?? 0);
     const reports: CollapseReport[] = [];
     let lastEvaluation: { step: number; evaluation: Evaluation } | null = null;
     let lastCheckpoint: string | null = null;
@@ -233,7 +235,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
         self_certainty_min: Math.min(...stats.meanSelfCertainty), self_certainty_max: Math.max(...stats.meanSelfCertainty),
         completion_length_mean: mean(lengths), completion_length_max: Math.max(...lengths),
         frac_truncated: completions.filter((c) => c.truncated).length / completions.length,
-        lr: update.lr, grad_norm: update.gradNorm,
+        lr: update.lr, grad_norm: update.gradNorm, gpu_mib: gpuBytes / 2 ** 20,
         tokens_per_s: layout.lengths.reduce((a, b) => a + b, 0) * config.mu / seconds, step_s: seconds,
         answer_diversity: report.diversity, cross_prompt_sc: report.crossPromptSc, length_drift: report.lengthDrift, probe_agreement: report.probeAgreement,
         collapse: report.collapsed ? 1 : 0,
@@ -306,7 +308,7 @@ async function rewardValues(reward: ResolvedReward, completions: Completion[], b
 export const GRPO_COLUMNS = [
   'step', 'reward_mean', 'reward_std', 'frac_reward_zero_std', 'advantage_mean', 'advantage_std', 'loss', 'kl',
   'clip_ratio_low', 'clip_ratio_high', 'clip_ratio_region', 'entropy', 'self_certainty_mean', 'self_certainty_std', 'self_certainty_min', 'self_certainty_max',
-  'completion_length_mean', 'completion_length_max', 'frac_truncated', 'lr', 'grad_norm', 'tokens_per_s', 'step_s',
+  'completion_length_mean', 'completion_length_max', 'frac_truncated', 'lr', 'grad_norm', 'gpu_mib', 'tokens_per_s', 'step_s',
   'answer_diversity', 'cross_prompt_sc', 'length_drift', 'probe_agreement', 'collapse', 'eval_accuracy',
 ] as const;
 
