@@ -62,9 +62,28 @@ export function performanceSection(files: ResultFile[]): string {
     const card = /^NVIDIA [^(]+/.exec(torch)?.[0].trim() ?? 'NVIDIA';
     parts.push('', `### ${card}: WebGPU through Dawn/Vulkan (${rows[0]?.device ?? ''}), \`bench/results/${nvidia.file}\``, '',
       `Peers in the same run on the same card: ${torch}. Ceilings: ${ceilings(nvidia.rows)}. "of ceiling" is GB/s of logits read (forward) or read + written (backward) over the WGSL copy's (read + write) GB/s.`, '',
-      table(rows, ['torch-compile', 'torch-eager', 'torch-logsoftmax']));
+      table(rows.filter((r) => r.backend !== 'webgpu-copy'), ['webgpu-copy', 'torch-compile', 'torch-eager', 'torch-logsoftmax']),
+      '', '`× webgpu-copy` is the WGSL copy kernel moving the same read + write traffic, timed in the same run: at small N its launch latency bounds it too, so this ratio is the fraction of the bandwidth a copy reaches at that size.');
+  }
+  const policy = files.find((f) => isNvidia(f) && f.rows.some((r) => r.kernel === 'train_step'));
+  if (policy) {
+    const rows = policy.rows.filter((r) => ['matmul', 'linear', 'attention', 'train_step', 'decode'].includes(r.kernel));
+    parts.push('', `### The policy on the same kind of card, \`bench/results/${policy.file}\``, '',
+      'Qwen2.5-0.5B shapes. `× peer` is the peer\'s time over this row\'s (> 1: intuitor is faster); GFLOP/s of `train_step` counts 6 FLOPs per parameter per token plus causal attention.', '',
+      policyTable(rows));
   }
   return parts.join('\n');
+}
+
+function policyTable(rows: BenchRow[]): string {
+  const lines = ['| kernel | backend | dtype | shape | median | GFLOP/s | tokens/s | note | ratios |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
+  for (const r of rows) {
+    const ms = r.medianMs >= 1 ? `${r.medianMs.toFixed(1)} ms` : `${(r.medianMs * 1000).toFixed(0)} µs`;
+    const perSecond = r.kernel === 'train_step' || r.kernel === 'decode' ? (r.rowsPerSecond?.toFixed(0) ?? '') : '';
+    const ratios = Object.entries(r.ratios).map(([peer, x]) => `× ${peer} ${x >= 1 ? x.toFixed(2) : x.toPrecision(2)}`).join(', ');
+    lines.push(`| ${r.kernel} | ${r.backend} | ${r.dtype} | ${r.shape.join(' × ')} | ${ms} | ${r.gflops ? r.gflops.toFixed(0) : ''} | ${perSecond} | ${r.note ?? ''} | ${ratios} |`);
+  }
+  return lines.join('\n');
 }
 
 function main(): void {

@@ -15,17 +15,19 @@
 // never touched and no T×T matrix exists anywhere. Per key tile:
 //   1. stage K (and V too where both fit: DIM_CLASS 64) as padded vec4 rows in workgroup memory;
 //   2. scores: thread (part, row group, key group) computes a 4-query × 4-key register tile of
-//      (q · scale · log2 e) · k over the head-size vec4s ≡ part (mod PARTS = 1, 2, 8); the partial
-//      tiles are added in part order by
-//   3. softmax: thread i < BQ owns query row i's running max m and sum l (base 2). One correction
-//      exp2(m_old − m_new) per row per tile, p = exp2(s − m_new) (0 above the diagonal and for
-//      padding queries) written back over the scores; V is staged here where it did not fit in 1;
+//      (q · scale · log2 e) · k over the head-size vec4s ≡ part (mod PARTS = 1, 2, 8);
+//   3. softmax: thread i < BQ owns query row i: it adds the row's partial scores in part order and
+//      keeps the running max m and sum l (base 2). One correction exp2(m_old − m_new) per row per
+//      tile; p = exp2(s − m_new) (0 above the diagonal and for padding queries) replaces the scores.
+//      V is staged here where it did not fit in 1;
 //   4. p·V: thread (row group, column group) holds an 8-query × 8-column accumulator (16 vec4),
 //      scales it by its rows' corrections and adds p · V over the tile's keys.
 // At the end out = acc / l and lse = (m + log2 l) · ln 2.
-// Workgroup memory (31.75 KiB): Q 64 × 17, 32 × 33 or 16 × 65 vec4 (17 KiB), K/V 544 vec4, scores 384
-// vec4, 64 row corrections. Rows are padded by one vec4 so that threads reading one column of
-// consecutive rows hit different banks; threads of a warp reading the same element get a broadcast.
+// Workgroup memory, sized per class (29.9–30.75 KiB, so 7 workgroups fit a 228 KiB SM): Q BQ × ROW
+// vec4 (16.25–17 KiB), K and V 2 × 16 × 17 or one of them at a time, 16 × 33 or 8 × 65 vec4
+// (8.1–8.5 KiB), scores PARTS × BQ × S_ROW vec4 (5–6 KiB), BQ row scales. Rows are padded by one
+// vec4 so that threads reading one column of consecutive rows hit different banks; threads of a
+// warp reading the same element get a broadcast.
 // Reference: referenceAttention in src/ops/attention.ts (float64).
 
 struct Params {
@@ -43,13 +45,14 @@ struct Params {
 @group(0) @binding(4) var<storage, read> lengths: array<u32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> lse: array<f32>;
+// The same q, k, v buffers as vec4s: one 16-byte load per vec4 when D is a multiple of 4.
+@group(0) @binding(7) var<storage, read> q4s: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> k4s: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read> v4s: array<vec4<f32>>;
 
 const THREADS: u32 = 64u;
 const LN2: f32 = 0.6931471805599453;
 const NEG: f32 = -3.0e38;       // "no score yet": finite, so exp2(NEG − NEG) = 1, never NaN
-const Q_VEC4S: u32 = 1088u;     // BQ × ROW, at most 64 × 17
-const KV_VEC4S: u32 = 544u;     // 2 × 16 × 17 (K and V), 16 × 33 or 8 × 65 (one at a time)
-const S_VEC4S: u32 = 384u;      // PARTS × BQ × S_ROW, at most 8 × 16 × 3
 
 override DIM_CLASS: u32 = 64u;
 override DIM4: u32 = DIM_CLASS / 4u;                      // vec4s of a head row
@@ -62,41 +65,59 @@ override PARTS: u32 = THREADS / (KG * RG);                // threads sharing one
 override S_ROW: u32 = KG + 1u;                            // vec4 stride of a score row
 override CG: u32 = DIM4 / 2u;                             // p·V column groups (vec4 columns cg, cg + CG)
 override PV_RG: u32 = THREADS / CG;                       // p·V row groups (rows rg + PV_RG·i, i < 8)
-override KV_TOGETHER: bool = 2u * BK * ROW <= KV_VEC4S;   // K and V staged at once
+override KV_TOGETHER: bool = DIM_CLASS == 64u;           // K and V staged at once (fits in 32 KiB only here)
 override V_AT: u32 = select(0u, BK * ROW, KV_TOGETHER);   // where V's rows start in tileKV
 
-var<workgroup> tileQ: array<vec4<f32>, Q_VEC4S>;    // q · qScale, row r at r · ROW
-var<workgroup> tileKV: array<vec4<f32>, KV_VEC4S>;  // key j's row at j · ROW, value j's at V_AT + j · ROW
+var<workgroup> tileQ: array<vec4<f32>, BQ * ROW>;                               // q · qScale, row r at r · ROW
+var<workgroup> tileKV: array<vec4<f32>, select(1u, 2u, KV_TOGETHER) * BK * ROW>; // key j at j · ROW, value j at V_AT + j · ROW
 // Partial scores of (part, row r) at (part · BQ + r) · S_ROW + kg, vec4 component j = key kg + KG·j;
 // the softmax leaves p there (part 0).
-var<workgroup> tileS: array<vec4<f32>, S_VEC4S>;
-var<workgroup> rowScale: array<f32, 64>;             // per query row: correction, at the end 1 / l
+var<workgroup> tileS: array<vec4<f32>, PARTS * BQ * S_ROW>;
+var<workgroup> rowScale: array<f32, BQ>;             // per query row: correction, at the end 1 / l
 
-// Elements at .. at + 3 of a row with `valid` elements left (zeros past them). One function per
-// buffer: WGSL passes no storage pointers.
+// Elements at .. at + 3 of a row with `valid` elements left (zeros past them); `at` is a multiple
+// of 4 when D is. One function per buffer: WGSL passes no storage pointers.
 fn q4(at: u32, valid: u32) -> vec4<f32> {
-  if (valid >= 4u) { return vec4<f32>(q[at], q[at + 1u], q[at + 2u], q[at + 3u]); }
+  if (valid >= 4u) {
+    if (params.headDim % 4u == 0u) { return q4s[at / 4u]; }
+    return vec4<f32>(q[at], q[at + 1u], q[at + 2u], q[at + 3u]);
+  }
   var r = vec4<f32>(0.0);
-  for (var j = 0u; j < valid; j++) { r[j] = q[at + j]; }
+  if (valid > 0u) { r.x = q[at]; }
+  if (valid > 1u) { r.y = q[at + 1u]; }
+  if (valid > 2u) { r.z = q[at + 2u]; }
   return r;
 }
 
 fn k4(at: u32, valid: u32) -> vec4<f32> {
-  if (valid >= 4u) { return vec4<f32>(k[at], k[at + 1u], k[at + 2u], k[at + 3u]); }
+  if (valid >= 4u) {
+    if (params.headDim % 4u == 0u) { return k4s[at / 4u]; }
+    return vec4<f32>(k[at], k[at + 1u], k[at + 2u], k[at + 3u]);
+  }
   var r = vec4<f32>(0.0);
-  for (var j = 0u; j < valid; j++) { r[j] = k[at + j]; }
+  if (valid > 0u) { r.x = k[at]; }
+  if (valid > 1u) { r.y = k[at + 1u]; }
+  if (valid > 2u) { r.z = k[at + 2u]; }
   return r;
 }
 
 fn v4(at: u32, valid: u32) -> vec4<f32> {
-  if (valid >= 4u) { return vec4<f32>(v[at], v[at + 1u], v[at + 2u], v[at + 3u]); }
+  if (valid >= 4u) {
+    if (params.headDim % 4u == 0u) { return v4s[at / 4u]; }
+    return vec4<f32>(v[at], v[at + 1u], v[at + 2u], v[at + 3u]);
+  }
   var r = vec4<f32>(0.0);
-  for (var j = 0u; j < valid; j++) { r[j] = v[at + j]; }
+  if (valid > 0u) { r.x = v[at]; }
+  if (valid > 1u) { r.y = v[at + 1u]; }
+  if (valid > 2u) { r.z = v[at + 2u]; }
   return r;
 }
 
 fn store4(at: u32, valid: u32, x: vec4<f32>) {
-  for (var j = 0u; j < min(valid, 4u); j++) { out[at + j] = x[j]; }
+  if (valid > 0u) { out[at] = x.x; }
+  if (valid > 1u) { out[at + 1u] = x.y; }
+  if (valid > 2u) { out[at + 2u] = x.z; }
+  if (valid > 3u) { out[at + 3u] = x.w; }
 }
 
 // Elements left in a head row from element d on.
@@ -114,24 +135,16 @@ fn pv4(acc: vec4<f32>, p: vec4<f32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>
   return fma(x3, vec4<f32>(p.w), fma(x2, vec4<f32>(p.z), fma(x1, vec4<f32>(p.y), fma(x0, vec4<f32>(p.x), acc))));
 }
 
-// Stages BK rows of k (or v) from key `first` on; rows at or past `len` are zeros (padding may hold anything).
-fn stageKeys(lid: u32, first: u32, len: u32, kvBase: u32, kvStep: u32) {
+// Stages BK rows of k and/or v from key `first` on; rows at or past `len` are zeros (padding may
+// hold anything).
+fn stage(lid: u32, first: u32, len: u32, kvBase: u32, kvStep: u32, keys: bool, values: bool) {
   for (var i = lid; i < BK * DIM4; i += THREADS) {
     let key = i / DIM4;
     let d = 4u * (i % DIM4);
     let valid = select(0u, validFrom(d), first + key < len);
     let at = kvBase + (first + key) * kvStep + d;
-    tileKV[key * ROW + d / 4u] = k4(at, valid);
-    if (KV_TOGETHER) { tileKV[V_AT + key * ROW + d / 4u] = v4(at, valid); }
-  }
-}
-
-fn stageValues(lid: u32, first: u32, len: u32, kvBase: u32, kvStep: u32) {
-  for (var i = lid; i < BK * DIM4; i += THREADS) {
-    let key = i / DIM4;
-    let d = 4u * (i % DIM4);
-    let valid = select(0u, validFrom(d), first + key < len);
-    tileKV[V_AT + key * ROW + d / 4u] = v4(kvBase + (first + key) * kvStep + d, valid);
+    if (keys) { tileKV[key * ROW + d / 4u] = k4(at, valid); }
+    if (values) { tileKV[V_AT + key * ROW + d / 4u] = v4(at, valid); }
   }
 }
 
@@ -176,9 +189,10 @@ fn attention_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
   var a40 = vec4<f32>(0.0); var a41 = vec4<f32>(0.0); var a50 = vec4<f32>(0.0); var a51 = vec4<f32>(0.0);
   var a60 = vec4<f32>(0.0); var a61 = vec4<f32>(0.0); var a70 = vec4<f32>(0.0); var a71 = vec4<f32>(0.0);
 
-  let keyEnd = min(t0 + BQ, len);   // keys the tile's last live query attends to
+  // Keys the tile's last live query attends to (none when every query is padding).
+  let keyEnd = select(0u, min(t0 + BQ, len), t0 < len);
   for (var first = 0u; first < keyEnd; first += BK) {
-    stageKeys(lid, first, len, kvBase, kvStep);
+    stage(lid, first, len, kvBase, kvStep, true, KV_TOGETHER);
     workgroupBarrier();
 
     {
@@ -217,7 +231,7 @@ fn attention_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     }
     workgroupBarrier();
 
-    if (!KV_TOGETHER) { stageValues(lid, first, len, kvBase, kvStep); }
+    if (!KV_TOGETHER) { stage(lid, first, len, kvBase, kvStep, false, true); }
     if (lid < BQ) {
       var tileMax = NEG;
       for (var g = 0u; g < KG; g++) {
@@ -286,32 +300,26 @@ fn attention_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     workgroupBarrier();
   }
 
+  // out = acc / l: the accumulators go through tileQ (free once every thread is past the key loop,
+  // which may have run zero times) so that the copy out runs along rows.
+  workgroupBarrier();
+  var r = pvRow * ROW + col;
+  tileQ[r] = a00; tileQ[r + CG] = a01; r += PV_RG * ROW;
+  tileQ[r] = a10; tileQ[r + CG] = a11; r += PV_RG * ROW;
+  tileQ[r] = a20; tileQ[r + CG] = a21; r += PV_RG * ROW;
+  tileQ[r] = a30; tileQ[r + CG] = a31; r += PV_RG * ROW;
+  tileQ[r] = a40; tileQ[r + CG] = a41; r += PV_RG * ROW;
+  tileQ[r] = a50; tileQ[r + CG] = a51; r += PV_RG * ROW;
+  tileQ[r] = a60; tileQ[r + CG] = a61; r += PV_RG * ROW;
+  tileQ[r] = a70; tileQ[r + CG] = a71;
   if (lid < BQ) {
     if (t < T) { lse[(b * params.heads + h) * T + t] = select(0.0, (m + log2(l)) * LN2, live); }
     rowScale[lid] = select(0.0, 1.0 / l, live);
   }
   workgroupBarrier();
-
-  let d0 = 4u * col;
-  let d1 = 4u * (col + CG);
-  let v0 = validFrom(d0);
-  let v1 = validFrom(d1);
-  var r = pvRow;
-  var at = qBase + (t0 + r) * qStep;
-  let rowStep = PV_RG * qStep;
-  if (t0 + r < T) { store4(at + d0, v0, a00 * rowScale[r]); store4(at + d1, v1, a01 * rowScale[r]); }
-  r += PV_RG; at += rowStep;
-  if (t0 + r < T) { store4(at + d0, v0, a10 * rowScale[r]); store4(at + d1, v1, a11 * rowScale[r]); }
-  r += PV_RG; at += rowStep;
-  if (t0 + r < T) { store4(at + d0, v0, a20 * rowScale[r]); store4(at + d1, v1, a21 * rowScale[r]); }
-  r += PV_RG; at += rowStep;
-  if (t0 + r < T) { store4(at + d0, v0, a30 * rowScale[r]); store4(at + d1, v1, a31 * rowScale[r]); }
-  r += PV_RG; at += rowStep;
-  if (t0 + r < T) { store4(at + d0, v0, a40 * rowScale[r]); store4(at + d1, v1, a41 * rowScale[r]); }
-  r += PV_RG; at += rowStep;
-  if (t0 + r < T) { store4(at + d0, v0, a50 * rowScale[r]); store4(at + d1, v1, a51 * rowScale[r]); }
-  r += PV_RG; at += rowStep;
-  if (t0 + r < T) { store4(at + d0, v0, a60 * rowScale[r]); store4(at + d1, v1, a61 * rowScale[r]); }
-  r += PV_RG; at += rowStep;
-  if (t0 + r < T) { store4(at + d0, v0, a70 * rowScale[r]); store4(at + d1, v1, a71 * rowScale[r]); }
+  for (var i = lid; i < BQ * DIM4; i += THREADS) {
+    let row = i / DIM4;
+    let d = 4u * (i % DIM4);
+    if (t0 + row < T) { store4(qBase + (t0 + row) * qStep + d, validFrom(d), tileQ[row * ROW + d / 4u] * rowScale[row]); }
+  }
 }

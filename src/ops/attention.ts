@@ -1,8 +1,8 @@
 /**
  * Causal grouped-query attention over a batch of (possibly padded) sequences, on WebGPU
  * (kernels/attention.wgsl, FlashAttention-2 style: register tiles over key/value tiles in workgroup
- * memory, one online-softmax correction per tile, no T×T matrix), with a float64 reference. Also returns the per-query logsumexp, which a backward pass uses to
- * recompute probabilities.
+ * memory, one online-softmax correction per tile, no T×T matrix), with a float64 reference. Also
+ * returns the per-query logsumexp, which a backward pass uses to recompute probabilities.
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
@@ -71,17 +71,26 @@ export function referenceAttention(q: ArrayLike<number>, k: ArrayLike<number>, v
   return { out, lse };
 }
 
+/** The whole vec4s of a buffer (bindings 7–9 read q, k, v as vec4 arrays when D is a multiple of 4). */
+function vec4View(buffer: GPUBuffer): GPUBufferBinding {
+  return { buffer, size: Math.floor(buffer.size / 16) * 16 };
+}
+
 export interface PreparedAttention {
   encode(pass: GPUComputePassEncoder): void;
   destroy(): void;
 }
 
-/** Records attention over GPU buffers (q, k, v f32; lengths u32 per sequence) into a caller's pass. */
+/**
+ * Records attention over GPU buffers (q, k, v f32; lengths u32 per sequence) into a caller's pass.
+ * q, k and v are also read as vec4 arrays, so each must hold at least 16 bytes.
+ */
 export async function prepareAttention(ctx: GpuContext, s: AttentionShape, buffers: { q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; lengths: GPUBuffer; out: GPUBuffer; lse: GPUBuffer }): Promise<PreparedAttention> {
   checkShape(s);
   const qBytes = s.batch * s.seqLen * s.heads * s.headDim * 4;
   const kvBytes = s.batch * s.seqLen * s.kvHeads * s.headDim * 4;
-  const needs: [keyof typeof buffers, number][] = [['q', qBytes], ['k', kvBytes], ['v', kvBytes], ['lengths', s.batch * 4], ['out', qBytes], ['lse', s.batch * s.heads * s.seqLen * 4]];
+  // q, k and v are also bound as vec4 arrays, which need at least one vec4.
+  const needs: [keyof typeof buffers, number][] = [['q', Math.max(qBytes, 16)], ['k', Math.max(kvBytes, 16)], ['v', Math.max(kvBytes, 16)], ['lengths', s.batch * 4], ['out', qBytes], ['lse', s.batch * s.heads * s.seqLen * 4]];
   for (const [name, bytes] of needs) {
     if (buffers[name].size < bytes) throw new InvalidArgumentError(name, `a GPUBuffer of at least ${bytes} bytes`, `${buffers[name].size} bytes`);
   }
@@ -94,7 +103,8 @@ export async function prepareAttention(ctx: GpuContext, s: AttentionShape, buffe
     const uniform = ctx.uniform('attention:params', params);
     const queriesPerGroup = 4096 / dimClass;
     const groups = [Math.ceil(s.seqLen / queriesPerGroup), s.heads, s.batch] as const;
-    return boundDispatch(ctx, pipeline, `attention B${s.batch} T${s.seqLen} H${s.heads}/${s.kvHeads} D${s.headDim}`, uniform, [{ buffer: buffers.q }, { buffer: buffers.k }, { buffer: buffers.v }, { buffer: buffers.lengths }, { buffer: buffers.out }, { buffer: buffers.lse }], groups);
+    return boundDispatch(ctx, pipeline, `attention B${s.batch} T${s.seqLen} H${s.heads}/${s.kvHeads} D${s.headDim}`, uniform, [{ buffer: buffers.q }, { buffer: buffers.k }, { buffer: buffers.v }, { buffer: buffers.lengths }, { buffer: buffers.out }, { buffer: buffers.lse },
+      vec4View(buffers.q), vec4View(buffers.k), vec4View(buffers.v)], groups);
   });
 }
 

@@ -2,7 +2,9 @@
  * y = x · Wᵀ + b, PyTorch's nn.Linear, on WebGPU (kernels/linear.wgsl), with a float64
  * reference. W is (N, K) as Hugging Face checkpoints store it, in f32, f16 or bf16 (16-bit values
  * packed two per 32-bit word, exactly as in a safetensors file, K odd included); the optional
- * bias likewise; x and y are f32 and the accumulation is f32.
+ * bias likewise; x and y are f32 and the accumulation is f32. Small grids (decoding, narrow
+ * outputs) cut k into ranges whose partials a second dispatch adds in a fixed order (linearPlan),
+ * so results repeat bit for bit.
  */
 import { BYTES_PER_ELEMENT, checkHostArray, parseDType, type DType, type HostArray } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';

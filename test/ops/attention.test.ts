@@ -13,7 +13,7 @@ import { TOLERANCES, expectClose } from '../tolerances.js';
 const CASES: [AttentionShape, number[], string][] = [
   [{ batch: 1, seqLen: 1, heads: 1, kvHeads: 1, headDim: 2 }, [1], 'one token: softmax over a single key'],
   [{ batch: 2, seqLen: 24, heads: 4, kvHeads: 2, headDim: 16 }, [24, 24], 'the tiny-qwen2 shape: GQA 2:1, keys in 2 tiles'],
-  [{ batch: 3, seqLen: 70, heads: 6, kvHeads: 2, headDim: 20 }, [70, 33, 1], 'padded batch, 2 query blocks, ragged key tile'],
+  [{ batch: 3, seqLen: 70, heads: 6, kvHeads: 2, headDim: 20 }, [70, 33, 1], 'padded batch, 2 query blocks (the second all padding at lengths 33 and 1: no key tiles), ragged key tile'],
   [{ batch: 2, seqLen: 83, heads: 3, kvHeads: 1, headDim: 7 }, [0, 83], 'an empty sequence, D not a multiple of 4, 2 query blocks (second partial)'],
   [{ batch: 1, seqLen: 130, heads: 14, kvHeads: 2, headDim: 64 }, [129], 'Qwen2.5-0.5B heads (GQA 7:1, D = 64: K and V staged together), 3 query blocks, last query padding'],
   [{ batch: 1, seqLen: 37, heads: 2, kvHeads: 1, headDim: 128 }, [37], 'Qwen2.5 head size (128), multi-query: 32 queries per block, split score dot products'],

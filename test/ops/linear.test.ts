@@ -2,23 +2,31 @@
 import { elementReader, encode, type DType } from '../../src/dtype.js';
 import { InvalidArgumentError } from '../../src/errors.js';
 import type { GpuContext } from '../../src/gpu/context.js';
-import { linear, prepareLinear, referenceLinear } from '../../src/ops/linear.js';
+import { linear, linearPlan, prepareLinear, referenceLinear } from '../../src/ops/linear.js';
 import { gaussian, mulberry32 } from '../../src/util/random.js';
 import { describeGpu, openGpu } from '../helpers.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';
 
 type Case = [m: number, k: number, n: number, weightDType: DType, biasDType: DType | null, path: string];
 
+// Paths (linearPlan): "small" = 32-row tiles (m ≤ 32), "large" = 64-row tiles; "aligned" = k % 4 = 0,
+// so rows of x and W are read as whole quads (vec4 / packed pairs); "split S" = k cut into S ranges,
+// partials reduced by linear_reduce (which adds the bias), else one dispatch writes y + bias.
 const CASES: Case[] = [
-  [1, 1, 1, 'f32', null, 'one element: every tile edge masked, no bias (placeholder bound)'],
-  [1, 37, 70, 'bf16', 'bf16', 'one row (a decoding step); odd k: W rows alternate starting in the low and high half of a word; n one tile and 6 columns'],
-  [3, 5, 7, 'f16', 'f16', 'smaller than one tile and one k-step; odd k and odd n: the bias ends mid-word'],
-  [65, 17, 33, 'f32', 'f32', 'one row past a tile in m, one element past a k-step, ragged n'],
-  [67, 31, 129, 'bf16', null, 'odd k, m and n past whole tiles (two and three workgroups), no bias'],
-  [130, 64, 66, 'f16', 'bf16', 'whole k-steps, even k (rows start on a word), ragged m and n, bias dtype differs from W'],
-  [2, 2053, 19, 'f16', 'f32', 'a large row: 129 staged k-steps with a ragged last one, odd k'],
+  [1, 1, 1, 'f32', null, 'small, one element: every tile edge masked, no bias (placeholder bound)'],
+  [1, 37, 70, 'bf16', 'bf16', 'small, one row (a decoding step); odd k: W rows alternate starting in the low and high half of a word; n one tile and 6 columns'],
+  [3, 5, 7, 'f16', 'f16', 'small, smaller than one tile and one k-step; odd k and odd n: the bias ends mid-word'],
+  [65, 17, 33, 'f32', 'f32', 'large, one row past a tile in m, one element past a k-step, ragged n'],
+  [67, 31, 129, 'bf16', null, 'large, odd k, m and n past whole tiles (two and three workgroups), no bias'],
+  [130, 64, 66, 'f16', 'bf16', 'large, aligned 16-bit pairs, whole k-steps, ragged m and n, bias dtype differs from W'],
+  [2, 2053, 19, 'f16', 'f32', 'small, split 15 (ranges of 144, the last 37), odd k: odd rows start every range mid-word; f32 bias added by the reduction'],
+  [32, 300, 70, 'f32', 'f32', 'small at its largest m, aligned f32 quads, split 2 (160 + 140): a range ending mid-step'],
+  [33, 260, 131, 'bf16', 'bf16', 'large at its smallest m (second tile row nearly empty), aligned pairs, split 2; bf16 bias ends mid-word in the reduction'],
+  [70, 1001, 67, 'bf16', 'f16', 'large, split 7 (6 × 144 + 137), odd k: unaligned 16-bit reads across range edges'],
+  [5, 512, 100, 'f16', null, 'small, aligned f16 pairs (subnormal weights among them), split 4, no bias in the reduction (placeholder)'],
+  [100, 64, 200, 'f32', 'f32', 'large, aligned f32 quads, k too short to split: bias added by the tile kernel'],
+  [2, 40, 5000, 'bf16', null, 'small, wide n (79 column tiles, an lm_head in miniature), k of 2.5 steps, aligned'],
 ];
-
 /** x ~ N(0, 1) with an outlier, W ~ N(0, 1/k) and b ~ N(0, 1) rounded to their dtypes; the references see the decoded values. */
 function inputs(m: number, k: number, n: number, weightDType: DType, biasDType: DType | null) {
   const rand = mulberry32(m * 7919 + k * 31 + n);
@@ -46,6 +54,16 @@ describeGpu('linear (WebGPU, y = x · Wᵀ + b)', () => {
     expectClose(`linear ${m}x${k}x${n} ${weightDType}/${biasDType}`, got, referenceLinear(x, weightValues, biasValues, shape), TOLERANCES.linear);
   });
 
+  test('split-k runs repeat bit for bit (fixed-order reduction)', async () => {
+    const [m, k, n] = [70, 1001, 67];
+    expect(linearPlan({ m, k, n }, ctx.maxBindingBytes).splits).toBeGreaterThan(1);
+    const { x, weight, bias } = inputs(m, k, n, 'bf16', 'f16');
+    const shape = { m, k, n, weightDType: 'bf16' as const, biasDType: 'f16' as const };
+    const first = await linear(ctx, x, weight, bias, shape);
+    const second = await linear(ctx, x, weight, bias, shape);
+    expect(Buffer.from(second.buffer).equals(Buffer.from(first.buffer))).toBe(true);
+  });
+
   test('bad arguments are refused before any GPU work', async () => {
     const x = new Float32Array(6);
     await expect(linear(ctx, x, new Float32Array(6), null, { m: 2, k: 3, n: 0 })).rejects.toThrow(/n: expected a positive integer, got 0/);
@@ -57,6 +75,8 @@ describeGpu('linear (WebGPU, y = x · Wᵀ + b)', () => {
     await expect(linear(ctx, x, new Float32Array(6), null, { m: 2, k: 3, n: 2, weightDType: 'f8' as DType })).rejects.toThrow(InvalidArgumentError);
     const small = ctx.createBuffer('test:small', 16, GPUBufferUsage.STORAGE);
     try {
+      const widest = 64 * ctx.limits.maxComputeWorkgroupsPerDimension;
+      await expect(prepareLinear(ctx, { m: 1, k: 1, n: widest + 1 }, small, small, null, small)).rejects.toThrow(new RegExp(`n: expected at most ${widest}, got ${widest + 1}`));
       // 7 bf16 values of W need 14 bytes, rounded up to 16: fits; 9 need 20.
       await expect(prepareLinear(ctx, { m: 1, k: 9, n: 1, weightDType: 'bf16' }, small, small, null, small)).rejects.toThrow(/x: expected a GPUBuffer of at least 36 bytes, got 16 bytes/);
       const x9 = ctx.createBuffer('test:x9', 36, GPUBufferUsage.STORAGE);
@@ -65,5 +85,25 @@ describeGpu('linear (WebGPU, y = x · Wᵀ + b)', () => {
     } finally {
       small.destroy();
     }
+  });
+});
+
+describe('linearPlan (tile height and split-k, from the shape only)', () => {
+  const big = 2 ** 31;
+  test.each([
+    [2048, 896, 4864, 64, 1, 896, 'prefill, 2432 tiles: enough without splitting'],
+    [2048, 4864, 896, 64, 5, 976, 'prefill down-projection, 448 tiles: 5 ranges → 2240 workgroups'],
+    [32, 4864, 896, 32, 38, 128, 'decode down-projection, 14 tiles: ranges no shorter than 128'],
+    [32, 896, 4864, 32, 7, 128, 'decode gate/up, 76 tiles'],
+    [32, 896, 128, 32, 7, 128, 'decode k/v projection, 2 tiles'],
+    [32, 896, 151936, 32, 1, 896, 'decode lm_head, 2374 tiles'],
+    [33, 127, 64, 64, 1, 128, 'k under one minimum range: never split'],
+  ])('(%i, %i, %i) → tileM %i, %i ranges of %i: %s', (m, k, n, tileM, splits, kPerSplit) => {
+    expect(linearPlan({ m, k, n }, big)).toEqual({ tileM, splits, kPerSplit });
+  });
+
+  test('partials never exceed maxBindingBytes', () => {
+    expect(linearPlan({ m: 32, k: 4864, n: 896 }, 2 * 32 * 896 * 4)).toEqual({ tileM: 32, splits: 2, kPerSplit: 2432 });
+    expect(linearPlan({ m: 32, k: 4864, n: 896 }, 32 * 896 * 4 + 4)).toEqual({ tileM: 32, splits: 1, kPerSplit: 4864 });
   });
 });
