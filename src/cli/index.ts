@@ -7,6 +7,7 @@ import { GRPO_DEFAULTS } from '../rl/config.js';
 import { IntuitorError, InvalidArgumentError, FileFormatError } from '../errors.js';
 import { PACKAGE_VERSION } from '../paths.js';
 import { benchCommand } from './bench.js';
+import { BUILD_BASE_DEFAULTS, buildBaseCommand } from './build-base.js';
 import { generateCommand } from './generate.js';
 import { gradCommand } from './grad.js';
 import { infoCommand } from './info.js';
@@ -56,6 +57,15 @@ function program(): Command {
     .option('--group-size <n>', 'completions per prompt (G ≥ 2)', String(GRPO_DEFAULTS.groupSize))
     .option('--seed <n>', 'run seed', String(GRPO_DEFAULTS.seed));
   trainOptions(cli.commands.at(-1)!).action(trainCommand);
+
+  cli.command('build-base')
+    .description('rebuild the shipped base model: a tiny Qwen2 character-level model, random init, SFT on a task\'s train split; records its held-out accuracy')
+    .option('--task <name>', 'arithmetic', 'arithmetic')
+    .option('--out <dir>', 'model folder to write (replaced whole)', SHIPPED_BASE_MODEL)
+    .option('--steps <n>', 'SFT updates', BUILD_BASE_DEFAULTS.steps)
+    .option('--lr <x>', 'SFT peak learning rate', BUILD_BASE_DEFAULTS.lr)
+    .option('--seed <n>', 'initialisation and data seed', BUILD_BASE_DEFAULTS.seed)
+    .action(buildBaseCommand);
 
   cli.command('eval')
     .description("held-out evaluation on a built-in task: greedy pass@1, mean@k, and the exploration scores where the task has them")

@@ -71,6 +71,8 @@ export class PolicyTokenizer {
     if (!Array.isArray(ids) || !ids.every((id) => Number.isSafeInteger(id) && id >= 0)) {
       throw new InvalidArgumentError('ids', 'an array of non-negative integer token ids', describe(ids));
     }
+    // The library refuses an empty list; an empty completion (EOS alone, filtered out) is empty text.
+    if (ids.length === 0) return '';
     return this.tokenizer.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
   }
 
