@@ -26,6 +26,7 @@ describe('PolicyTokenizer (tiny-qwen2)', () => {
     expect(tokenizer.encode('a<|endoftext|>b')).toEqual([67, 0, 68]);
     expect(tokenizer.decode([67, 0, 68])).toBe('a<|endoftext|>b');
     expect(tokenizer.decode([67, 0, 68], { skipSpecialTokens: true })).toBe('ab');
+    expect(tokenizer.decode([])).toBe(''); // an empty completion
   });
 
   test('bad ids and a missing template are refused by name', () => {
