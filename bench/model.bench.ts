@@ -2,14 +2,17 @@
  * Suites `linear` and `attention`: the policy's two heavy kernels at Qwen2.5-0.5B shapes.
  * - linear: y = x · Wᵀ for M = 2048 tokens, hidden 896, intermediate 4864 (gate/up and down
  *   projections), f32 and bf16 weights; GFLOP/s against the f32 matmul ceiling of the same run.
- * - attention: causal prefill, B 8, 14 query heads, 2 key/value heads, T 2048, D 64, f32.
+ * - attention: causal prefill, B 8, 14 query heads, 2 key/value heads, T 2048, D 64, f32: every
+ *   kernel variant of the D ≤ 64 class (backend `webgpu` for the default, `webgpu/<variant>` for
+ *   the others), so one run compares them with each other and with PyTorch's SDPA; and one D 128
+ *   row (B 8, 16/2 heads, T 2048) for the default configuration of that class.
  * On a software adapter (lavapipe) both run at reduced sizes, labelled by their shapes.
  * PyTorch rows (cuBLAS `x @ W.T`, `scaled_dot_product_attention`) come from
  * bench/peers/torch_token_stats.py on the same card and join through --peers.
  */
 import { encode, type DType } from '../src/dtype.js';
 import { timeOnGpu } from '../src/gpu/timing.js';
-import { prepareAttention } from '../src/ops/attention.js';
+import { ATTENTION_VARIANTS, DEFAULT_ATTENTION_VARIANT, prepareAttention, type AttentionShape, type AttentionVariant } from '../src/ops/attention.js';
 import { prepareLinear } from '../src/ops/linear.js';
 import { gaussian, mulberry32 } from '../src/util/random.js';
 import { runCase, withMatmulCeiling, type BenchEnv } from './harness.js';
@@ -51,26 +54,36 @@ export async function modelSuite(env: BenchEnv, kernels: ReadonlySet<string>, dt
     }
   }
   if (kernels.has('attention')) {
-    const s = small ? { batch: 1, seqLen: 256, heads: 14, kvHeads: 2, headDim: 64 } : { batch: 8, seqLen: 2048, heads: 14, kvHeads: 2, headDim: 64 };
-    await runCase(env, `attention ${JSON.stringify(s)}`, async () => {
-      const qn = s.batch * s.seqLen * s.heads * s.headDim;
-      const kvn = s.batch * s.seqLen * s.kvHeads * s.headDim;
-      const buffers = {
-        q: gpu.upload('bench:q', randomValues(qn, 1)), k: gpu.upload('bench:k', randomValues(kvn, 2)), v: gpu.upload('bench:v', randomValues(kvn, 3)),
-        lengths: gpu.upload('bench:lengths', new Uint32Array(s.batch).fill(s.seqLen)),
-        out: gpu.createBuffer('bench:out', qn * 4, usage), lse: gpu.createBuffer('bench:lse', s.batch * s.heads * s.seqLen * 4, usage),
-      };
-      try {
-        const prepared = await prepareAttention(gpu, s, buffers);
-        const t = await timeOnGpu(gpu, 'attention', (pass) => prepared.encode(pass), timing);
-        prepared.destroy();
-        const row = rowFromSamples({ kernel: 'attention', backend: 'webgpu', dtype: 'f32', shape: [s.batch, s.seqLen, s.heads, s.kvHeads, s.headDim], device: env.gpuDevice, method: t.method, note: 'causal prefill, GQA' }, t.samples, 0, null);
-        // Causal: half of the T×T score and value products, 2 FLOPs each, per head.
-        row.gflops = (2 * 2 * s.batch * s.heads * s.headDim * (s.seqLen * (s.seqLen + 1)) / 2) / (row.medianMs / 1000) / 1e9;
-        env.rows.push(row);
-      } finally {
-        for (const b of Object.values(buffers)) b.destroy();
-      }
-    });
+    const d64: AttentionShape = small ? { batch: 1, seqLen: 256, heads: 14, kvHeads: 2, headDim: 64 } : { batch: 8, seqLen: 2048, heads: 14, kvHeads: 2, headDim: 64 };
+    const d128: AttentionShape = small ? { batch: 1, seqLen: 256, heads: 16, kvHeads: 2, headDim: 128 } : { batch: 8, seqLen: 2048, heads: 16, kvHeads: 2, headDim: 128 };
+    const runs: [AttentionShape, AttentionVariant][] = [
+      [d64, DEFAULT_ATTENTION_VARIANT],
+      ...ATTENTION_VARIANTS.filter((v) => v !== DEFAULT_ATTENTION_VARIANT).map((v): [AttentionShape, AttentionVariant] => [d64, v]),
+      [d128, DEFAULT_ATTENTION_VARIANT],
+    ];
+    for (const [s, variant] of runs) {
+      const backend = variant === DEFAULT_ATTENTION_VARIANT ? 'webgpu' : `webgpu/${variant}`;
+      await runCase(env, `attention ${backend} ${JSON.stringify(s)}`, async () => {
+        const qn = s.batch * s.seqLen * s.heads * s.headDim;
+        const kvn = s.batch * s.seqLen * s.kvHeads * s.headDim;
+        const buffers = {
+          q: gpu.upload('bench:q', randomValues(qn, 1)), k: gpu.upload('bench:k', randomValues(kvn, 2)), v: gpu.upload('bench:v', randomValues(kvn, 3)),
+          lengths: gpu.upload('bench:lengths', new Uint32Array(s.batch).fill(s.seqLen)),
+          out: gpu.createBuffer('bench:out', qn * 4, usage), lse: gpu.createBuffer('bench:lse', s.batch * s.heads * s.seqLen * 4, usage),
+        };
+        try {
+          const prepared = await prepareAttention(gpu, s, buffers, { variant });
+          const t = await timeOnGpu(gpu, 'attention', (pass) => prepared.encode(pass), timing);
+          prepared.destroy();
+          const note = s.headDim <= 64 ? `causal prefill, GQA, variant ${variant}` : 'causal prefill, GQA';
+          const row = rowFromSamples({ kernel: 'attention', backend, dtype: 'f32', shape: [s.batch, s.seqLen, s.heads, s.kvHeads, s.headDim], device: env.gpuDevice, method: t.method, note }, t.samples, 0, null);
+          // Causal: half of the T×T score and value products, 2 FLOPs each, per head.
+          row.gflops = (2 * 2 * s.batch * s.heads * s.headDim * (s.seqLen * (s.seqLen + 1)) / 2) / (row.medianMs / 1000) / 1e9;
+          env.rows.push(row);
+        } finally {
+          for (const b of Object.values(buffers)) b.destroy();
+        }
+      });
+    }
   }
 }

@@ -18,9 +18,62 @@ export interface AttentionShape {
 
 export const MAX_HEAD_DIM = 256;
 
-/** The kernel variant for a head size: D ≤ 64, ≤ 128 or ≤ 256 (padded with zeros up to it). */
-function attentionDimClass(headDim: number): 64 | 128 | 256 {
-  return headDim <= 64 ? 64 : headDim <= 128 ? 128 : 256;
+/**
+ * Code variants of the D ≤ 64 class (kernels/attention.wgsl, header): all compute the same
+ * outputs (within f32 rounding) and differ only in tiles and staging.
+ * - `q64k16-classic`: 64 threads, 64 query rows × 16-key tiles, one head per workgroup, K and V
+ *   staged together at the top of each tile (the first version of this kernel).
+ * - `q64k16`: the same tiles; GQA packing (the query heads of one key/value head share each
+ *   workgroup, so the causal diagonal a tile straddles is 64 / (Hq / Hkv) tokens) and K/V
+ *   prefetched through registers a phase ahead, so global latency hides behind the FMAs.
+ * - `q32k16`: 32 threads (one NVIDIA warp: a barrier never waits on another warp), 32 rows ×
+ *   16-key tiles, packing and prefetch; half the workgroup memory, so twice the workgroups fit.
+ * - `q32k32`: 32 threads, 32 rows × 32-key tiles (4 × 8 score tiles per thread: half the barriers
+ *   and softmax corrections per key), packing; K then V staged without prefetch (registers).
+ */
+export const ATTENTION_VARIANTS = ['q64k16', 'q64k16-classic', 'q32k16', 'q32k32'] as const;
+export type AttentionVariant = (typeof ATTENTION_VARIANTS)[number];
+
+/** How prepareAttention runs the D ≤ 64 class; larger heads have one configuration each and ignore it. */
+export interface AttentionTuning {
+  /** Default DEFAULT_ATTENTION_VARIANT. */
+  variant?: AttentionVariant;
+}
+
+export const DEFAULT_ATTENTION_VARIANT: AttentionVariant = 'q64k16';
+
+/** One kernel configuration: its override constants and whether the GQA group shares a workgroup. */
+interface AttentionConfig {
+  dimClass: 64 | 128 | 256;
+  threads: number;
+  keysPerTile: number;
+  scoreKeys: 4 | 8;
+  prefetch: boolean;
+  kvTogether: boolean;
+  packHeads: boolean;
+}
+
+const D64_CONFIGS: Record<AttentionVariant, AttentionConfig> = {
+  'q64k16-classic': { dimClass: 64, threads: 64, keysPerTile: 16, scoreKeys: 4, prefetch: false, kvTogether: true, packHeads: false },
+  q64k16: { dimClass: 64, threads: 64, keysPerTile: 16, scoreKeys: 4, prefetch: true, kvTogether: false, packHeads: true },
+  q32k16: { dimClass: 64, threads: 32, keysPerTile: 16, scoreKeys: 4, prefetch: true, kvTogether: false, packHeads: true },
+  q32k32: { dimClass: 64, threads: 32, keysPerTile: 32, scoreKeys: 8, prefetch: false, kvTogether: false, packHeads: true },
+};
+
+/** The configuration for a head size (D ≤ 64, ≤ 128 or ≤ 256, padded with zeros up to it). */
+function attentionConfig(headDim: number, variant: AttentionVariant): AttentionConfig {
+  if (headDim <= 64) return D64_CONFIGS[variant];
+  const dimClass = headDim <= 128 ? 128 : 256;
+  return { dimClass, threads: 64, keysPerTile: dimClass === 256 ? 8 : 16, scoreKeys: 4, prefetch: false, kvTogether: false, packHeads: false };
+}
+
+function checkTuning(tuning: AttentionTuning): AttentionVariant {
+  if (tuning === null || typeof tuning !== 'object') throw new InvalidArgumentError('tuning', 'an object', describe(tuning));
+  const variant = tuning.variant ?? DEFAULT_ATTENTION_VARIANT;
+  if (!(ATTENTION_VARIANTS as readonly string[]).includes(variant)) {
+    throw new InvalidArgumentError('tuning.variant', `one of ${ATTENTION_VARIANTS.join(', ')}`, describe(variant));
+  }
+  return variant;
 }
 
 function checkShape(s: AttentionShape): void {
@@ -83,10 +136,13 @@ export interface PreparedAttention {
 
 /**
  * Records attention over GPU buffers (q, k, v f32; lengths u32 per sequence) into a caller's pass.
- * q, k and v are also read as vec4 arrays, so each must hold at least 16 bytes.
+ * q, k and v are also read as vec4 arrays, so each must hold at least 16 bytes. `tuning` picks the
+ * kernel variant of the D ≤ 64 class (ATTENTION_VARIANTS); every variant gives the same results.
  */
-export async function prepareAttention(ctx: GpuContext, s: AttentionShape, buffers: { q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; lengths: GPUBuffer; out: GPUBuffer; lse: GPUBuffer }): Promise<PreparedAttention> {
+export async function prepareAttention(ctx: GpuContext, s: AttentionShape, buffers: { q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; lengths: GPUBuffer; out: GPUBuffer; lse: GPUBuffer },
+  tuning: AttentionTuning = {}): Promise<PreparedAttention> {
   checkShape(s);
+  const variant = checkTuning(tuning);
   const qBytes = s.batch * s.seqLen * s.heads * s.headDim * 4;
   const kvBytes = s.batch * s.seqLen * s.kvHeads * s.headDim * 4;
   // q, k and v are also bound as vec4 arrays, which need at least one vec4.
@@ -94,25 +150,31 @@ export async function prepareAttention(ctx: GpuContext, s: AttentionShape, buffe
   for (const [name, bytes] of needs) {
     if (buffers[name].size < bytes) throw new InvalidArgumentError(name, `a GPUBuffer of at least ${bytes} bytes`, `${buffers[name].size} bytes`);
   }
-  const dimClass = attentionDimClass(s.headDim);
-  const pipeline = await ctx.pipeline('attention', 'attention_main', { DIM_CLASS: dimClass });
+  const c = attentionConfig(s.headDim, variant);
+  const pipeline = await ctx.pipeline('attention', 'attention_main', {
+    DIM_CLASS: c.dimClass, THREADS: c.threads, BK: c.keysPerTile, SCORE_KEYS: c.scoreKeys, PREFETCH: Number(c.prefetch), KV_TOGETHER: Number(c.kvTogether),
+  });
   return ctx.scoped('attention:prepare', () => {
+    const packedHeads = c.packHeads ? s.heads / s.kvHeads : 1;
     const params = new ArrayBuffer(32);
     new Uint32Array(params).set([s.seqLen, s.heads, s.kvHeads, s.headDim]);
     new Float32Array(params)[4] = Math.LOG2E / Math.sqrt(s.headDim);   // scores in base 2, rounded once
+    new Uint32Array(params)[5] = packedHeads;
     const uniform = ctx.uniform('attention:params', params);
-    const queriesPerGroup = 4096 / dimClass;
-    const groups = [Math.ceil(s.seqLen / queriesPerGroup), s.heads, s.batch] as const;
-    return boundDispatch(ctx, pipeline, `attention B${s.batch} T${s.seqLen} H${s.heads}/${s.kvHeads} D${s.headDim}`, uniform, [{ buffer: buffers.q }, { buffer: buffers.k }, { buffer: buffers.v }, { buffer: buffers.lengths }, { buffer: buffers.out }, { buffer: buffers.lse },
+    const rowsPerGroup = (64 * c.threads) / c.dimClass;
+    const groups = [Math.ceil((packedHeads * s.seqLen) / rowsPerGroup), s.heads / packedHeads, s.batch] as const;
+    const label = `attention ${s.headDim <= 64 ? variant : `D${c.dimClass}`} B${s.batch} T${s.seqLen} H${s.heads}/${s.kvHeads} D${s.headDim}`;
+    return boundDispatch(ctx, pipeline, label, uniform, [{ buffer: buffers.q }, { buffer: buffers.k }, { buffer: buffers.v }, { buffer: buffers.lengths }, { buffer: buffers.out }, { buffer: buffers.lse },
       vec4View(buffers.q), vec4View(buffers.k), vec4View(buffers.v)], groups);
   });
 }
 
-/** Attention over host arrays: { out, lse } as float32. `poisonOutputs` fills them with NaN first (tests). */
+/** Attention over host arrays: { out, lse } as float32. `poisonOutputs` fills them with NaN first (tests); `tuning` as prepareAttention. */
 export async function attention(ctx: GpuContext, q: Float32Array, k: Float32Array, v: Float32Array, lengths: ArrayLike<number>, s: AttentionShape,
-  options: { poisonOutputs?: boolean } = {}): Promise<{ out: Float32Array; lse: Float32Array }> {
+  options: { poisonOutputs?: boolean; tuning?: AttentionTuning } = {}): Promise<{ out: Float32Array; lse: Float32Array }> {
   checkShape(s);
   checkLengths(lengths, s);
+  checkTuning(options.tuning ?? {});
   const qLen = s.batch * s.seqLen * s.heads * s.headDim;
   const kvLen = s.batch * s.seqLen * s.kvHeads * s.headDim;
   for (const [name, array, n] of [['q', q, qLen], ['k', k, kvLen], ['v', v, kvLen]] as const) {
@@ -128,7 +190,7 @@ export async function attention(ctx: GpuContext, q: Float32Array, k: Float32Arra
     ctx.writeBuffer(owned[5], 0, new Float32Array(s.batch * s.heads * s.seqLen).fill(NaN));
   }
   try {
-    const prepared = await prepareAttention(ctx, s, { q: owned[0], k: owned[1], v: owned[2], lengths: owned[3], out: owned[4], lse: owned[5] });
+    const prepared = await prepareAttention(ctx, s, { q: owned[0], k: owned[1], v: owned[2], lengths: owned[3], out: owned[4], lse: owned[5] }, options.tuning);
     try {
       await ctx.runPass('attention', (pass) => prepared.encode(pass));
     } finally {
