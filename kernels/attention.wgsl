@@ -14,7 +14,10 @@
 // heads h0 .. h0 + P − 1 that share one key/value head: packed row R is token R / P of head
 // h0 + R % P. P = 1 is one head per workgroup; P = Hq / Hkv ("GQA packing") stages each K/V tile
 // once for a whole GQA group and shrinks the causal diagonal a tile straddles to BQ / P tokens.
-// Grid (ceil(P · T / BQ), Hq / P, B), the last row tiles (the longest) first. A workgroup streams
+// Grid (ceil(P · T / BQ), Hq / P, B), or with TILE_MAJOR (Hq / P, B, ceil(P · T / BQ)); the last
+// row tiles (the longest) first: workgroups start in grid order with x fastest, so only
+// TILE_MAJOR starts the longest tiles of EVERY head and sequence first (else a late head's long
+// tiles start in the last wave and leave most of the GPU idle at the end). A workgroup streams
 // tiles of BK keys from key 0 to its last live row's token, so tiles wholly above the diagonal are
 // never touched and no T×T matrix exists anywhere. Per key tile:
 //   1. K (and V too where KV_TOGETHER) lands in workgroup memory as padded vec4 rows;
@@ -33,11 +36,12 @@
 // At the end out = acc / l and lse = (m + log2 l) · ln 2.
 // Configurations (src/ops/attention.ts picks them; every one ≤ 32 KiB of workgroup memory):
 //   D ≤ 64  q64k16-classic: 64 threads, BQ 64, BK 16, P 1, K and V staged together (30.75 KiB);
-//           q64k16: 64 threads, BQ 64, BK 16, GQA packing, PREFETCH (26.5 KiB);
+//           q64k16-packed: the same with GQA packing and TILE_MAJOR;
+//           q64k16: 64 threads, BQ 64, BK 16, GQA packing, TILE_MAJOR, PREFETCH (26.5 KiB);
 //           q32k16: 32 threads (one NVIDIA warp: barriers never wait for another warp), BQ 32,
-//                   BK 16, GQA packing, PREFETCH (15.4 KiB);
+//                   BK 16, GQA packing, TILE_MAJOR, PREFETCH (15.4 KiB);
 //           q32k32: 32 threads, BQ 32, BK 32, 4 × 8 score tiles (half the barriers and softmax
-//                   passes per key), GQA packing (21.6 KiB);
+//                   passes per key), GQA packing, TILE_MAJOR (21.6 KiB);
 //   D ≤ 128: 64 threads, BQ 32, BK 16, P 1, PARTS 2, K then V (29.9 KiB);
 //   D ≤ 256: 64 threads, BQ 16, BK 8, P 1, PARTS 8, K then V (30.4 KiB).
 // Rows are padded by one vec4 so that threads reading one column of consecutive rows hit different
@@ -74,6 +78,7 @@ override BK: u32 = select(16u, 8u, DIM_CLASS == 256u);    // keys per tile
 override SCORE_KEYS: u32 = 4u;                            // keys of a thread's score tile: 4 or 8
 override PREFETCH: bool = false;                          // K/V through registers, a phase ahead
 override KV_TOGETHER: bool = false;                       // K and V staged at once (not with PREFETCH)
+override TILE_MAJOR: bool = false;                        // row tiles along grid z (else x)
 override DIM4: u32 = DIM_CLASS / 4u;                      // vec4s of a head row
 override ROW: u32 = DIM4 + 1u;                            // padded row stride of Q, K, V (vec4)
 override BQ: u32 = 16u * THREADS / DIM4;                  // rows per workgroup (8 × 8 outputs per thread)
@@ -238,13 +243,15 @@ fn attention_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
   let T = params.seqLen;
   let D = params.headDim;
   let P = params.packedHeads;
-  let b = wid.z;
-  let h0 = wid.y * P;                         // the workgroup's first query head
+  let tile = select(wid.x, wid.z, TILE_MAJOR);
+  let tiles = select(groups.x, groups.z, TILE_MAJOR);
+  let b = select(wid.z, wid.y, TILE_MAJOR);
+  let h0 = select(wid.y, wid.x, TILE_MAJOR) * P;   // the workgroup's first query head
   let kvh = h0 / (params.heads / params.kvHeads);
   let len = min(lengths[b], T);
   let rows = P * T;                           // packed rows of the P heads
   let liveRows = P * len;                     // rows < liveRows are tokens < len
-  let r0 = (groups.x - 1u - wid.x) * BQ;      // the longest tiles first
+  let r0 = (tiles - 1u - tile) * BQ;          // the longest tiles first
   let kvStep = params.kvHeads * D;            // elements between tokens in k and v
   let qBase = b * T * params.heads * D + h0 * D;   // token 0 of head h0
   let kvBase = b * T * kvStep + kvh * D;

@@ -20,7 +20,7 @@ export { loadWeights, expectedParameters, type ModelWeights, type LayerWeights, 
 export { PolicyModel, type PreparedForward, type PreparedDecode, type KvCache, type GenerateOptions, type Generation } from './model/policy.js';
 export { argmax, prepareArgmax, referenceArgmax } from './ops/argmax.js';
 export { prepareKvWrite, prepareAttentionDecode, referenceKvWrite } from './ops/kv-cache.js';
-export { attention, prepareAttention, referenceAttention, type AttentionShape } from './ops/attention.js';
+export { attention, prepareAttention, referenceAttention, ATTENTION_VARIANTS, DEFAULT_ATTENTION_VARIANT, type AttentionShape, type AttentionTuning, type AttentionVariant } from './ops/attention.js';
 export { linear, prepareLinear, referenceLinear, type LinearShape } from './ops/linear.js';
 export { rmsNorm, prepareRmsNorm, referenceRmsNorm, type RmsNormShape } from './ops/rmsnorm.js';
 export { embedding, prepareEmbedding, referenceEmbedding, type EmbeddingShape } from './ops/embedding.js';

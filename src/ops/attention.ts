@@ -23,15 +23,17 @@ export const MAX_HEAD_DIM = 256;
  * outputs (within f32 rounding) and differ only in tiles and staging.
  * - `q64k16-classic`: 64 threads, 64 query rows × 16-key tiles, one head per workgroup, K and V
  *   staged together at the top of each tile (the first version of this kernel).
- * - `q64k16`: the same tiles; GQA packing (the query heads of one key/value head share each
- *   workgroup, so the causal diagonal a tile straddles is 64 / (Hq / Hkv) tokens) and K/V
- *   prefetched through registers a phase ahead, so global latency hides behind the FMAs.
+ * - `q64k16-packed`: the same tiles with GQA packing (the query heads of one key/value head share
+ *   each workgroup, so the causal diagonal a tile straddles is 64 / (Hq / Hkv) tokens) and the
+ *   row tiles along grid z, so the longest tiles of every head start first (not only per head).
+ * - `q64k16`: packed, tile-major, and K/V prefetched through registers a phase ahead, so global
+ *   latency hides behind the FMAs instead of stalling a barrier.
  * - `q32k16`: 32 threads (one NVIDIA warp: a barrier never waits on another warp), 32 rows ×
- *   16-key tiles, packing and prefetch; half the workgroup memory, so twice the workgroups fit.
+ *   16-key tiles, packed, tile-major, prefetch; 15 KiB of workgroup memory, so ~2× the workgroups fit.
  * - `q32k32`: 32 threads, 32 rows × 32-key tiles (4 × 8 score tiles per thread: half the barriers
- *   and softmax corrections per key), packing; K then V staged without prefetch (registers).
+ *   and softmax corrections per key), packed, tile-major; K then V staged without prefetch (registers).
  */
-export const ATTENTION_VARIANTS = ['q64k16', 'q64k16-classic', 'q32k16', 'q32k32'] as const;
+export const ATTENTION_VARIANTS = ['q64k16', 'q64k16-classic', 'q64k16-packed', 'q32k16', 'q32k32'] as const;
 export type AttentionVariant = (typeof ATTENTION_VARIANTS)[number];
 
 /** How prepareAttention runs the D ≤ 64 class; larger heads have one configuration each and ignore it. */
@@ -51,20 +53,22 @@ interface AttentionConfig {
   prefetch: boolean;
   kvTogether: boolean;
   packHeads: boolean;
+  tileMajor: boolean;
 }
 
 const D64_CONFIGS: Record<AttentionVariant, AttentionConfig> = {
-  'q64k16-classic': { dimClass: 64, threads: 64, keysPerTile: 16, scoreKeys: 4, prefetch: false, kvTogether: true, packHeads: false },
-  q64k16: { dimClass: 64, threads: 64, keysPerTile: 16, scoreKeys: 4, prefetch: true, kvTogether: false, packHeads: true },
-  q32k16: { dimClass: 64, threads: 32, keysPerTile: 16, scoreKeys: 4, prefetch: true, kvTogether: false, packHeads: true },
-  q32k32: { dimClass: 64, threads: 32, keysPerTile: 32, scoreKeys: 8, prefetch: false, kvTogether: false, packHeads: true },
+  'q64k16-classic': { dimClass: 64, threads: 64, keysPerTile: 16, scoreKeys: 4, prefetch: false, kvTogether: true, packHeads: false, tileMajor: false },
+  'q64k16-packed': { dimClass: 64, threads: 64, keysPerTile: 16, scoreKeys: 4, prefetch: false, kvTogether: true, packHeads: true, tileMajor: true },
+  q64k16: { dimClass: 64, threads: 64, keysPerTile: 16, scoreKeys: 4, prefetch: true, kvTogether: false, packHeads: true, tileMajor: true },
+  q32k16: { dimClass: 64, threads: 32, keysPerTile: 16, scoreKeys: 4, prefetch: true, kvTogether: false, packHeads: true, tileMajor: true },
+  q32k32: { dimClass: 64, threads: 32, keysPerTile: 32, scoreKeys: 8, prefetch: false, kvTogether: false, packHeads: true, tileMajor: true },
 };
 
 /** The configuration for a head size (D ≤ 64, ≤ 128 or ≤ 256, padded with zeros up to it). */
 function attentionConfig(headDim: number, variant: AttentionVariant): AttentionConfig {
   if (headDim <= 64) return D64_CONFIGS[variant];
   const dimClass = headDim <= 128 ? 128 : 256;
-  return { dimClass, threads: 64, keysPerTile: dimClass === 256 ? 8 : 16, scoreKeys: 4, prefetch: false, kvTogether: false, packHeads: false };
+  return { dimClass, threads: 64, keysPerTile: dimClass === 256 ? 8 : 16, scoreKeys: 4, prefetch: false, kvTogether: false, packHeads: false, tileMajor: false };
 }
 
 function checkTuning(tuning: AttentionTuning): AttentionVariant {
@@ -152,7 +156,7 @@ export async function prepareAttention(ctx: GpuContext, s: AttentionShape, buffe
   }
   const c = attentionConfig(s.headDim, variant);
   const pipeline = await ctx.pipeline('attention', 'attention_main', {
-    DIM_CLASS: c.dimClass, THREADS: c.threads, BK: c.keysPerTile, SCORE_KEYS: c.scoreKeys, PREFETCH: Number(c.prefetch), KV_TOGETHER: Number(c.kvTogether),
+    DIM_CLASS: c.dimClass, THREADS: c.threads, BK: c.keysPerTile, SCORE_KEYS: c.scoreKeys, PREFETCH: Number(c.prefetch), KV_TOGETHER: Number(c.kvTogether), TILE_MAJOR: Number(c.tileMajor),
   });
   return ctx.scoped('attention:prepare', () => {
     const packedHeads = c.packHeads ? s.heads / s.kvHeads : 1;
@@ -162,7 +166,8 @@ export async function prepareAttention(ctx: GpuContext, s: AttentionShape, buffe
     new Uint32Array(params)[5] = packedHeads;
     const uniform = ctx.uniform('attention:params', params);
     const rowsPerGroup = (64 * c.threads) / c.dimClass;
-    const groups = [Math.ceil((packedHeads * s.seqLen) / rowsPerGroup), s.heads / packedHeads, s.batch] as const;
+    const tiles = Math.ceil((packedHeads * s.seqLen) / rowsPerGroup);
+    const groups = c.tileMajor ? [s.heads / packedHeads, s.batch, tiles] as const : [tiles, s.heads / packedHeads, s.batch] as const;
     const label = `attention ${s.headDim <= 64 ? variant : `D${c.dimClass}`} B${s.batch} T${s.seqLen} H${s.heads}/${s.kvHeads} D${s.headDim}`;
     return boundDispatch(ctx, pipeline, label, uniform, [{ buffer: buffers.q }, { buffer: buffers.k }, { buffer: buffers.v }, { buffer: buffers.lengths }, { buffer: buffers.out }, { buffer: buffers.lse },
       vec4View(buffers.q), vec4View(buffers.k), vec4View(buffers.v)], groups);
