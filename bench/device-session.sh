@@ -16,7 +16,7 @@ python3 -c "import torch, importlib.util as u; print('torch', torch.__version__,
 # 1. Correctness on NVIDIA: fixture logits, greedy generation, gradients vs transformers' float64.
 if has check; then
   timeout 170 node --experimental-vm-modules node_modules/jest/bin/jest.js dist/test/model/training.test.js dist/test/model/policy.test.js dist/test/model/generate.test.js \
-    dist/test/ops/attention.test.js dist/test/ops/attention-backward.test.js dist/test/ops/linear.test.js dist/test/ops/linear-backward.test.js > "$OUT/jest.txt" 2>&1
+    dist/test/ops/attention.test.js dist/test/ops/linear.test.js > "$OUT/jest.txt" 2>&1
   echo "jest exit $?" | tee -a "$OUT/jest.txt"
   grep -E "^(Tests|Test Suites):|✕" "$OUT/jest.txt"
   # A checkpoint intuitor wrote (devfixtures/sft-checkpoint, made by `intuitor sft` on the fixture) loads in transformers unchanged.
