@@ -45,7 +45,7 @@ export interface AttentionTuning {
 /**
  * The fastest on the H200 (B 8, T 2048, 14/2 heads, D 64, same run as PyTorch's SDPA at 1.91 ms):
  * q32k16 4.17 ms, q64k16 6.00, q64k16-packed 7.79, q64k16-classic 8.51, q32k32 11.4
- * (bench/results/policy-h200-2026-11-26.json).
+ * (bench/results/h200-2026-11-26-run4.json).
  */
 export const DEFAULT_ATTENTION_VARIANT: AttentionVariant = 'q32k16';
 
