@@ -8,6 +8,7 @@
 import { POISON_BITS } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
+import { splitReduction } from './split.js';
 import { bindingOf } from './bindings.js';
 import { grid } from './token-stats/plan.js';
 
@@ -33,10 +34,8 @@ const DEPTH = 16;
 const SUM_WORKGROUP = 256;
 /** Split the rows of dW's reduction until about this many workgroups run (a few per SM on a large GPU)… */
 const TARGET_WORKGROUPS = 512;
-/** …but give each range at least this many rows, so storing and re-reading a partial stays cheap next to computing it… */
+/** …but give each range at least this many rows (see ./split.ts). */
 const MIN_SPLIT_ROWS = 256;
-/** …and keep all partials within this many bytes. */
-const MAX_PARTIAL_BYTES = 64 * 2 ** 20;
 
 function checkShape(shape: LinearBackwardShape): LinearBackwardShape {
   if (shape === null || typeof shape !== 'object') throw new InvalidArgumentError('shape', 'an object { m, k, n, hasBias }', describe(shape));
@@ -63,10 +62,8 @@ function checkAccumulateDx(options: { accumulateDx?: boolean }): boolean {
  */
 export function linearBackwardSplits({ m, k, n }: Pick<LinearBackwardShape, 'm' | 'k' | 'n'>, maxBindingBytes: number): { splits: number; splitRows: number } {
   const tiles = Math.ceil(n / TILE) * Math.ceil(k / TILE);
-  const byBytes = Math.floor(Math.min(MAX_PARTIAL_BYTES, maxBindingBytes) / (n * k * 4));
-  const wanted = Math.max(1, Math.min(Math.ceil(TARGET_WORKGROUPS / tiles), Math.floor(m / MIN_SPLIT_ROWS), byBytes));
-  const splitRows = Math.ceil(Math.ceil(m / wanted) / DEPTH) * DEPTH;
-  return { splits: Math.ceil(m / splitRows), splitRows };
+  const { splits, range } = splitReduction({ tiles, length: m, targetWorkgroups: TARGET_WORKGROUPS, minRange: MIN_SPLIT_ROWS, partialBytes: n * k * 4, maxBindingBytes, multiple: DEPTH });
+  return { splits, splitRows: range };
 }
 
 /**

@@ -10,6 +10,7 @@ import { BYTES_PER_ELEMENT, checkHostArray, parseDType, type DType, type HostArr
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { bindingOf, runOnHost } from './bindings.js';
+import { splitReduction } from './split.js';
 
 export interface LinearShape {
   /** Rows of x and y (tokens). */
@@ -35,10 +36,8 @@ const REDUCE_WORKGROUP = 256;
 const SMALL_M = 32;
 /** Split k until about this many workgroups run (≈ 15 per SM on a 132-SM GPU: enough waves that the last, partial one costs little)… */
 const TARGET_WORKGROUPS = 2048;
-/** …but give each range at least this many k, so storing and re-reading a partial stays cheap next to computing it… */
+/** …but give each range at least this many k (see ./split.ts). */
 const MIN_SPLIT_K = 128;
-/** …and keep all partials within this many bytes. */
-const MAX_PARTIAL_BYTES = 64 * 2 ** 20;
 
 export interface LinearPlan {
   /** Rows of x per workgroup: 32 when m ≤ 32, else 64. */
@@ -53,7 +52,7 @@ export interface LinearPlan {
  * How kernels/linear.wgsl runs a shape: a TILE_M × 64 tile of y per workgroup, and k cut into
  * `splits` consecutive ranges when the ceil(n / 64) · ceil(m / tileM) tiles alone are fewer than
  * TARGET_WORKGROUPS: splits = min(ceil(TARGET_WORKGROUPS / tiles), floor(k / MIN_SPLIT_K), partials
- * that fit MAX_PARTIAL_BYTES), at least 1, each range a multiple of 16 long. Each range writes a
+ * that fit 64 MiB), at least 1, each range a multiple of 16 long. Each range writes a
  * partial tile, and a second dispatch adds them in range order, then the bias. A function of the
  * shape (and of maxBindingBytes when that is under 64 MiB) only, so results repeat bit for bit.
  * E.g. (m, k, n) = (2048, 896, 4864): 2432 tiles, one range; (2048, 4864, 896): 448 tiles,
@@ -62,10 +61,8 @@ export interface LinearPlan {
 export function linearPlan({ m, k, n }: Pick<LinearShape, 'm' | 'k' | 'n'>, maxBindingBytes: number): LinearPlan {
   const tileM = m <= SMALL_M ? 32 : 64;
   const tiles = Math.ceil(n / TILE_N) * Math.ceil(m / tileM);
-  const byBytes = Math.floor(Math.min(MAX_PARTIAL_BYTES, maxBindingBytes) / (m * n * 4));
-  const wanted = Math.max(1, Math.min(Math.ceil(TARGET_WORKGROUPS / tiles), Math.floor(k / MIN_SPLIT_K), byBytes));
-  const kPerSplit = Math.ceil(Math.ceil(k / wanted) / DEPTH) * DEPTH;
-  return { tileM, splits: Math.ceil(k / kPerSplit), kPerSplit };
+  const { splits, range } = splitReduction({ tiles, length: k, targetWorkgroups: TARGET_WORKGROUPS, minRange: MIN_SPLIT_K, partialBytes: m * n * 4, maxBindingBytes, multiple: DEPTH });
+  return { tileM, splits, kPerSplit: range };
 }
 
 function checkShape(shape: LinearShape): { m: number; k: number; n: number; weightDType: DType; biasDType: DType } {
