@@ -52,7 +52,10 @@ export { selectBest, SELECTION_RULES, type SelectionRule, type SelectionCandidat
 export { CollapseMonitor, collapseVerdict, DEFAULT_COLLAPSE_THRESHOLDS, type CollapseThresholds, type CollapseReport } from './rl/monitors.js';
 export { runGrpo, type GrpoResult } from './rl/trainer.js';
 export { GRPO_DEFAULTS, resolveGrpoConfig, type GrpoConfig, type GrpoConfigInput } from './rl/config.js';
-export { evaluate, type Evaluation } from './rl/evaluate.js';
+export { evaluate, type Evaluation } from './tasks/evaluate.js';
 export { rollout, scoreCompletions, scoringLayout, type Completion } from './rl/rollout.js';
 export { TASKS, getTask, type Task } from './tasks/index.js';
 export { readJsonlDataset } from './tasks/dataset.js';
+export { buildBaseModel, BASE_MODEL_DEFAULTS, type BuildBaseModelOptions, type BaseModelRecord } from './train/base-model.js';
+export { charTokenizerJson } from './model/char-tokenizer.js';
+export { linearPlan, type LinearPlan } from './ops/linear.js';

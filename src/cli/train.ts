@@ -8,7 +8,7 @@ import { PolicyModel } from '../model/policy.js';
 import { PolicyTokenizer } from '../model/tokenizer.js';
 import { REWARD_AGGREGATIONS, REWARD_SCALINGS } from '../rl/advantages.js';
 import { GRPO_DEFAULTS, type GrpoConfigInput } from '../rl/config.js';
-import { evaluate } from '../rl/evaluate.js';
+import { evaluate } from '../tasks/evaluate.js';
 import { KL_ESTIMATORS, LOSS_TYPES } from '../rl/loss.js';
 import { runGrpo, type GrpoResult } from '../rl/trainer.js';
 import { getTask } from '../tasks/index.js';

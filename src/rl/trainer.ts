@@ -35,7 +35,7 @@ import { lineChartSvg } from '../train/plot.js';
 import { TrainingSession } from '../train/session.js';
 import { aggregateRewards } from './advantages.js';
 import { resolveGrpoConfig, type GrpoConfig, type GrpoConfigInput } from './config.js';
-import { evaluate, type Evaluation } from './evaluate.js';
+import { evaluate, type Evaluation } from '../tasks/evaluate.js';
 import { grpoLoss } from './loss.js';
 import { CollapseMonitor, collapseVerdict, otherPromptIndices, type CollapseMonitorState, type CollapseReport } from './monitors.js';
 import { evaluateReward, parseRewardSpec, resolveRewards, rewardRandom, type ResolvedReward } from './rewards.js';

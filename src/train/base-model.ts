@@ -22,6 +22,7 @@ import { parseModelConfig } from '../model/config.js';
 import { PolicyModel } from '../model/policy.js';
 import { PolicyTokenizer } from '../model/tokenizer.js';
 import { expectedParameters } from '../model/weights.js';
+import { evaluate } from '../tasks/evaluate.js';
 import { getTask } from '../tasks/index.js';
 import type { Example } from '../tasks/dataset.js';
 import type { Task } from '../tasks/index.js';
@@ -70,7 +71,7 @@ export interface BaseModelSettings {
 /**
  * The builder's defaults, tuned on a 2-core CPU with Mesa lavapipe (about 0.1–0.18 s per update
  * of 16 examples). The model sits on a plateau (≈ 10–15 % held-out) for the first ~3000 updates,
- * then learns to add and to multiply by one digit; 8000 updates with a cosine decay leave it
+ * then starts to add and to multiply by one digit; 8000 updates with a cosine decay leave it
  * right on roughly 45 % of the held-out problems (see base_model.json). In shorter trials a higher
  * learning rate (2e-3 to 1e-2) or weight decay 0.1 did not shorten the plateau.
  */
@@ -204,24 +205,13 @@ export interface GreedyEvaluation {
   completions: string[];
 }
 
-/**
- * Greedy accuracy of the model in `modelDir` on `examples`: each completion stops at the task's
- * stop text or EOS (or after EVAL_MAX_NEW_TOKENS) and is scored by the task.
- */
+/** Greedy accuracy of the model in `modelDir` on `examples` (src/tasks/evaluate.ts, completions of at most EVAL_MAX_NEW_TOKENS). */
 export async function evaluateGreedy(ctx: GpuContext, modelDir: string, task: Task, examples: readonly Required<Example>[]): Promise<GreedyEvaluation> {
-  if (examples.length === 0) throw new InvalidArgumentError('examples', 'at least one example', 'none');
   const tokenizer = PolicyTokenizer.load(modelDir);
-  const model = await PolicyModel.load(ctx, modelDir, { dtype: 'f32' });
+  const model = await PolicyModel.load(ctx, modelDir);
   try {
-    const stop = tokenizer.encode(task.stop);
-    if (stop.length !== 1) throw new InvalidArgumentError('task', `a stop text that is one token of ${modelDir}'s tokenizer`, `${JSON.stringify(task.stop)} as ${stop.length} tokens`);
-    // Greedy: generate's default sampling is temperature 0 (the argmax).
-    const { tokens } = await model.generate(examples.map((e) => tokenizer.encode(e.prompt)), {
-      maxNewTokens: EVAL_MAX_NEW_TOKENS, eosTokenIds: [stop[0]!, ...model.config.eosTokenIds],
-    });
-    const completions = tokens.map((ids) => tokenizer.decode(ids, { skipSpecialTokens: true }));
-    const correct = completions.reduce((sum, c, i) => sum + task.score(c, examples[i]!.answer), 0);
-    return { accuracy: correct / examples.length, completions };
+    const result = await evaluate(model, tokenizer, task, examples, { maxNewTokens: EVAL_MAX_NEW_TOKENS });
+    return { accuracy: result.pass1, completions: result.greedyCompletions };
   } finally {
     model.destroy();
   }

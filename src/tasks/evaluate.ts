@@ -7,7 +7,7 @@ import { InvalidArgumentError, describe } from '../errors.js';
 import type { PolicyModel } from '../model/policy.js';
 import type { PolicyTokenizer } from '../model/tokenizer.js';
 import type { SamplingOptions } from '../sampling/sample.js';
-import { answerRegion, type Example, type ExplorationScores, type Task } from '../tasks/dataset.js';
+import { answerRegion, type Example, type ExplorationScores, type Task } from './dataset.js';
 import { deriveSeed } from '../util/random.js';
 
 export interface Evaluation {
@@ -19,7 +19,8 @@ export interface Evaluation {
   k: number;
   /** Means over the greedy completions, for tasks with exploration scores. */
   exploration: ExplorationScores | null;
-  /** The greedy answers (answer regions), in example order: the collapse monitor's probe uses them. */
+  /** The greedy completions, and their answers (answer regions; null when empty), in example order. */
+  greedyCompletions: string[];
   greedyAnswers: (string | null)[];
 }
 
@@ -69,7 +70,7 @@ export async function evaluate(model: PolicyModel, tokenizer: PolicyTokenizer, t
     exploration = { validity: mean('validity'), effectiveness: mean('effectiveness'), necessity: mean('necessity') };
   }
   return {
-    examples: examples.length, pass1, meanAtK, k, exploration,
+    examples: examples.length, pass1, meanAtK, k, exploration, greedyCompletions: greedy,
     greedyAnswers: greedy.map((text) => {
       const region = answerRegion(text, task.stop);
       return region === '' ? null : region;
