@@ -20,7 +20,7 @@ import { grpoInput, summaryRows, trainWithProgress, type TrainCommandOptions } f
 
 /** The base model the project ships, and the main job's embedded defaults (sized for ~8 minutes on 2 CPU cores with lavapipe). */
 export const SHIPPED_BASE_MODEL = join(PACKAGE_ROOT, 'models', 'arithmetic-base');
-export const MAIN_JOB_DEFAULTS = { steps: '30', groupSize: '8', train: { promptsPerStep: '16', evalPrompts: '128', lr: '3e-4', maxCompletionLength: '8' } };
+export const MAIN_JOB_DEFAULTS = { steps: '30', groupSize: '8', train: { promptsPerStep: '16', evalPrompts: '128', lr: '1e-4', maxCompletionLength: '8' } };
 
 /** The reward runs compared: name → reward spec. */
 const MAIN_RUNS: Record<string, string> = { intuitor: 'self-certainty', 'ground-truth': 'accuracy' };

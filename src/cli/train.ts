@@ -204,7 +204,7 @@ export async function evalCommand(o: EvalCommandOptions): Promise<void> {
         maxNewTokens: positiveIntOption('--max-new-tokens', o.maxNewTokens), k, seed,
         sampling: { temperature: numberOption('--temperature', o.temperature, { min: Number.MIN_VALUE }) },
       });
-      const { greedyAnswers, ...summary } = result;
+      const { greedyAnswers, greedyCompletions: _completions, ...summary } = result;
       if (o.json) process.stdout.write(`${JSON.stringify({ task: task.name, ...summary })}\n`);
       else {
         const rows: (string | number | null)[][] = [['greedy pass@1', result.pass1]];

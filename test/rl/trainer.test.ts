@@ -1,7 +1,7 @@
 /**
- * The GRPO trainer end to end on WebGPU (the tiny-qwen2 fixture, then the shipped base model):
+ * The GRPO trainer end to end on WebGPU (the tiny-qwen2 fixture):
  * determinism, bit-identical resume, the self-certainty reward against the token-statistics
- * kernel, a user reward's failures, bad configuration, and accuracy rising under the verifier.
+ * kernel, a user reward's failures and bad configuration.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,7 +14,6 @@ import { resolveGrpoConfig, type GrpoConfigInput } from '../../src/rl/config.js'
 import { rollout, scoreCompletions, scoringLayout } from '../../src/rl/rollout.js';
 import { runGrpo } from '../../src/rl/trainer.js';
 import { latestCheckpoint, loadCheckpoint } from '../../src/train/checkpoint.js';
-import { SHIPPED_BASE_MODEL } from '../../src/cli/run.js';
 import { FIXTURES, describeGpu, openGpu } from '../helpers.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';
 
@@ -108,13 +107,5 @@ describeGpu('GRPO trainer', () => {
     writeFileSync(data, '{"prompt": "1+1=", "answer": "2"}\n{"prompt": "2+2="}\n');
     await expect(runGrpo(ctx, small('bad', { data, task: 'math' }))).rejects.toThrow(/line 2/);
     expect(() => resolveGrpoConfig({ ...small('bad'), sampling: { temperature: 0, topK: 0, topP: 1, minP: 0 } })).toThrow(/sampling.temperature: expected a number > 0/);
-  });
-
-  test('a short run with the accuracy reward raises held-out accuracy on the shipped arithmetic base model', async () => {
-    const result = await runGrpo(ctx, {
-      model: SHIPPED_BASE_MODEL, task: 'arithmetic', out: join(tmp, 'rise'), rewards: 'accuracy',
-      steps: 12, promptsPerStep: 16, groupSize: 8, lr: 3e-4, maxCompletionLength: 8, evalPrompts: 128, probePrompts: 0, seed: 1,
-    });
-    expect(result.after.pass1).toBeGreaterThan(result.before.pass1);
   });
 });
