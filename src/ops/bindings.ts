@@ -73,3 +73,38 @@ export function boundDispatch(ctx: GpuContext, pipeline: GPUComputePipeline, lab
     },
   };
 }
+
+/**
+ * A prepared op of several dispatches sharing one uniform (binding 0): add() binds and records a
+ * dispatch, prepared() encodes them in order and frees `owned` on destroy. Call inside ctx.scoped.
+ */
+export class DispatchList {
+  private readonly steps: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; groups: readonly [number, number, number] }[] = [];
+
+  constructor(private readonly ctx: GpuContext, private readonly label: string, private readonly uniform: GPUBuffer, private readonly owned: GPUBuffer[]) {}
+
+  add(pipeline: GPUComputePipeline, name: string, entries: [number, GPUBufferBinding][], groups: readonly [number, number, number]): void {
+    const bindGroup = this.ctx.device.createBindGroup({
+      label: `${this.label} ${name}`,
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [[0, { buffer: this.uniform }] as [number, GPUBufferBinding], ...entries].map(([binding, resource]) => ({ binding, resource })),
+    });
+    this.steps.push({ pipeline, bindGroup, groups });
+  }
+
+  prepared(): PreparedOp {
+    const { steps, owned } = this;
+    return {
+      encode(pass: GPUComputePassEncoder) {
+        for (const s of steps) {
+          pass.setPipeline(s.pipeline);
+          pass.setBindGroup(0, s.bindGroup);
+          pass.dispatchWorkgroups(...s.groups);
+        }
+      },
+      destroy() {
+        for (const buffer of owned) buffer.destroy();
+      },
+    };
+  }
+}

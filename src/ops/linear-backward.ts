@@ -9,7 +9,7 @@ import { POISON_BITS } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { splitReduction } from './split.js';
-import { bindingOf } from './bindings.js';
+import { DispatchList, bindingOf } from './bindings.js';
 import { grid } from './token-stats/plan.js';
 
 export interface LinearBackwardShape {
@@ -155,15 +155,8 @@ export async function prepareLinearBackward(ctx: GpuContext, shape: LinearBackwa
     const sumGroups = grid(Math.ceil(sumCount / SUM_WORKGROUP), maxGroups);
     const uniform = own(ctx.uniform('linear_backward:params', new Uint32Array([m, n, k, splitRows, splits, sumGroups[0], 0, 0]).buffer));
     const dyQuads = nAligned ? dyBinding : unread();
-    const steps: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; groups: [number, number, number] }[] = [];
-    const step = (pipeline: GPUComputePipeline, name: string, entries: [number, GPUBufferBinding][], groups: [number, number, number]): void => {
-      const bindGroup = ctx.device.createBindGroup({
-        label: `${label} ${name}`,
-        layout: pipeline.getBindGroupLayout(0),
-        entries: [[0, { buffer: uniform }] as [number, GPUBufferBinding], ...entries].map(([binding, resource]) => ({ binding, resource })),
-      });
-      steps.push({ pipeline, bindGroup, groups });
-    };
+    const dispatches = new DispatchList(ctx, label, uniform, owned);
+    const step = dispatches.add.bind(dispatches);
 
     if (dxPipeline !== null) {
       step(dxPipeline, 'dx', [[1, dyBinding], [2, dyQuads], [3, wBinding], [4, kAligned ? wBinding : unread()], [7, dxBinding!]],
@@ -180,18 +173,7 @@ export async function prepareLinearBackward(ctx: GpuContext, shape: LinearBackwa
         [sumGroups[0], sumGroups[1], 1]);
     }
 
-    return {
-      encode(pass: GPUComputePassEncoder) {
-        for (const s of steps) {
-          pass.setPipeline(s.pipeline);
-          pass.setBindGroup(0, s.bindGroup);
-          pass.dispatchWorkgroups(...s.groups);
-        }
-      },
-      destroy() {
-        for (const buffer of owned) buffer.destroy();
-      },
-    };
+    return dispatches.prepared();
   });
 }
 

@@ -9,7 +9,7 @@
 import { BYTES_PER_ELEMENT, checkHostArray, parseDType, type DType, type HostArray } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
-import { bindingOf, runOnHost } from './bindings.js';
+import { DispatchList, bindingOf, runOnHost } from './bindings.js';
 import { splitReduction } from './split.js';
 
 export interface LinearShape {
@@ -131,15 +131,8 @@ export async function prepareLinear(ctx: GpuContext, shape: LinearShape, x: GPUB
     // Bindings an entry declares but this variant never reads.
     const unread = (): GPUBufferBinding => ({ buffer: (placeholder ??= own(ctx.createBuffer('linear:unread', 16, GPUBufferUsage.STORAGE))) });
     const uniform = own(ctx.uniform('linear:params', new Uint32Array([m, n, k, kPerSplit, splits, 0, 0, 0]).buffer));
-    const steps: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; groups: [number, number, number] }[] = [];
-    const step = (pipeline: GPUComputePipeline, name: string, entries: [number, GPUBufferBinding][], groups: [number, number, number]): void => {
-      const bindGroup = ctx.device.createBindGroup({
-        label: `${label} ${name}`,
-        layout: pipeline.getBindGroupLayout(0),
-        entries: [[0, { buffer: uniform }] as [number, GPUBufferBinding], ...entries].map(([binding, resource]) => ({ binding, resource })),
-      });
-      steps.push({ pipeline, bindGroup, groups });
-    };
+    const dispatches = new DispatchList(ctx, label, uniform, owned);
+    const step = dispatches.add.bind(dispatches);
 
     const partials = splits > 1 ? own(ctx.createBuffer('linear:partials', splits * m * n * 4, GPUBufferUsage.STORAGE)) : null;
     step(mainPipeline, splits > 1 ? `split ${splits}` : 'main', [
@@ -153,18 +146,7 @@ export async function prepareLinear(ctx: GpuContext, shape: LinearShape, x: GPUB
         [Math.ceil((m * n) / REDUCE_WORKGROUP), 1, 1]);
     }
 
-    return {
-      encode(pass: GPUComputePassEncoder) {
-        for (const s of steps) {
-          pass.setPipeline(s.pipeline);
-          pass.setBindGroup(0, s.bindGroup);
-          pass.dispatchWorkgroups(...s.groups);
-        }
-      },
-      destroy() {
-        for (const buffer of owned) buffer.destroy();
-      },
-    };
+    return dispatches.prepared();
   });
 }
 
