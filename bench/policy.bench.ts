@@ -4,7 +4,8 @@
  * built on the fly in a temporary folder.
  * - train_step: forward + backward + AdamW on f32 master weights at batch 8 × 512 tokens (two
  *   micro-batches of 4 × 512: the (4096, 151936) f32 logits would exceed one 2 GiB binding);
- *   tokens/s, GPU memory held, and the model FLOP/s (6 · parameters · tokens + attention).
+ *   tokens/s, the peak of GPU memory in buffers (GpuContext.memory), and the model FLOP/s
+ *   (6 · parameters · tokens + attention).
  * - decode: greedy generation, batch 32, a 64-token prompt and 128 new tokens (EOS off); new tokens/s.
  * PyTorch rows (HF transformers eager f32 training step with AdamW; HF generate) come from
  * bench/peers/torch_policy.py on the same card and join through --peers.
@@ -78,6 +79,7 @@ async function trainStepCase(env: BenchEnv, model: PolicyModel, parameters: numb
   const c = model.config;
   const [batch, seqLen, micro] = small ? [4, 64, 2] : [8, 512, 4];
   await runCase(env, `train_step ${batch}x${seqLen}`, async () => {
+    gpu.resetPeak();
     const graph = TrainingGraph.create(model);
     const optimizer = await Optimizer.create(graph, { ...DEFAULT_OPTIMIZER, lr: 1e-5, totalSteps: 1000 });
     const step = await graph.prepareStep(micro, seqLen);
@@ -98,10 +100,10 @@ async function trainStepCase(env: BenchEnv, model: PolicyModel, parameters: numb
         if (i > 0) samples.push(performance.now() - started);
       }
       const tokens = batch * seqLen;
-      const bytes = graph.parameters.reduce((s, p) => s + 16 * p.numel, 0) + step.activationBytes;
+      const bytes = gpu.memory.peakBytes;
       const row = rowFromSamples({
         kernel: 'train_step', backend: 'webgpu', dtype: 'f32', shape: [batch, seqLen], device: env.gpuDevice, method: 'wall-clock',
-        note: `${(parameters / 1e6).toFixed(0)}M parameters, ${batch / micro} micro-batches of ${micro}×${seqLen}; GPU memory held ${(bytes / 2 ** 30).toFixed(2)} GiB`,
+        note: `${(parameters / 1e6).toFixed(0)}M parameters, ${batch / micro} micro-batches of ${micro}×${seqLen}; GPU memory peak ${(bytes / 2 ** 30).toFixed(2)} GiB (every buffer, weights to op scratch)`,
       }, samples, 0, tokens);
       // 6 FLOPs per parameter per token (forward 2, backward 4) plus causal attention (QKᵀ and PV: 2 · 2 · T/2 per head dim, ×3 for backward).
       const attention = 3 * 2 * 2 * c.numLayers * c.numHeads * c.headDim * (seqLen + 1) / 2 * tokens;

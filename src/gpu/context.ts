@@ -115,6 +115,8 @@ export class GpuContext {
   /** Dawn's instance: held only to keep it alive while the device is (see the class comment). */
   private instance: GPU | null;
   private lostReason: string | null = null;
+  private liveBytes = 0;
+  private peakBytes = 0;
   private readonly uncaptured: GPUError[] = [];
   private readonly pipelines = new Map<PipelineKey, Promise<GPUComputePipeline>>();
   private readonly modules = new Map<string, GPUShaderModule>();
@@ -284,8 +286,33 @@ export class GpuContext {
     }
   }
 
+  /** A buffer of at least `size` bytes (a multiple of 16), counted in `memory` until destroyed. */
   createBuffer(label: string, size: number, usage: GPUBufferUsageFlags): GPUBuffer {
-    return this.device.createBuffer({ label, size: Math.max(16, Math.ceil(size / 16) * 16), usage });
+    const buffer = this.device.createBuffer({ label, size: Math.max(16, Math.ceil(size / 16) * 16), usage });
+    this.liveBytes += buffer.size;
+    this.peakBytes = Math.max(this.peakBytes, this.liveBytes);
+    const destroy = buffer.destroy.bind(buffer);
+    let counted = true;
+    buffer.destroy = () => {
+      if (counted) this.liveBytes -= buffer.size;
+      counted = false;
+      destroy();
+    };
+    return buffer;
+  }
+
+  /**
+   * GPU memory in buffers made through this context (weights, activations, gradients, optimiser
+   * state, op scratch): live now, and the most at once since resetPeak(). Readback staging and
+   * Dawn's own allocations are not counted.
+   */
+  get memory(): { liveBytes: number; peakBytes: number } {
+    return { liveBytes: this.liveBytes, peakBytes: this.peakBytes };
+  }
+
+  /** Starts a new peak (e.g. per training step) from what is live now. */
+  resetPeak(): void {
+    this.peakBytes = this.liveBytes;
   }
 
   /** A STORAGE buffer holding `data` (padded to 16 bytes so vec4 views cover every element). */

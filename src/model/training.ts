@@ -67,8 +67,6 @@ export interface PreparedTrainStep {
   stats: GpuStatsOutputs & { logprob: GPUBuffer };
   /** (batch · seqLen, vocab) f32. */
   logits: GPUBuffer;
-  /** Bytes of the activations, their gradients and the scratch this step allocated. */
-  activationBytes: number;
   encodeForward(pass: GPUComputePassEncoder): void;
   encodeBackward(pass: GPUComputePassEncoder): void;
   /** Buffers to zero before encodeBackward runs (gradients the kernels add into). */
@@ -147,12 +145,10 @@ export class TrainingGraph {
     const buffers: GPUBuffer[] = [];
     const forward: Step[] = [];
     const backward: Step[] = [];
-    let bytes = 0;
     const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
     const f32 = (name: string, elements: number): GPUBuffer => {
       const b = ctx.createBuffer(`train:${name}`, elements * 4, STORAGE);
       buffers.push(b);
-      bytes += b.size;
       return b;
     };
     try {
@@ -204,10 +200,7 @@ export class TrainingGraph {
       forward.push(await prepareRmsNorm(ctx, normShape, xOut, w.finalNorm.buffer, hOut));
       forward.push(await linear(hOut, H, w.lmHead, null, logits));
       const stats = allocateOutputs(ctx, rows, true) as GpuStatsOutputs & { logprob: GPUBuffer };
-      for (const b of [stats.logsumexp, stats.selfCertainty, stats.entropy, stats.logprob, stats.validCount]) {
-        buffers.push(b);
-        bytes += b.size;
-      }
+      buffers.push(stats.logsumexp, stats.selfCertainty, stats.entropy, stats.logprob, stats.validCount);
       const statsInputs = { dtype: 'f32' as const, rows, vocab: c.vocabSize, logits, ids: targets, invTemperature: 1 / temperature };
       forward.push(await prepareStatsForward(ctx, statsInputs, stats));
 
@@ -248,7 +241,6 @@ export class TrainingGraph {
 
       return {
         batch, seqLen, ids, lengths, targets, gLogprob, gSelfCertainty, stats, logits,
-        activationBytes: bytes,
         clearBeforeBackward: [dX],
         encodeForward(pass) {
           for (const step of forward) step.encode(pass);

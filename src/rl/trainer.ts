@@ -139,8 +139,6 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       metrics.append({ step: 0, eval_accuracy: before.pass1 });
       log(`held-out greedy accuracy before training: ${(100 * before.pass1).toFixed(1)}% (${before.examples} prompts)`);
     }
-    // GPU memory the run holds: weights, gradients, AdamW moments, the step's activations, the reference.
-    const gpuBytes = session.persistentBytes + prepared.activationBytes + (reference?.weights.bytes ?? 0);
     const reports: CollapseReport[] = [];
     let lastEvaluation: { step: number; evaluation: Evaluation } | null = null;
     let lastCheckpoint: string | null = null;
@@ -149,6 +147,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
     while (step < config.steps) {
       step++;
       const started = performance.now();
+      ctx.resetPeak();
       const batchIndices = Array.from({ length: P }, () => order.next());
       const prompts = batchIndices.map((i) => encodedPrompts[i]!);
 
@@ -235,7 +234,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
         self_certainty_min: Math.min(...stats.meanSelfCertainty), self_certainty_max: Math.max(...stats.meanSelfCertainty),
         completion_length_mean: mean(lengths), completion_length_max: Math.max(...lengths),
         frac_truncated: completions.filter((c) => c.truncated).length / completions.length,
-        lr: update.lr, grad_norm: update.gradNorm, gpu_mib: gpuBytes / 2 ** 20,
+        lr: update.lr, grad_norm: update.gradNorm, gpu_mib: ctx.memory.peakBytes / 2 ** 20,
         tokens_per_s: layout.lengths.reduce((a, b) => a + b, 0) * config.mu / seconds, step_s: seconds,
         answer_diversity: report.diversity, cross_prompt_sc: report.crossPromptSc, length_drift: report.lengthDrift, probe_agreement: report.probeAgreement,
         collapse: report.collapsed ? 1 : 0,

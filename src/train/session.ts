@@ -75,11 +75,6 @@ export class TrainingSession {
     }
   }
 
-  /** GPU bytes held for the whole run: weights, gradients and the optimiser's two moments. */
-  get persistentBytes(): number {
-    return this.graph.parameters.reduce((sum, p) => sum + 4 * p.numel * 4, 0);
-  }
-
   /** Saves weights, optimiser moments and `trainerState` atomically as checkpoint-<step>; returns its folder. */
   async save(step: number, trainerState: Record<string, unknown>): Promise<string> {
     const tensors: Record<string, HostTensor> = {};

@@ -113,9 +113,9 @@ export async function runSft(ctx: GpuContext, options: SftOptions): Promise<{ ch
     let checkpoint = '';
     let last: SftRecord | null = null;
     try {
-      const gpuBytes = session.persistentBytes + prepared.activationBytes;
       for (let step = session.startStep + 1; step <= steps; step++) {
         const started = performance.now();
+        ctx.resetPeak();
         await session.graph.zeroGrads();
         let loss = 0;
         let tokens = 0;
@@ -135,7 +135,7 @@ export async function runSft(ctx: GpuContext, options: SftOptions): Promise<{ ch
         const ms = performance.now() - started;
         last = {
           step, loss, lr: update.lr, grad_norm: update.gradNorm, clip_scale: update.clipScale, tokens,
-          tokens_per_s: tokens / (ms / 1000), step_ms: ms, gpu_mib: gpuBytes / 2 ** 20,
+          tokens_per_s: tokens / (ms / 1000), step_ms: ms, gpu_mib: ctx.memory.peakBytes / 2 ** 20,
         };
         log.append(last);
         if (step === steps || (saveEvery > 0 && step % saveEvery === 0)) {

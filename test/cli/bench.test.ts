@@ -56,7 +56,7 @@ test('--quick writes the JSON, Markdown and chart it was asked for', async () =>
   const step = report.rows.find((row) => row.kernel === 'train_step')!;
   expect(step.rowsPerSecond).toBeGreaterThan(0);
   expect(step.gflops).toBeGreaterThan(0);
-  expect(step.note).toMatch(/GPU memory held \d+\.\d+ GiB/);
+  expect(step.note).toMatch(/GPU memory peak \d+\.\d+ GiB/);
   expect(report.rows.find((row) => row.kernel === 'decode')!.rowsPerSecond).toBeGreaterThan(0);
 }, 300_000);
 

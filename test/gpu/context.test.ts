@@ -20,6 +20,20 @@ describeGpu('GpuContext', () => {
     expect((await listAdapters()).length).toBeGreaterThan(0);
   });
 
+  test('memory counts every buffer the context makes until it is destroyed, and keeps the peak', () => {
+    ctx.resetPeak();
+    const before = ctx.memory.liveBytes;
+    const a = ctx.createBuffer('test:a', 1000, GPUBufferUsage.STORAGE);
+    const b = ctx.upload('test:b', new Float32Array(100));
+    expect(ctx.memory.liveBytes - before).toBe(1008 + 400);
+    a.destroy();
+    a.destroy(); // a second destroy is not counted twice
+    expect(ctx.memory).toEqual({ liveBytes: before + 400, peakBytes: before + 1408 });
+    ctx.resetPeak();
+    b.destroy();
+    expect(ctx.memory).toEqual({ liveBytes: before, peakBytes: before + 400 });
+  });
+
   test('pipelines are cached by kernel, entry point and overrides; not by shape', async () => {
     const a = await ctx.pipeline('token_stats_forward', 'partials_main', { DTYPE: 0, WG: 256 });
     const b = await ctx.pipeline('token_stats_forward', 'partials_main', { WG: 256, DTYPE: 0 });
