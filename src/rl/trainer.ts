@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { IntuitorError, InvalidArgumentError } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
-import { NonFiniteError } from '../model/training.js';
+import { NonFiniteError, type PreparedTrainStep } from '../model/training.js';
 import { PolicyModel } from '../model/policy.js';
 import { PolicyTokenizer } from '../model/tokenizer.js';
 import { getTask } from '../tasks/index.js';
@@ -125,10 +125,12 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
     model: config.model, out: config.out, resume: config.resume, keep: config.keep,
     optimizer: { lr: config.lr, schedule: config.schedule, warmupSteps: config.warmupSteps, totalSteps: config.steps * config.mu, maxGradNorm: config.maxGradNorm, weightDecay: config.weightDecay, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
   });
-  const reference = config.beta > 0 ? await PolicyModel.load(ctx, config.model) : null;
   const policy = session.model;
-  const prepared = await session.graph.prepareStep(P * G, seqLen, { temperature: config.sampling.temperature });
+  let reference: PolicyModel | null = null;
+  let prepared: PreparedTrainStep | null = null;
   try {
+    reference = config.beta > 0 ? await PolicyModel.load(ctx, config.model) : null;
+    prepared = await session.graph.prepareStep(P * G, seqLen, { temperature: config.sampling.temperature });
     const saved = session.resumedState as TrainerState | null;
     const order = new DataOrder(data.length, config.seed, saved?.data);
     const monitor = new CollapseMonitor(config.collapseThresholds, saved?.monitor);
@@ -260,7 +262,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
     writeFileSync(join(config.out, 'plot.svg'), runPlot([{ name: config.rewards, records: metrics.read() }]));
     return { out: config.out, steps: step, before, after, verdict, stoppedOnCollapse, lastCheckpoint, records: metrics.read() };
   } finally {
-    prepared.destroy();
+    prepared?.destroy();
     reference?.destroy();
     session.destroy();
   }
