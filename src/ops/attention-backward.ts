@@ -8,30 +8,12 @@ import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
 import { bindingOf } from './bindings.js';
-import { MAX_HEAD_DIM, prepareAttention, type AttentionShape } from './attention.js';
+import { checkAttentionLengths, checkAttentionShape, prepareAttention, type AttentionShape } from './attention.js';
 
 const KERNEL = 'attention_backward';
 const WORKGROUP_SIZE = 256;
 /** Slots of one tile, (own rows)·(stream rows)·(threads per dot product): two per thread. */
 const TILE_SLOTS = 512;
-
-function checkShape(s: AttentionShape): void {
-  if (s === null || typeof s !== 'object') throw new InvalidArgumentError('shape', 'an object { batch, seqLen, heads, kvHeads, headDim }', describe(s));
-  for (const key of ['batch', 'seqLen', 'heads', 'kvHeads', 'headDim'] as const) {
-    if (!Number.isSafeInteger(s[key]) || s[key] < 1) throw new InvalidArgumentError(key, 'a positive integer', describe(s[key]));
-  }
-  if (s.heads % s.kvHeads !== 0) throw new InvalidArgumentError('heads', `a multiple of kvHeads (${s.kvHeads})`, String(s.heads));
-  if (s.headDim > MAX_HEAD_DIM) throw new InvalidArgumentError('headDim', `at most ${MAX_HEAD_DIM}`, String(s.headDim));
-}
-
-function checkLengths(lengths: ArrayLike<number>, s: AttentionShape): void {
-  if (lengths === null || typeof lengths !== 'object' || typeof lengths.length !== 'number') throw new InvalidArgumentError('lengths', `an array of ${s.batch} lengths`, describe(lengths));
-  if (lengths.length !== s.batch) throw new InvalidArgumentError('lengths', `one length per sequence (${s.batch})`, `${lengths.length}`);
-  for (let i = 0; i < lengths.length; i++) {
-    const n = lengths[i]!;
-    if (!Number.isSafeInteger(n) || n < 0 || n > s.seqLen) throw new InvalidArgumentError(`lengths[${i}]`, `an integer in [0, ${s.seqLen}]`, describe(n));
-  }
-}
 
 /**
  * Tile geometry for head dimension D: a workgroup owns `ownRows` rows and streams tiles of
@@ -116,7 +98,7 @@ export interface AttentionBackwardBuffers {
  * per-query-head dk, dv shares, summed in head order.
  */
 export async function prepareAttentionBackward(ctx: GpuContext, s: AttentionShape, buffers: AttentionBackwardBuffers): Promise<PreparedAttentionBackward> {
-  checkShape(s);
+  checkAttentionShape(s);
   if (buffers === null || typeof buffers !== 'object') throw new InvalidArgumentError('buffers', 'an object { q, k, v, out, lse, lengths, dOut, dq, dk, dv }', describe(buffers));
   const { batch: B, seqLen: T, heads: H, kvHeads: KV, headDim: D } = s;
   const qBytes = B * T * H * D * 4;
@@ -201,8 +183,8 @@ export async function prepareAttentionBackward(ctx: GpuContext, s: AttentionShap
  */
 export async function attentionBackward(ctx: GpuContext, q: Float32Array, k: Float32Array, v: Float32Array, dOut: Float32Array, lengths: ArrayLike<number>, s: AttentionShape,
   options: { poison?: boolean } = {}): Promise<{ dq: Float32Array; dk: Float32Array; dv: Float32Array }> {
-  checkShape(s);
-  checkLengths(lengths, s);
+  checkAttentionShape(s);
+  checkAttentionLengths(lengths, s);
   const qLen = s.batch * s.seqLen * s.heads * s.headDim;
   const kvLen = s.batch * s.seqLen * s.kvHeads * s.headDim;
   for (const [name, array, n] of [['q', q, qLen], ['k', k, kvLen], ['v', v, kvLen], ['dOut', dOut, qLen]] as const) {

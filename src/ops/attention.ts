@@ -85,7 +85,9 @@ function checkTuning(tuning: AttentionTuning): AttentionVariant {
   return variant;
 }
 
-function checkShape(s: AttentionShape): void {
+/** Checks an attention shape (shared by the forward and the backward). */
+export function checkAttentionShape(s: AttentionShape): void {
+  if (s === null || typeof s !== 'object') throw new InvalidArgumentError('shape', 'an object { batch, seqLen, heads, kvHeads, headDim }', describe(s));
   for (const key of ['batch', 'seqLen', 'heads', 'kvHeads', 'headDim'] as const) {
     if (!Number.isSafeInteger(s[key]) || s[key] < 1) throw new InvalidArgumentError(key, 'a positive integer', describe(s[key]));
   }
@@ -93,7 +95,9 @@ function checkShape(s: AttentionShape): void {
   if (s.headDim > MAX_HEAD_DIM) throw new InvalidArgumentError('headDim', `at most ${MAX_HEAD_DIM}`, String(s.headDim));
 }
 
-function checkLengths(lengths: ArrayLike<number>, s: AttentionShape): void {
+/** Checks per-sequence lengths: one per sequence, each an integer in [0, seqLen]. */
+export function checkAttentionLengths(lengths: ArrayLike<number>, s: AttentionShape): void {
+  if (lengths === null || typeof lengths !== 'object' || typeof lengths.length !== 'number') throw new InvalidArgumentError('lengths', `an array of ${s.batch} lengths`, describe(lengths));
   if (lengths.length !== s.batch) throw new InvalidArgumentError('lengths', `one length per sequence (${s.batch})`, `${lengths.length}`);
   for (let i = 0; i < lengths.length; i++) {
     const n = lengths[i]!;
@@ -150,7 +154,7 @@ export interface PreparedAttention {
  */
 export async function prepareAttention(ctx: GpuContext, s: AttentionShape, buffers: { q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; lengths: GPUBuffer; out: GPUBuffer; lse: GPUBuffer },
   tuning: AttentionTuning = {}): Promise<PreparedAttention> {
-  checkShape(s);
+  checkAttentionShape(s);
   const variant = checkTuning(tuning);
   const qBytes = s.batch * s.seqLen * s.heads * s.headDim * 4;
   const kvBytes = s.batch * s.seqLen * s.kvHeads * s.headDim * 4;
@@ -182,8 +186,8 @@ export async function prepareAttention(ctx: GpuContext, s: AttentionShape, buffe
 /** Attention over host arrays: { out, lse } as float32. `poisonOutputs` fills them with NaN first (tests); `tuning` as prepareAttention. */
 export async function attention(ctx: GpuContext, q: Float32Array, k: Float32Array, v: Float32Array, lengths: ArrayLike<number>, s: AttentionShape,
   options: { poisonOutputs?: boolean; tuning?: AttentionTuning } = {}): Promise<{ out: Float32Array; lse: Float32Array }> {
-  checkShape(s);
-  checkLengths(lengths, s);
+  checkAttentionShape(s);
+  checkAttentionLengths(lengths, s);
   checkTuning(options.tuning ?? {});
   const qLen = s.batch * s.seqLen * s.heads * s.headDim;
   const kvLen = s.batch * s.seqLen * s.kvHeads * s.headDim;
