@@ -54,7 +54,7 @@ export async function scoreCommand(o: ScoreCommandOptions): Promise<void> {
       const correct: Record<SelectionRule | 'pass@N' | 'random pick', number> = { 'self-certainty': 0, logprob: 0, majority: 0, borda: 0, 'pass@N': 0, 'random pick': 0 };
       const labelled = examples.filter((e) => e.answer !== undefined).length;
       for (const [p, example] of examples.entries()) {
-        const completions = await rollout(model, tokenizer, [prompts[p]!], { groupSize: n, maxNewTokens, sampling: { temperature }, seed, step: p, stop: task.stop || undefined });
+        const completions = await rollout(model, tokenizer, [prompts[p]!], { groupSize: n, maxNewTokens, sampling: { temperature }, seed, step: p, stop: task.stop });
         const seqLen = prompts[p]!.length + Math.max(...completions.map((c) => c.tokens.length));
         const stats = await scoreCompletions(model, scoringLayout(completions.map(() => prompts[p]!), completions.map((c) => c.tokens), seqLen), seqLen, 1);
         const candidates = completions.map((c, i) => ({ text: c.text, answer: answerOf(c.text), selfCertainty: stats.meanSelfCertainty[i]!, logprob: stats.meanLogprob[i]! }));

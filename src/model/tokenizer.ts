@@ -76,6 +76,14 @@ export class PolicyTokenizer {
     return this.tokenizer.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
   }
 
+  /**
+   * For PolicyModel.generate's shouldStop: ends a sequence once its decoded new text contains
+   * `text` (a stop string); undefined for '' (stop at EOS only).
+   */
+  stopWhenTextContains(text: string): ((index: number, ids: readonly number[]) => boolean) | undefined {
+    return text === '' ? undefined : (_, ids) => this.decode(ids).includes(text);
+  }
+
   get hasChatTemplate(): boolean {
     return this.chatTemplate !== null;
   }

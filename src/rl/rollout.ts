@@ -55,10 +55,10 @@ export async function rollout(model: PolicyModel, tokenizer: PolicyTokenizer, pr
   const stop = options.stop;
   const { tokens } = await model.generate(expanded, {
     maxNewTokens: options.maxNewTokens, sampling: options.sampling, seeds,
-    shouldStop: stop ? (_, ids) => tokenizer.decode([...ids]).includes(stop) : undefined,
+    shouldStop: tokenizer.stopWhenTextContains(stop ?? ''),
   });
   return tokens.map((ids, i) => {
-    const ended = eos.has(ids.at(-1)!) || (stop !== undefined && tokenizer.decode(ids).includes(stop));
+    const ended = eos.has(ids.at(-1)!) || (stop !== undefined && stop !== '' && tokenizer.decode(ids).includes(stop));
     return {
       prompt: Math.floor(i / G), sample: i % G, tokens: ids,
       text: tokenizer.decode(ids.filter((id) => !eos.has(id))),

@@ -43,7 +43,7 @@ export async function complete(model: PolicyModel, tokenizer: PolicyTokenizer, t
     const chunk = prompts.slice(start, start + batchSize).map((p) => tokenizer.encode(p));
     const { tokens } = await model.generate(chunk, {
       maxNewTokens: options.maxNewTokens, sampling: options.sampling, seeds: options.seeds?.slice(start, start + batchSize),
-      shouldStop: task.stop === '' ? undefined : (_, ids) => tokenizer.decode([...ids]).includes(task.stop),
+      shouldStop: tokenizer.stopWhenTextContains(task.stop),
     });
     out.push(...tokens.map((ids) => tokenizer.decode(ids.filter((id) => !eos.has(id)))));
   }
