@@ -10,16 +10,7 @@ import { prepareRopeBackward, referenceRope, referenceRopeBackward, rope, ropeBa
 import { gaussian, mulberry32 } from '../../src/util/random.js';
 import { describeGpu, openGpu } from '../helpers.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';
-
-type Case = [tokens: number, heads: number, headDim: number, maxPosition: number, path: string];
-
-const CASES: Case[] = [
-  [1, 1, 2, 7, 'one pair: D = 2, a single workgroup with 255 idle threads'],
-  [3, 5, 6, 40, 'D/2 = 3: pairs of consecutive rows interleave within a workgroup'],
-  [7, 3, 128, 131_071, 'positions up to 2^17: angles of 1.3·10^5 rad, the range reduction at work'],
-  [37, 2, 64, 32_767, 'ragged: 37·2·32 = 2368 pairs, 9.25 workgroups'],
-  [2, 1, 4098, 5000, 'a large row: D = 4098, 2049 pairs per row, odd'],
-];
+import { ROPE_CASES } from './shared-cases.js';
 
 function frequencies(headDim: number): Float64Array {
   return ropeInverseFrequencies({ headDim, ropeTheta: 1_000_000, ropeScaling: { type: 'default' } });
@@ -58,7 +49,7 @@ describeGpu('rope backward (WebGPU, rotation by −angle, in place)', () => {
   });
   afterAll(() => ctx.close());
 
-  test.each(CASES)('(%i × %i × %i), positions ≤ %i: %s', async (tokens, heads, headDim, maxPosition) => {
+  test.each(ROPE_CASES)('(%i × %i × %i), positions ≤ %i: %s', async (tokens, heads, headDim, maxPosition) => {
     const rand = mulberry32(tokens * 977 + heads * 13 + headDim);
     const dy = Float32Array.from({ length: tokens * heads * headDim }, () => 3 * gaussian(rand));
     const positions = Uint32Array.from({ length: tokens }, (_, t) => (t === tokens - 1 ? maxPosition : Math.floor(rand() * maxPosition)));

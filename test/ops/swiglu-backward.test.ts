@@ -9,18 +9,7 @@ import { prepareSwigluBackward, referenceSwigluBackward, swigluBackward } from '
 import { gaussian, mulberry32 } from '../../src/util/random.js';
 import { describeGpu, openGpu } from '../helpers.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';
-
-type Case = [rows: number, intermediate: number, path: string];
-
-const CASES: Case[] = [
-  [1, 1, 'one element: 255 idle threads'],
-  [3, 13, '39 elements, less than one workgroup'],
-  [1, 4864, "one large row: Qwen2.5-0.5B's intermediate size, 19 workgroups"],
-  [7, 301, '2107 elements: 8 workgroups and a ragged ninth'],
-];
-
-/** Gates that overflow a naive e^{−x}: ±1e30, ±1e4, ±88.8 (exp's f32 limit), ±100, ±0. */
-const EXTREMES = [1e30, -1e30, 1e4, -1e4, 88.8, -88.8, 100, -100, 0, -0];
+import { SWIGLU_CASES, SWIGLU_EXTREMES } from './shared-cases.js';
 
 describe('referenceSwigluBackward', () => {
   test('matches central finite differences of referenceSwiglu, across silu\'s curve', () => {
@@ -51,13 +40,13 @@ describeGpu('swiglu backward (WebGPU)', () => {
   });
   afterAll(() => ctx.close());
 
-  test.each(CASES)('(%i × %i): %s', async (rows, intermediate) => {
+  test.each(SWIGLU_CASES)('(%i × %i): %s', async (rows, intermediate) => {
     const n = rows * intermediate;
     const rand = mulberry32(rows * 101 + intermediate);
     const gate = Float32Array.from({ length: n }, () => 4 * gaussian(rand));
     const up = Float32Array.from({ length: n }, () => gaussian(rand));
     const dAct = Float32Array.from({ length: n }, () => gaussian(rand));
-    for (let i = 0; i < EXTREMES.length && i < n; i++) gate[(i * 7919) % n] = EXTREMES[i]!;
+    for (let i = 0; i < SWIGLU_EXTREMES.length && i < n; i++) gate[(i * 7919) % n] = SWIGLU_EXTREMES[i]!;
     const got = await swigluBackward(ctx, gate, up, dAct, { rows, intermediate }, { poison: true });
     const want = referenceSwigluBackward(gate, up, dAct);
     expectClose(`dGate ${rows}x${intermediate}`, got.dGate, want.dGate, TOLERANCES.swigluBackward);
@@ -65,7 +54,7 @@ describeGpu('swiglu backward (WebGPU)', () => {
   });
 
   test('extreme gates give finite gradients: silu\' = 1 and dUp = dAct·g for large g, 0 for very negative g', async () => {
-    const gate = Float32Array.from(EXTREMES);
+    const gate = Float32Array.from(SWIGLU_EXTREMES);
     const ones = new Float32Array(gate.length).fill(1);
     const got = await swigluBackward(ctx, gate, ones, ones, { rows: 1, intermediate: gate.length }, { poison: true });
     expect(got.dGate.every(Number.isFinite) && got.dUp.every(Number.isFinite)).toBe(true);
