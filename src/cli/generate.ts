@@ -29,7 +29,7 @@ function samplingOf(o: GenerateCommandOptions): SamplingOptions {
   return checkSamplingOptions({
     temperature: numberOption('--temperature', o.temperature, { min: 0 }),
     ...(o.topK === undefined ? {} : { topK: numberOption('--top-k', o.topK, { min: 0, integer: true }) }),
-    ...(o.topP === undefined ? {} : { topP: numberOption('--top-p', o.topP, { min: 0, max: 1 }) }),
+    ...(o.topP === undefined ? {} : { topP: numberOption('--top-p', o.topP, { above: 0, max: 1 }) }),
     ...(o.minP === undefined ? {} : { minP: numberOption('--min-p', o.minP, { min: 0, max: 1 }) }),
   });
 }

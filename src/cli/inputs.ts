@@ -94,14 +94,17 @@ export function positiveIntOption(flag: string, value: string): number {
   return numberOption(flag, value, { min: 1, integer: true });
 }
 
-/** A flag's value as a finite number, optionally an integer and at least `min`. */
-export function numberOption(flag: string, value: string, { min = -Infinity, max = Infinity, integer = false }: { min?: number; max?: number; integer?: boolean } = {}): number {
+/**
+ * A flag's value as a finite number, optionally an integer, at least `min` (or, with `above`,
+ * strictly greater) and at most `max`.
+ */
+export function numberOption(flag: string, value: string, { min = -Infinity, above = -Infinity, max = Infinity, integer = false }: { min?: number; above?: number; max?: number; integer?: boolean } = {}): number {
   const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
-  const ok = Number.isFinite(n) && n >= min && n <= max && (!integer || Number.isSafeInteger(n));
+  const ok = Number.isFinite(n) && n >= min && n > above && n <= max && (!integer || Number.isSafeInteger(n));
   if (!ok) {
     const kind = integer ? (min === 1 ? 'a positive integer' : `an integer`) : 'a number';
-    const range = min === 1 && integer ? '' : [min > -Infinity ? ` ≥ ${min}` : '', max < Infinity ? ` ≤ ${max}` : ''].join(',').replace(/^,|,$/g, '');
-    throw new InvalidArgumentError(flag, `${kind}${range}`, JSON.stringify(value));
+    const bounds = [min > -Infinity && !(min === 1 && integer) ? ` ≥ ${min}` : '', above > -Infinity ? ` > ${above}` : '', max < Infinity ? ` ≤ ${max}` : ''];
+    throw new InvalidArgumentError(flag, `${kind}${bounds.filter((b) => b !== '').join(',')}`, JSON.stringify(value));
   }
   return n;
 }

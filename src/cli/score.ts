@@ -33,7 +33,7 @@ export interface ScoreCommandOptions {
 export async function scoreCommand(o: ScoreCommandOptions): Promise<void> {
   const n = numberOption('--n', o.n, { min: 2, integer: true });
   const select = choiceOption('--select', o.select, SELECTION_RULES);
-  const temperature = numberOption('--temperature', o.temperature, { min: Number.MIN_VALUE });
+  const temperature = numberOption('--temperature', o.temperature, { above: 0 });
   const maxNewTokens = positiveIntOption('--max-new-tokens', o.maxNewTokens);
   const seed = numberOption('--seed', o.seed, { min: 0, integer: true });
   // Without --task the answers are free-form math: extracted and compared numerically.

@@ -117,9 +117,9 @@ export function grpoInput(o: Omit<TrainCommandOptions, 'reward' | 'out' | 'model
     beta: numberOption('--beta', o.beta, { min: 0 }),
     klEstimator: choiceOption('--kl-estimator', o.klEstimator, KL_ESTIMATORS),
     sampling: {
-      temperature: numberOption('--temperature', o.temperature, { min: Number.MIN_VALUE }),
+      temperature: numberOption('--temperature', o.temperature, { above: 0 }),
       topK: numberOption('--top-k', o.topK, { min: 0, integer: true }),
-      topP: numberOption('--top-p', o.topP, { min: Number.MIN_VALUE, max: 1 }),
+      topP: numberOption('--top-p', o.topP, { above: 0, max: 1 }),
       minP: numberOption('--min-p', o.minP, { min: 0, max: 0.999999 }),
     },
     maxPromptLength: positiveIntOption('--max-prompt-length', o.maxPromptLength),
@@ -202,7 +202,7 @@ export async function evalCommand(o: EvalCommandOptions): Promise<void> {
     try {
       const result = await evaluate(model, tokenizer, task, examples, {
         maxNewTokens: positiveIntOption('--max-new-tokens', o.maxNewTokens), k, seed,
-        sampling: { temperature: numberOption('--temperature', o.temperature, { min: Number.MIN_VALUE }) },
+        sampling: { temperature: numberOption('--temperature', o.temperature, { above: 0 }) },
       });
       const { greedyAnswers, greedyCompletions: _completions, ...summary } = result;
       if (o.json) process.stdout.write(`${JSON.stringify({ task: task.name, ...summary })}\n`);

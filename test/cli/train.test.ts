@@ -74,6 +74,7 @@ describeGpu('intuitor train, run, eval, score, sft', () => {
     [train('arithmetic', 'vibes'), /rewards: expected a known reward/],
     [train('arithmetic', 'accuracy:lots'), /weight of 'accuracy'/],
     [train('arithmetic', 'accuracy', '--loss-type', 'ppo'), /--loss-type: expected one of grpo, bnpo, dr_grpo, dapo, got "ppo"/],
+    [train('arithmetic', 'accuracy', '--temperature', '0'), /--temperature: expected a number > 0, got "0"/],
   ])('train refuses %j with one line', async (args, message) => {
     const r = await cli(args);
     expect(r.status).toBe(2);
