@@ -11,10 +11,13 @@
  *   surface on the next op instead of being silent.
  * - Embedding: `GpuContext.fromDevice(device)` wraps a caller's device; close() then leaves it
  *   alive.
+ * - On a software adapter (lavapipe), Dawn's event polling is paced by a timer while the context
+ *   is open, so it does not take a core from the shaders it waits for (./polling.ts).
  */
 import { createRequire } from 'node:module';
 import { GpuError, BackendUnavailableError, InvalidArgumentError, describe } from '../errors.js';
 import { loadKernel, type KernelVariant } from './kernels.js';
+import { holdSoftwareAdapterPolling } from './polling.js';
 
 type DawnModule = { create(flags: string[]): GPU; globals: Record<string, unknown> };
 let dawn: DawnModule | null = null;
@@ -115,6 +118,8 @@ export class GpuContext {
   /** Dawn's instance: held only to keep it alive while the device is (see the class comment). */
   private instance: GPU | null;
   private lostReason: string | null = null;
+  /** Releases timer-paced event polling (./polling.ts), held while this context is on a software adapter. */
+  private releasePolling: (() => void) | null = null;
   private liveBytes = 0;
   private peakBytes = 0;
   private readonly uncaptured: GPUError[] = [];
@@ -170,7 +175,10 @@ export class GpuContext {
     for (const name of REQUESTED_LIMITS) requiredLimits[name] = adapter.limits[name];
     const requiredFeatures = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f));
     const device = await adapter.requestDevice({ label: 'intuitor', requiredLimits, requiredFeatures });
-    return new GpuContext(device, describeAdapter(adapter), instance, true, options);
+    const description = describeAdapter(adapter);
+    const context = new GpuContext(device, description, instance, true, options);
+    if (description.isFallbackAdapter) context.releasePolling = holdSoftwareAdapterPolling();
+    return context;
   }
 
   /** Wraps a caller's device. intuitor never destroys it; close() only detaches. */
@@ -374,6 +382,8 @@ export class GpuContext {
     this.modules.clear();
     if (this.ownsDevice) this.device.destroy();
     this.instance = null;
+    this.releasePolling?.();
+    this.releasePolling = null;
   }
 }
 

@@ -1,6 +1,7 @@
 /** The WebGPU runtime: adapters, limits, pipeline cache, error scopes, device loss, embedding. */
 import { GpuError, InvalidArgumentError } from '../../src/errors.js';
 import { GpuContext, listAdapters } from '../../src/gpu/context.js';
+import { holdSoftwareAdapterPolling } from '../../src/gpu/polling.js';
 import { tokenStats } from '../../src/ops/token-stats.js';
 import { describeGpu } from '../helpers.js';
 
@@ -73,6 +74,32 @@ describeGpu('device loss and embedding', () => {
     const r = await tokenStats({ logits: new Float32Array([1, 2]), shape: [1, 2] }, { backend: 'webgpu', context: fresh });
     expect(r.logsumexp[0]).toBeCloseTo(Math.log(Math.exp(1) + Math.exp(2)), 5);
     fresh.close();
+  });
+
+  test('on a software adapter, Dawn\'s native poller spins 2 ms per wait, then is paced by a timer, while a context is open; JavaScript callbacks are not', async () => {
+    const handleKind = (callback: () => unknown) => (setImmediate(callback) as object).constructor.name;
+    // Math.random stands in for Dawn's poller (both are native). A wait is a run of native ticks:
+    // two scheduled 3 ms apart before either runs are one wait, past its spin.
+    const nativeWait = async () => {
+      const first = handleKind(Math.random);
+      const start = performance.now();
+      while (performance.now() - start < 3);
+      const later = handleKind(Math.random);
+      await new Promise((resolve) => setTimeout(resolve, 5)); // both ticks run: the wait ends
+      return [first, later];
+    };
+    const outside = globalThis.setImmediate;
+    expect(await nativeWait()).toEqual(['Immediate', 'Immediate']);
+    const ctx = await GpuContext.create();
+    expect(await nativeWait()).toEqual(ctx.adapter!.isFallbackAdapter ? ['Immediate', 'Timeout'] : ['Immediate', 'Immediate']);
+    expect(handleKind(() => undefined)).toBe('Immediate');
+    const release = holdSoftwareAdapterPolling();
+    expect(await nativeWait()).toEqual(['Immediate', 'Timeout']);
+    release();
+    release(); // a second release of the same hold changes nothing
+    expect(await nativeWait()).toEqual(ctx.adapter!.isFallbackAdapter ? ['Immediate', 'Timeout'] : ['Immediate', 'Immediate']);
+    ctx.close();
+    expect(globalThis.setImmediate).toBe(outside);
   });
 
   test("a caller's own GPUDevice is used and left alive on close()", async () => {
