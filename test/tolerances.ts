@@ -60,6 +60,12 @@ export const TOLERANCES = {
   embeddingBackward: { atol: 1e-5, rtol: 1e-5 },
   /** The shipped base model's held-out greedy accuracy re-measured against its base_model.json (another GPU may break argmax ties differently). */
   baseModelAccuracy: { atol: 0.1, rtol: 0 },
+  /**
+   * GRPO in micro-batches against one pass: the same samples and advantages; parameter gradients
+   * summed pass by pass (f32, another order) and the matmuls planned for other row counts, through
+   * two AdamW steps (whose first update is ±lr per weight whatever the gradient's size).
+   */
+  grpoMicroBatches: { atol: 1e-5, rtol: 1e-4 },
 } satisfies Record<string, Tolerance>;
 
 /** Index and size of the worst violation, or null when all values pass. Both NaN passes; NaN vs number fails. */

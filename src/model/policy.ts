@@ -331,6 +331,25 @@ export class PolicyModel {
     if (maxLen > c.maxPositionEmbeddings) {
       throw new InvalidArgumentError('maxNewTokens', `at most ${c.maxPositionEmbeddings - promptLen} for a ${promptLen}-token prompt (max_position_embeddings ${c.maxPositionEmbeddings})`, String(maxNew));
     }
+    // The prefill's logits (batch, promptLen, vocab) must fit one storage binding: a large vocabulary
+    // (Qwen's 151,936) and a large batch of rollouts are generated in chunks of sequences.
+    const fit = Math.floor(this.ctx.maxBindingBytes / (promptLen * c.vocabSize * 4));
+    if (fit < 1) {
+      throw new InvalidArgumentError('prompts', `prompts whose prefill logits (${promptLen} × ${c.vocabSize} float32) fit one storage binding (${this.ctx.maxBindingBytes} bytes)`, `a ${promptLen}-token prompt`);
+    }
+    if (fit < batch) {
+      const out: Generation = { tokens: [], logprobs: [], selfCertainty: [] };
+      for (let start = 0; start < batch; start += fit) {
+        const { shouldStop } = options;
+        const part = await this.generate(prompts.slice(start, start + fit), {
+          ...options, seeds: seeds.slice(start, start + fit), shouldStop: shouldStop && ((index, tokens) => shouldStop(start + index, tokens)),
+        });
+        out.tokens.push(...part.tokens);
+        out.logprobs.push(...part.logprobs);
+        out.selfCertainty.push(...part.selfCertainty);
+      }
+      return out;
+    }
     const padded = new Array<number>(batch * promptLen).fill(0);
     prompts.forEach((p, b) => p.forEach((id: number, t: number) => (padded[b * promptLen + t] = id)));
     const cache = this.createCache(batch, maxLen);

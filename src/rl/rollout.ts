@@ -120,11 +120,61 @@ export function gatherCompletionStats(layout: ScoringLayout, maxLength: number, 
   return out;
 }
 
+/** Sequences [start, start + count) of a layout, as a layout of their own (rows re-based). */
+export function sliceLayout(layout: ScoringLayout, start: number, count: number): ScoringLayout {
+  const { seqLen } = layout;
+  const range = (a: Uint32Array) => a.slice(start * seqLen, (start + count) * seqLen);
+  return {
+    batch: count, seqLen, ids: range(layout.ids), lengths: layout.lengths.slice(start, start + count), targets: range(layout.targets),
+    rowOf: layout.rowOf.slice(start, start + count).map((rows) => rows.map((row) => row - start * seqLen)),
+  };
+}
+
+/**
+ * Sequences per micro-batch of a forward over `seqLen`-token sequences: as many as keep the logits
+ * (sequences × seqLen × vocab float32) within one storage binding, at most `total`.
+ */
+export function sequencesPerPass(maxBindingBytes: number, seqLen: number, vocab: number, total: number): number {
+  const fit = Math.floor(maxBindingBytes / (seqLen * vocab * 4));
+  if (fit < 1) {
+    throw new InvalidArgumentError('maxPromptLength + maxCompletionLength', `a sequence length whose logits (length × ${vocab} float32) fit one storage binding (${maxBindingBytes} bytes)`, `${seqLen} tokens`);
+  }
+  return Math.min(fit, total);
+}
+
+/** Concatenates per-completion statistics of consecutive micro-batches. */
+export function concatStats(parts: readonly CompletionStats[]): CompletionStats {
+  if (parts.length === 1) return parts[0]!;
+  const join = <A extends Float32Array | Float64Array>(key: keyof CompletionStats, make: (n: number) => A): A => {
+    const out = make(parts.reduce((n, p) => n + p[key].length, 0));
+    let offset = 0;
+    for (const p of parts) {
+      out.set(p[key], offset);
+      offset += p[key].length;
+    }
+    return out;
+  };
+  const f32 = (n: number) => new Float32Array(n);
+  const f64 = (n: number) => new Float64Array(n);
+  return {
+    logprob: join('logprob', f32), selfCertainty: join('selfCertainty', f32), entropy: join('entropy', f32),
+    meanLogprob: join('meanLogprob', f64), meanSelfCertainty: join('meanSelfCertainty', f64), meanEntropy: join('meanEntropy', f64),
+  };
+}
+
 /**
  * Scores completions under `model` without training state (a frozen reference, or the policy under
- * other prompts): one forward over the layout, then the token statistics at `temperature`.
+ * other prompts): forwards over the layout, in as many micro-batches as the logits need (see
+ * sequencesPerPass), then the token statistics at `temperature`.
  */
 export async function scoreCompletions(model: PolicyModel, layout: ScoringLayout, maxLength: number, temperature: number): Promise<CompletionStats> {
+  const per = sequencesPerPass(model.ctx.maxBindingBytes, layout.seqLen, model.config.vocabSize, layout.batch);
+  const parts: CompletionStats[] = [];
+  for (let start = 0; start < layout.batch; start += per) parts.push(await scoreOnce(model, sliceLayout(layout, start, Math.min(per, layout.batch - start)), maxLength, temperature));
+  return concatStats(parts);
+}
+
+async function scoreOnce(model: PolicyModel, layout: ScoringLayout, maxLength: number, temperature: number): Promise<CompletionStats> {
   const ctx = model.ctx;
   const rows = layout.batch * layout.seqLen;
   const forward = await model.prepareForward(layout.batch, layout.seqLen);

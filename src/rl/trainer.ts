@@ -39,7 +39,7 @@ import { evaluate, type Evaluation } from '../tasks/evaluate.js';
 import { grpoLoss } from './loss.js';
 import { CollapseMonitor, collapseVerdict, otherPromptIndices, type CollapseMonitorState, type CollapseReport } from './monitors.js';
 import { evaluateReward, parseRewardSpec, resolveRewards, rewardRandom, type ResolvedReward } from './rewards.js';
-import { gatherCompletionStats, rollout, scoreCompletions, scoringLayout, type Completion, type CompletionStats } from './rollout.js';
+import { concatStats, gatherCompletionStats, rollout, scoreCompletions, scoringLayout, sequencesPerPass, sliceLayout, type Completion, type CompletionStats, type ScoringLayout } from './rollout.js';
 
 export interface GrpoStepRecord extends Record<string, MetricValue> {
   step: number;
@@ -130,7 +130,12 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
   let prepared: PreparedTrainStep | null = null;
   try {
     reference = config.beta > 0 ? await PolicyModel.load(ctx, config.model) : null;
-    prepared = await session.graph.prepareStep(P * G, seqLen, { temperature: config.sampling.temperature });
+    // Micro-batches: as many sequences per training pass as keep its logits within one storage
+    // binding (all P × G at once for small vocabularies; Qwen's 151,936-token vocabulary needs several).
+    const passes = Math.ceil(P * G / sequencesPerPass(ctx.maxBindingBytes, seqLen, policy.config.vocabSize, P * G));
+    const passSize = Math.ceil(P * G / passes);
+    prepared = await session.graph.prepareStep(passSize, seqLen, { temperature: config.sampling.temperature });
+    const trainStep = prepared;
     const saved = session.resumedState as TrainerState | null;
     const order = new DataOrder(data.length, config.seed, saved?.data);
     const monitor = new CollapseMonitor(config.collapseThresholds, saved?.monitor);
@@ -163,10 +168,18 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       const shuffledLayout = scoringLayout(completions.map((c) => prompts[other[c.prompt]!]!), completions.map((c) => c.tokens), seqLen);
       const shuffledStats = await scoreCompletions(policy, shuffledLayout, T, config.sampling.temperature);
 
-      // 2. Score: the training forward (its activations stay for the backward).
-      session.graph.writeBatch(prepared, { ids: layout.ids, lengths: layout.lengths, targets: layout.targets });
-      await session.graph.forward(prepared);
-      const stats = await readStats(prepared, layout, T, ctx);
+      // 2. Score: the training forward, pass by pass (the last pass's activations stay for its backward).
+      const micro = Array.from({ length: passes }, (_, m) => passLayout(layout, m * passSize, passSize));
+      const forwardAll = async (): Promise<CompletionStats> => {
+        const parts: CompletionStats[] = [];
+        for (const part of micro) {
+          session.graph.writeBatch(trainStep, part.batch);
+          await session.graph.forward(trainStep);
+          parts.push(await readStats(trainStep, part.layout, T, ctx));
+        }
+        return concatStats(parts);
+      };
+      const stats = await forwardAll();
       const refStats = reference ? await scoreCompletions(reference, layout, T, config.sampling.temperature) : null;
 
       // 3. Rewards and advantages.
@@ -178,7 +191,9 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       }
       const aggregated = aggregateRewards(perFunction, weights, G, config.rewardAggregation, { scaleRewards: config.scaleRewards });
 
-      // 4. μ updates.
+      // 4. μ updates. The loss (and its gradient with respect to every log-prob) is over the whole
+      // batch; each pass then back-propagates its share into the accumulated parameter gradients,
+      // the resident last pass first, the others after re-running their forward.
       const lengths = completions.map((c) => c.tokens.length);
       const mask = new Float32Array(completions.length * T);
       completions.forEach((c, i) => {
@@ -189,16 +204,20 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       let loss = grpoLossOf(stats.logprob);
       let update = { lr: 0, gradNorm: 0, clipScale: 1 };
       for (let iteration = 0; iteration < config.mu; iteration++) {
-        if (iteration > 0) {
-          await session.graph.forward(prepared);
-          loss = grpoLossOf((await readStats(prepared, layout, T, ctx)).logprob);
-        }
+        if (iteration > 0) loss = grpoLossOf((await forwardAll()).logprob);
         if (!Number.isFinite(loss.loss)) throw new NonFiniteError(step, 'the GRPO loss', String(loss.loss));
-        const gLogprob = new Float32Array(layout.batch * seqLen);
-        layout.rowOf.forEach((rows, i) => rows.forEach((row, j) => (gLogprob[row] = loss.gradLogprobs[i * T + j]!)));
-        session.graph.writeBatch(prepared, { ids: layout.ids, lengths: layout.lengths, targets: layout.targets, gLogprob });
         await session.graph.zeroGrads();
-        await session.graph.backward(prepared);
+        for (let m = passes - 1; m >= 0; m--) {
+          const part = micro[m]!;
+          if (m < passes - 1) {
+            session.graph.writeBatch(trainStep, part.batch);
+            await session.graph.forward(trainStep);
+          }
+          const gLogprob = new Float32Array(passSize * seqLen);
+          part.layout.rowOf.forEach((rows, i) => rows.forEach((row, j) => (gLogprob[row] = loss.gradLogprobs[(part.start + i) * T + j]!)));
+          session.graph.writeBatch(trainStep, { ...part.batch, gLogprob });
+          await session.graph.backward(trainStep);
+        }
         update = await session.optimizer.update((step - 1) * config.mu + iteration + 1);
       }
       function grpoLossOf(logprobs: Float32Array) {
@@ -242,7 +261,10 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
         collapse: report.collapsed ? 1 : 0,
         eval_accuracy: evaluation?.pass1 ?? null,
       };
-      if (report.collapsed) log(`step ${step}: collapse warning: ${report.reasons.join('; ')}`);
+      // Warn when a collapse is called and when it ends; the per-step flag is in the metrics (collapse).
+      const previous = reports.at(-2);
+      if (report.collapsed && !previous?.collapsed) log(`step ${step}: collapse warning: ${report.reasons.join('; ')}`);
+      if (!report.collapsed && previous?.collapsed) log(`step ${step}: the collapse signals have cleared`);
       if (report.collapsed && config.stopOnCollapse) {
         metrics.append(record);
         hooks.onStep?.(record, report);
@@ -268,7 +290,23 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
   }
 }
 
-async function readStats(prepared: { batch: number; seqLen: number; stats: { logprob: GPUBuffer; selfCertainty: GPUBuffer; entropy: GPUBuffer } }, layout: ReturnType<typeof scoringLayout>, T: number, ctx: GpuContext): Promise<CompletionStats> {
+/**
+ * Sequences [start, start + size) of the step's layout as one training pass of exactly `size`
+ * sequences: past the batch's end, padding sequences of one token whose rows are never scored and
+ * get no gradient.
+ */
+function passLayout(layout: ScoringLayout, start: number, size: number): { start: number; layout: ScoringLayout; batch: { ids: Uint32Array; lengths: Uint32Array; targets: Uint32Array } } {
+  const part = sliceLayout(layout, start, Math.min(size, layout.batch - start));
+  const ids = new Uint32Array(size * layout.seqLen);
+  const targets = new Uint32Array(size * layout.seqLen);
+  const lengths = new Uint32Array(size).fill(1);
+  ids.set(part.ids);
+  targets.set(part.targets);
+  lengths.set(part.lengths);
+  return { start, layout: part, batch: { ids, lengths, targets } };
+}
+
+async function readStats(prepared: { batch: number; seqLen: number; stats: { logprob: GPUBuffer; selfCertainty: GPUBuffer; entropy: GPUBuffer } }, layout: ScoringLayout, T: number, ctx: GpuContext): Promise<CompletionStats> {
   const rows = prepared.batch * prepared.seqLen;
   const read = async (b: GPUBuffer) => new Float32Array(await ctx.read('grpo', b, rows * 4));
   return gatherCompletionStats(layout, T, { logprob: await read(prepared.stats.logprob), selfCertainty: await read(prepared.stats.selfCertainty), entropy: await read(prepared.stats.entropy) });

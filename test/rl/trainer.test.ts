@@ -1,18 +1,20 @@
 /**
  * The GRPO trainer end to end on WebGPU (the tiny-qwen2 fixture):
  * determinism, bit-identical resume, the self-certainty reward against the token-statistics
- * kernel, a user reward's failures and bad configuration.
+ * kernel, a user reward's failures and bad configuration; and, on the shipped addition base, that
+ * a short run with the accuracy reward raises held-out accuracy.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { GpuContext } from '../../src/gpu/context.js';
+import { GpuContext } from '../../src/gpu/context.js';
 import { PolicyModel } from '../../src/model/policy.js';
 import { PolicyTokenizer } from '../../src/model/tokenizer.js';
 import { tokenStats } from '../../src/ops/token-stats.js';
 import { resolveGrpoConfig, type GrpoConfigInput } from '../../src/rl/config.js';
 import { rollout, scoreCompletions, scoringLayout } from '../../src/rl/rollout.js';
 import { runGrpo } from '../../src/rl/trainer.js';
+import { SHIPPED_BASE_MODEL, SHIPPED_BASE_TASK } from '../../src/cli/run.js';
 import { latestCheckpoint, loadCheckpoint } from '../../src/train/checkpoint.js';
 import { FIXTURES, describeGpu, openGpu } from '../helpers.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';
@@ -44,6 +46,16 @@ describeGpu('GRPO trainer', () => {
     steps: 3, promptsPerStep: 3, groupSize: 3, maxCompletionLength: 5, evalPrompts: 6, probePrompts: 3, seed: 7, ...extra,
   });
 
+  test('a short run with the accuracy reward raises held-out accuracy (the shipped addition base, 20 steps)', async () => {
+    const result = await runGrpo(ctx, {
+      model: SHIPPED_BASE_MODEL, task: SHIPPED_BASE_TASK, rewards: 'accuracy', out: join(tmp, 'learns'),
+      steps: 20, promptsPerStep: 16, groupSize: 8, lr: 3e-4, maxCompletionLength: 8, evalPrompts: 256, probePrompts: 0,
+    });
+    // Measured on lavapipe: about +6 points. One standard error of a ~55% accuracy on 256 prompts is 3.1 points.
+    expect(result.after.pass1 - result.before.pass1).toBeGreaterThanOrEqual(0.03);
+    expect(result.verdict).toBe('stable');
+  }, 180_000);
+
   test('the same seed gives identical metrics; an interrupted run resumes bit-identically', async () => {
     const options = { steps: 4, saveEvery: 2, beta: 0.02, mu: 2 };
     const a = await runGrpo(ctx, small('a', options));
@@ -58,6 +70,30 @@ describeGpu('GRPO trainer', () => {
     const final = async (dir: string) => (await loadCheckpoint((await latestCheckpoint(join(tmp, dir)))!)).tensors;
     const [wa, wc] = [await final('a'), await final('c')];
     for (const name of Object.keys(wa)) expect(Buffer.from((wc[name]!.data as Float32Array).buffer).equals(Buffer.from((wa[name]!.data as Float32Array).buffer))).toBe(true);
+  });
+
+  test('micro-batches: with bindings that hold a few sequences\' logits, generation and training run in chunks and match one pass', async () => {
+    // Bindings of 96 KiB (the embedding table's size): 15 sequences of 13 tokens × 384 logits
+    // (20 KB each) train in 4 passes of 4 (the last with one padding sequence), and the prompts'
+    // prefill runs in chunks of 8.
+    const narrow = await GpuContext.create({ maxBindingBytes: 98_304 });
+    try {
+      const options = { steps: 2, mu: 2, beta: 0.02, rewards: 'accuracy,self-certainty', promptsPerStep: 3, groupSize: 5 };
+      const whole = await runGrpo(ctx, small('whole', options));
+      const split = await runGrpo(narrow, small('split', options));
+      for (const [i, record] of whole.records.entries()) {
+        const other = split.records[i]!;
+        for (const key of ['reward/accuracy/mean', 'completion_length_mean', 'frac_reward_zero_std', 'eval_accuracy']) expect(other[key]).toEqual(record[key]);
+        for (const key of ['loss', 'kl', 'grad_norm', 'self_certainty_mean', 'entropy']) {
+          if (typeof record[key] === 'number') expectClose(`step ${i} ${key}`, [other[key] as number], [record[key] as number], TOLERANCES.grpoMicroBatches);
+        }
+      }
+      const final = async (dir: string) => (await loadCheckpoint((await latestCheckpoint(join(tmp, dir)))!)).tensors;
+      const [a, b] = [await final('whole'), await final('split')];
+      for (const name of Object.keys(a)) expectClose(name, b[name]!.data as Float32Array, a[name]!.data as Float32Array, TOLERANCES.grpoMicroBatches);
+    } finally {
+      narrow.close();
+    }
   });
 
   test('the self-certainty of a completion equals the token-statistics kernel on the logits that generated it', async () => {
@@ -99,7 +135,7 @@ describeGpu('GRPO trainer', () => {
 
   test('bad configuration is refused by name before any work', async () => {
     await expect(runGrpo(ctx, small('bad', { groupSize: 1 }))).rejects.toThrow(/groupSize: expected an integer ≥ 2, got 1/);
-    await expect(runGrpo(ctx, small('bad', { task: 'chess' }))).rejects.toThrow(/task: expected one of arithmetic, countdown, permutations, math/);
+    await expect(runGrpo(ctx, small('bad', { task: 'chess' }))).rejects.toThrow(/task: expected one of arithmetic, addition, countdown, permutations, math/);
     await expect(runGrpo(ctx, small('bad', { rewards: 'self-certainty,vibes' }))).rejects.toThrow(/rewards: expected a known reward/);
     await expect(runGrpo(ctx, small('bad', { rewards: 'accuracy:lots' }))).rejects.toThrow(/weight of 'accuracy'/);
     await expect(runGrpo(ctx, small('bad', { maxPromptLength: 3 }))).rejects.toThrow(/prompt \d+: expected 1 to 3 tokens \(maxPromptLength\)/);
