@@ -9,12 +9,19 @@
  *
  * - answer diversity: distinct final answers per prompt in the batch (collapse → 1/prompts);
  * - cross-prompt dependence: how much more self-certain a response is under its own prompt than
- *   under another prompt of the batch (collapse → 0: the prompt no longer matters);
+ *   under another prompt of the batch (collapse → 0: the prompt no longer matters), averaged over
+ *   a window of steps because one batch's value is noisy;
  * - length drift: mean response length relative to the first step (collapse to empty or to
  *   max-length loops);
  * - probe agreement: the share of a fixed probe set whose greedy answer is still the first step's.
  *
- * CollapseMonitor compares each step with the first step it saw (the baseline) and raises
+ * A policy can collapse two ways, and both have been seen: onto one confident answer for every
+ * prompt (the PyTorch miniature of this project's brief), or into noise that no longer depends on
+ * the prompt (intuitor's own self-certainty run on the shipped addition base: responses ran to the
+ * length limit, every probe answer changed and cross-prompt dependence fell from 0.33 to ≈ 0, while
+ * answer diversity ROSE because every garbled answer is distinct).
+ *
+ * CollapseMonitor compares each step with the start of the run (the baselines) and raises
  * `collapsed` when its rule (see the class), with thresholds DEFAULT_COLLAPSE_THRESHOLDS unless
  * given, holds on `patience` consecutive checks.
  * All measures are pure functions of their inputs, summed in index order (reproducible bit for bit).
@@ -117,11 +124,19 @@ export interface CollapseThresholds {
    */
   diversityFraction: number;
   /**
-   * Cross-prompt dependence is "gone" below this fraction of the baseline. 0.25: a collapsed policy
-   * scores a response the same under any prompt (→ 0); learning makes responses more specific to
-   * their prompts, not less, so a 4× drop is not noise.
+   * Cross-prompt dependence is "gone" when its mean over the last `crossPromptWindow` steps is
+   * below this fraction of the baseline (the mean of the first `crossPromptWindow` steps). 0.25: a
+   * collapsed policy scores a response the same under any prompt (→ 0); learning makes responses
+   * more specific to their prompts, not less, so a 4× drop of a windowed mean is not noise.
    */
   crossPromptFraction: number;
+  /**
+   * Steps averaged for cross-prompt dependence, in the baseline and in each check. 5: one batch of
+   * 16 prompts measured 0.33 at the start of a healthy ground-truth run and then anywhere in
+   * −0.06 … 0.46 (three steps in a row below a quarter of 0.33), while its 5-step means stayed
+   * in 0.08 … 0.29; the collapsed run's 5-step means fell to ≈ 0 within 15 steps.
+   */
+  crossPromptWindow: number;
   /**
    * A baseline cross-prompt dependence at or below this (nats) disables that test: the first-step
    * policy already ignored its prompt and a ratio would compare noise with noise. 1e-3 nats: over a
@@ -131,14 +146,16 @@ export interface CollapseThresholds {
   crossPromptBaselineMin: number;
   /**
    * Probe answers have "drifted" below this agreement with the baseline. 0.5: most probe answers
-   * changed. Learning changes answers too (the ones the policy gets right), which is why drift only
-   * counts together with the diversity loss.
+   * changed. Learning changes answers too (ground-truth GRPO on the shipped base, +13 points of
+   * held-out accuracy, ended at exactly 0.5), which is why drift only counts together with
+   * another signal.
    */
   probeAgreementMin: number;
   /**
    * Mean length relative to the baseline outside [min, max] is a length collapse when diversity is
-   * also below lengthDiversityFraction. [0.5, 2]: halving (towards empty answers) or doubling (towards
-   * max-length loops); healthy INTUITOR runs lengthen responses, gradually, so length alone never counts.
+   * also below lengthDiversityFraction, or the probes have drifted. [0.5, 2]: halving (towards empty
+   * answers) or doubling (towards max-length loops); healthy INTUITOR runs lengthen responses,
+   * gradually, so length alone never counts.
    */
   lengthDriftMin: number;
   lengthDriftMax: number;
@@ -155,6 +172,7 @@ export interface CollapseThresholds {
 export const DEFAULT_COLLAPSE_THRESHOLDS: Readonly<CollapseThresholds> = Object.freeze({
   diversityFraction: 0.25,
   crossPromptFraction: 0.25,
+  crossPromptWindow: 5,
   crossPromptBaselineMin: 1e-3,
   probeAgreementMin: 0.5,
   lengthDriftMin: 0.5,
@@ -182,8 +200,10 @@ export interface CollapseMeasurements {
 export interface CollapseReport {
   step: number;
   diversity: number;
-  /** Cross-prompt dependence (nats), null when not measured this step. */
+  /** Cross-prompt dependence (nats) of this step's batch, null when not measured this step. */
   crossPromptSc: number | null;
+  /** Its mean over the last crossPromptWindow measured steps (null when not measured this step). */
+  crossPromptScMean: number | null;
   lengthDrift: number;
   /** Null when the probe set was not run this step. */
   probeAgreement: number | null;
@@ -197,33 +217,51 @@ export interface CollapseReport {
 export interface CollapseMonitorState {
   baseline: {
     diversity: number | null;
+    /** The mean of the first crossPromptWindow measurements (null until there are that many). */
     crossPromptSc: number | null;
     meanLength: number | null;
     probeAnswers: (string | null)[] | null;
   };
+  /** The cross-prompt measurements the baseline is still collecting, and the last window of them. */
+  crossPromptFirst: number[];
+  crossPromptRecent: number[];
   streak: number;
 }
 
 const fmt = (x: number): string => (Number.isInteger(x) ? String(x) : x.toPrecision(3));
+
+/** Mean in index order (bit-reproducible). */
+function meanOf(values: readonly number[]): number {
+  let sum = 0;
+  for (const v of values) sum += v;
+  return sum / values.length;
+}
 
 /**
  * Watches a run for collapse. Each baseline is the first value of its measurement the monitor
  * sees (step 0 in a fresh run; restore the state on resume). The rule, with t = thresholds:
  *
  *   diversityLow   = diversity < t.diversityFraction · baseline
- *   promptIgnored  = crossPromptSc < t.crossPromptFraction · baseline   (baseline > t.crossPromptBaselineMin)
+ *   promptIgnored  = mean of the last window of crossPromptSc < t.crossPromptFraction · baseline
+ *                    (baseline: mean of the first window, > t.crossPromptBaselineMin)
  *   probesDrifted  = probeAgreement < t.probeAgreementMin
- *   lengthCollapse = lengthDrift ∉ [t.lengthDriftMin, t.lengthDriftMax] and diversity < t.lengthDiversityFraction · baseline
- *   suspect        = (diversityLow and (promptIgnored or probesDrifted)) or lengthCollapse
+ *   lengthOut      = lengthDrift ∉ [t.lengthDriftMin, t.lengthDriftMax]
+ *   suspect        = diversityLow and (promptIgnored or probesDrifted)                one answer for all
+ *                 or promptIgnored and probesDrifted                                   noise for all
+ *                 or lengthOut and (diversity < t.lengthDiversityFraction · baseline  empty or runaway
+ *                                   or probesDrifted)
  *
- * and `collapsed` once `suspect` held on t.patience consecutive checks. Diversity loss alone is not
- * enough: a task whose answers truly converge (or a tiny batch) can lose diversity while the policy
- * still reads its prompts. Measurements absent on a step (no scTrue, no probeAnswers) count as not
- * showing collapse, so the rule never fires on missing data.
+ * and `collapsed` once `suspect` held on t.patience consecutive checks. No signal counts alone: a
+ * task whose answers truly converge (or a tiny batch) loses diversity while the policy still reads
+ * its prompts, learning changes probe answers, and INTUITOR lengthens responses. Measurements
+ * absent on a step (no scTrue, no probeAnswers) count as not showing collapse, so the rule never
+ * fires on missing data.
  */
 export class CollapseMonitor {
   readonly thresholds: Readonly<CollapseThresholds>;
   private baseline: CollapseMonitorState['baseline'] = { diversity: null, crossPromptSc: null, meanLength: null, probeAnswers: null };
+  private crossPromptFirst: number[] = [];
+  private crossPromptRecent: number[] = [];
   private streak = 0;
 
   constructor(thresholds: Partial<CollapseThresholds> = {}, state?: CollapseMonitorState) {
@@ -235,19 +273,26 @@ export class CollapseMonitor {
     if (!(t.lengthDriftMin >= 0 && t.lengthDriftMin <= 1)) throw new InvalidArgumentError('thresholds.lengthDriftMin', 'a number in [0, 1]', describe(t.lengthDriftMin));
     if (!(t.lengthDriftMax >= 1)) throw new InvalidArgumentError('thresholds.lengthDriftMax', 'a number ≥ 1', describe(t.lengthDriftMax));
     if (!Number.isSafeInteger(t.patience) || t.patience < 1) throw new InvalidArgumentError('thresholds.patience', 'a positive integer', describe(t.patience));
+    if (!Number.isSafeInteger(t.crossPromptWindow) || t.crossPromptWindow < 1) throw new InvalidArgumentError('thresholds.crossPromptWindow', 'a positive integer', describe(t.crossPromptWindow));
     this.thresholds = Object.freeze(t);
     if (state !== undefined) {
-      if (state === null || typeof state !== 'object' || typeof state.baseline !== 'object' || !Number.isSafeInteger(state.streak) || state.streak < 0) {
+      if (state === null || typeof state !== 'object' || typeof state.baseline !== 'object' || !Number.isSafeInteger(state.streak) || state.streak < 0
+        || !Array.isArray(state.crossPromptFirst) || !Array.isArray(state.crossPromptRecent)) {
         throw new InvalidArgumentError('state', 'a CollapseMonitorState from state()', describe(state));
       }
       this.baseline = { ...state.baseline, probeAnswers: state.baseline.probeAnswers === null ? null : [...state.baseline.probeAnswers] };
+      this.crossPromptFirst = [...state.crossPromptFirst];
+      this.crossPromptRecent = [...state.crossPromptRecent];
       this.streak = state.streak;
     }
   }
 
   /** A JSON-safe copy of the baselines and streak, for checkpoints. */
   state(): CollapseMonitorState {
-    return { baseline: { ...this.baseline, probeAnswers: this.baseline.probeAnswers === null ? null : [...this.baseline.probeAnswers] }, streak: this.streak };
+    return {
+      baseline: { ...this.baseline, probeAnswers: this.baseline.probeAnswers === null ? null : [...this.baseline.probeAnswers] },
+      crossPromptFirst: [...this.crossPromptFirst], crossPromptRecent: [...this.crossPromptRecent], streak: this.streak,
+    };
   }
 
   /** Judges one step's measurements (see the class comment). */
@@ -266,21 +311,48 @@ export class CollapseMonitor {
     const b = this.baseline;
     b.meanLength ??= m.meanLength;
     b.diversity ??= diversity;
-    if (crossPromptSc !== null) b.crossPromptSc ??= crossPromptSc;
     if (m.probeAnswers !== undefined) b.probeAnswers ??= [...m.probeAnswers];
+    let crossPromptScMean: number | null = null;
+    if (crossPromptSc !== null) {
+      if (b.crossPromptSc === null) {
+        this.crossPromptFirst.push(crossPromptSc);
+        if (this.crossPromptFirst.length === t.crossPromptWindow) {
+          b.crossPromptSc = meanOf(this.crossPromptFirst);
+          this.crossPromptFirst = [];
+        }
+      }
+      this.crossPromptRecent = [...this.crossPromptRecent, crossPromptSc].slice(-t.crossPromptWindow);
+      crossPromptScMean = meanOf(this.crossPromptRecent);
+    }
 
-    const diversityCause = `answer diversity ${fmt(diversity)} < ${t.diversityFraction} × baseline ${fmt(b.diversity)}`;
-    const companions: string[] = [];
-    if (crossPromptSc !== null && b.crossPromptSc! > t.crossPromptBaselineMin && crossPromptSc < t.crossPromptFraction * b.crossPromptSc!) {
-      companions.push(`cross-prompt self-certainty ${fmt(crossPromptSc)} < ${t.crossPromptFraction} × baseline ${fmt(b.crossPromptSc!)}`);
+    const diversityLow = diversity < t.diversityFraction * b.diversity;
+    const promptIgnored = crossPromptScMean !== null && b.crossPromptSc !== null && b.crossPromptSc > t.crossPromptBaselineMin && crossPromptScMean < t.crossPromptFraction * b.crossPromptSc;
+    const probesDrifted = agreement !== null && agreement < t.probeAgreementMin;
+    const lengthOut = drift < t.lengthDriftMin || drift > t.lengthDriftMax;
+    const lengthDiversityLow = diversity < t.lengthDiversityFraction * b.diversity;
+    const why = {
+      diversity: `answer diversity ${fmt(diversity)} < ${t.diversityFraction} × baseline ${fmt(b.diversity)}`,
+      prompt: () => `cross-prompt self-certainty (mean of ${this.crossPromptRecent.length} steps) ${fmt(crossPromptScMean!)} < ${t.crossPromptFraction} × baseline ${fmt(b.crossPromptSc!)}`,
+      probes: `probe agreement ${fmt(agreement ?? 1)} < ${t.probeAgreementMin}`,
+      length: `length drift ${fmt(drift)} outside [${t.lengthDriftMin}, ${t.lengthDriftMax}]`,
+      lengthDiversity: `answer diversity ${fmt(diversity)} < ${t.lengthDiversityFraction} × baseline ${fmt(b.diversity)}`,
+    };
+    const reasons = new Set<string>();
+    if (diversityLow && (promptIgnored || probesDrifted)) {
+      reasons.add(why.diversity);
+      if (promptIgnored) reasons.add(why.prompt());
+      if (probesDrifted) reasons.add(why.probes);
     }
-    if (agreement !== null && agreement < t.probeAgreementMin) companions.push(`probe agreement ${fmt(agreement)} < ${t.probeAgreementMin}`);
-    const reasons = diversity < t.diversityFraction * b.diversity && companions.length > 0 ? [diversityCause, ...companions] : [];
-    if ((drift < t.lengthDriftMin || drift > t.lengthDriftMax) && diversity < t.lengthDiversityFraction * b.diversity) {
-      reasons.push(`length drift ${fmt(drift)} outside [${t.lengthDriftMin}, ${t.lengthDriftMax}] with answer diversity ${fmt(diversity)} < ${t.lengthDiversityFraction} × baseline ${fmt(b.diversity)}`);
+    if (promptIgnored && probesDrifted) {
+      reasons.add(why.prompt());
+      reasons.add(why.probes);
     }
-    this.streak = reasons.length > 0 ? this.streak + 1 : 0;
-    return { step: m.step, diversity, crossPromptSc, lengthDrift: drift, probeAgreement: agreement, collapsed: this.streak >= t.patience, reasons };
+    if (lengthOut && (lengthDiversityLow || probesDrifted)) {
+      reasons.add(why.length);
+      reasons.add(lengthDiversityLow ? why.lengthDiversity : why.probes);
+    }
+    this.streak = reasons.size > 0 ? this.streak + 1 : 0;
+    return { step: m.step, diversity, crossPromptSc, crossPromptScMean, lengthDrift: drift, probeAgreement: agreement, collapsed: this.streak >= t.patience, reasons: [...reasons] };
   }
 }
 

@@ -100,7 +100,7 @@ const collapsedFrom = (from: number) => (step: number): Shape =>
 describe('CollapseMonitor on synthetic runs', () => {
   test('the defaults are the documented ones', () => {
     expect({ ...DEFAULT_COLLAPSE_THRESHOLDS }).toEqual({
-      diversityFraction: 0.25, crossPromptFraction: 0.25, crossPromptBaselineMin: 1e-3, probeAgreementMin: 0.5,
+      diversityFraction: 0.25, crossPromptFraction: 0.25, crossPromptWindow: 5, crossPromptBaselineMin: 1e-3, probeAgreementMin: 0.5,
       lengthDriftMin: 0.5, lengthDriftMax: 2, lengthDiversityFraction: 0.5, patience: 2,
     });
   });
@@ -126,26 +126,64 @@ describe('CollapseMonitor on synthetic runs', () => {
     expect(history.slice(0, 5).every((r) => r.reasons.length === 0)).toBe(true);
     expect(history[5]).toMatchObject({ step: 5, collapsed: false, diversity: 1 / 8, probeAgreement: 0 });
     expect(history[6]!.collapsed).toBe(true);
-    expect(history[6]!.reasons).toEqual([
+    expect(history[6]!.reasons).toEqual(['answer diversity 0.125 < 0.25 × baseline 3', 'probe agreement 0 < 0.5']);
+    // The cross-prompt signal is a 5-step mean: it joins once the window holds collapsed steps only.
+    expect(history[7]!.reasons).toHaveLength(2);
+    expect(history[9]!.reasons).toEqual([
       'answer diversity 0.125 < 0.25 × baseline 3',
-      'cross-prompt self-certainty 0.0100 < 0.25 × baseline 0.500',
+      'cross-prompt self-certainty (mean of 5 steps) 0.0100 < 0.25 × baseline 0.500',
       'probe agreement 0 < 0.5',
     ]);
     expect(collapseVerdict(history)).toBe('collapsed at step 6');
   });
 
   test('the collapse is caught by either companion signal alone', () => {
-    const onlyCross = (step: number): Shape => (step < 3 ? {} : { answers: new Array<string>(P * G).fill('9501'), dependence: 0 });
-    expect(collapseVerdict(run(new CollapseMonitor(), Array.from({ length: 6 }, (_, s) => measure(s, onlyCross(s)))))).toBe('collapsed at step 4');
+    // Dependence 0 from step 5: the 5-step mean falls below 0.25 × 0.5 at step 8 (0.1).
+    const onlyCross = (step: number): Shape => (step < 5 ? {} : { answers: new Array<string>(P * G).fill('9501'), dependence: 0 });
+    expect(collapseVerdict(run(new CollapseMonitor(), Array.from({ length: 12 }, (_, s) => measure(s, onlyCross(s)))))).toBe('collapsed at step 9');
     const onlyProbes = (step: number): Shape => (step < 3 ? {} : { answers: new Array<string>(P * G).fill('9501'), probes: new Array<string>(PROBES).fill('9501') });
     expect(collapseVerdict(run(new CollapseMonitor(), Array.from({ length: 6 }, (_, s) => measure(s, onlyProbes(s)))))).toBe('collapsed at step 4');
+  });
+
+  test('collapse into noise: diversity rises, but responses stop depending on the prompt and the probes drift', () => {
+    const noise = (step: number): Shape => (step < 5 ? {} : { answers: Array.from({ length: P * G }, (_, i) => String(7000 + i)), dependence: 0, probes: BASE_PROBES.map((a) => `x${a}`) });
+    const history = run(new CollapseMonitor(), Array.from({ length: 12 }, (_, s) => measure(s, noise(s))));
+    expect(history[8]).toMatchObject({ diversity: 4, crossPromptScMean: 0.1 });
+    expect(history[8]!.reasons).toEqual(['cross-prompt self-certainty (mean of 5 steps) 0.100 < 0.25 × baseline 0.500', 'probe agreement 0 < 0.5']);
+    expect(collapseVerdict(history)).toBe('collapsed at step 9');
+    // Runaway length with drifted probes is caught even while the prompt still matters.
+    const runaway = (step: number): Shape => (step < 5 ? {} : { answers: Array.from({ length: P * G }, (_, i) => String(7000 + i)), meanLength: 90, probes: BASE_PROBES.map((a) => `x${a}`) });
+    const long = run(new CollapseMonitor(), Array.from({ length: 8 }, (_, s) => measure(s, runaway(s))));
+    expect(long[5]!.reasons).toEqual(['length drift 2.25 outside [0.5, 2]', 'probe agreement 0 < 0.5']);
+    expect(collapseVerdict(long)).toBe('collapsed at step 6');
+  });
+
+  test('replays of two measured runs (GRPO on the shipped addition base, 16 prompts × 8, probes 16): ground truth stays stable, self-certainty collapses', () => {
+    // Per-step cross-prompt dependence, probe answers still as at step 0 (of 16), and length ÷ step 0, steps 1–40.
+    const groundTruth = {
+      cross: [0.33, 0.1, 0.14, 0.27, -0.06, 0.24, 0.11, 0.14, 0.28, 0.42, 0.3, 0.22, -0.03, 0.22, 0.19, 0.02, 0.07, 0.05, 0.17, 0.14, 0.36, 0.2, 0.26, 0.17, 0.23, 0.03, 0.34, 0.22, 0.11, 0.28, 0.39, 0.18, 0.24, 0.22, 0.3, 0.33, 0.23, 0.14, 0.26, 0.11],
+      same: [16, 16, 14, 14, 13, 14, 14, 13, 13, 12, 12, 12, 12, 11, 11, 11, 10, 9, 9, 9, 9, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 9, 9, 8, 8],
+      length: [1, 0.93, 0.96, 1.05, 1.07, 1.02, 0.91, 1.0, 0.97, 0.99, 1.05, 0.98, 0.99, 0.99, 0.96, 1.01, 1.02, 0.95, 1.05, 0.97, 1.06, 0.96, 1.02, 0.96, 1.02, 1.0, 0.96, 0.89, 0.99, 0.91, 1.07, 1.01, 1.05, 1.05, 1.02, 1.06, 1.07, 0.99, 0.98, 0.98],
+    };
+    const selfCertainty = {
+      cross: [0.33, 0.13, 0.12, 0.37, 0.3, 0.38, 0.28, 0.52, 0.16, 0.26, 0.31, 0.19, -0.01, 0.25, -0.29, 0.05, 0.3, 0.26, -0.18, 0.1, -0.01, 0.09, -0.09, -0.31, -0.08, -0.05, -0.07, -0.06, -0.08, 0.2, -0.03, -0.02, 0, 0, -0.04, 0.15, -0.03, 0.01, -0.08, 0.06],
+      same: [16, 16, 16, 15, 13, 12, 10, 9, 8, 8, 7, 7, 6, 5, 4, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+      length: [1, 0.94, 0.96, 1.09, 1.12, 1.07, 0.95, 1.02, 0.99, 1.05, 1.09, 1.04, 1.12, 1.15, 1.12, 1.27, 1.25, 1.22, 1.34, 1.3, 1.4, 1.32, 1.56, 1.5, 1.63, 1.68, 1.82, 1.78, 1.92, 1.8, 2.03, 2.07, 2.04, 2.1, 2.11, 2.16, 2.15, 2.18, 2.18, 2.18],
+    };
+    const probes16 = Array.from({ length: 16 }, (_, i) => String(i));
+    const replay = (trace: typeof groundTruth) => run(new CollapseMonitor(), trace.cross.map((dependence, i) => ({
+      ...measure(i + 1, { dependence, meanLength: 40 * trace.length[i]! }),
+      probeAnswers: probes16.map((a, k) => (k < trace.same[i]! ? a : `x${a}`)),
+    })));
+    expect(collapseVerdict(replay(groundTruth))).toBe('stable');
+    expect(collapseVerdict(replay(selfCertainty))).toBe('collapsed at step 17');
   });
 
   test('length collapse: 0.3× length, answers lost to "no answer" (diversity 9/24 of baseline), prompts still read — the length rule alone fires', () => {
     const lost = healthyAnswers().map((a, i) => (i % G === 0 ? a : null)); // 8 answers + no answer = 9 distinct
     const shape = (step: number): Shape => (step < 4 ? {} : { answers: lost, meanLength: 12 });
     const history = run(new CollapseMonitor(), Array.from({ length: 8 }, (_, s) => measure(s, shape(s))));
-    expect(history[4]!.reasons).toEqual(['length drift 0.300 outside [0.5, 2] with answer diversity 1.13 < 0.5 × baseline 3']);
+    expect(history[4]!.reasons).toEqual(['length drift 0.300 outside [0.5, 2]', 'answer diversity 1.13 < 0.5 × baseline 3']);
     expect(collapseVerdict(history)).toBe('collapsed at step 5');
     const long = (step: number): Shape => (step < 4 ? {} : { answers: lost, meanLength: 100 });
     expect(collapseVerdict(run(new CollapseMonitor(), Array.from({ length: 8 }, (_, s) => measure(s, long(s)))))).toBe('collapsed at step 5');
@@ -207,7 +245,8 @@ describe('CollapseMonitor on synthetic runs', () => {
     // A refused first step takes no baselines.
     const fresh = new CollapseMonitor();
     expect(() => fresh.update({ ...measure(0), scShuffled: [1] })).toThrow(/scShuffled: expected an array of 32/);
-    expect(fresh.state()).toEqual({ baseline: { diversity: null, crossPromptSc: null, meanLength: null, probeAnswers: null }, streak: 0 });
+    expect(fresh.state()).toEqual({ baseline: { diversity: null, crossPromptSc: null, meanLength: null, probeAnswers: null }, crossPromptFirst: [], crossPromptRecent: [], streak: 0 });
+    expect(() => new CollapseMonitor({ crossPromptWindow: 0 })).toThrow(/thresholds\.crossPromptWindow: expected a positive integer/);
     expect(() => collapseVerdict(null as never)).toThrow(/history/);
   });
 });
