@@ -13,7 +13,7 @@ export interface BuildBaseCommandOptions {
 }
 
 export async function buildBaseCommand(o: BuildBaseCommandOptions): Promise<void> {
-  const task = choiceOption('--task', o.task, ['arithmetic'] as const satisfies readonly BaseModelTask[]);
+  const task = choiceOption('--task', o.task, ['addition', 'arithmetic'] as const satisfies readonly BaseModelTask[]);
   const steps = positiveIntOption('--steps', o.steps);
   const ctx = await GpuContext.create();
   const progress = createProgress('intuitor build-base', steps, 0);

@@ -12,7 +12,7 @@ import { generateCommand } from './generate.js';
 import { gradCommand } from './grad.js';
 import { infoCommand } from './info.js';
 import { logitsCommand } from './logits.js';
-import { SHIPPED_BASE_MODEL, MAIN_JOB_DEFAULTS, experimentRewardsCommand, runCommand } from './run.js';
+import { SHIPPED_BASE_MODEL, SHIPPED_BASE_TASK, MAIN_JOB_DEFAULTS, experimentRewardsCommand, runCommand } from './run.js';
 import { throughputCommand } from './throughput.js';
 import { scoreCommand } from './score.js';
 import { evalCommand, trainCommand, trainOptions } from './train.js';
@@ -33,8 +33,8 @@ function program(): Command {
   // The main job and the reward experiment: the same options, the shipped base model by default.
   const comparison = (parent: Command, name: string, description: string, isDefault = false) => trainOptions(parent.command(name, { isDefault })
     .description(description)
-    .option('--model <dir>', 'base model folder (default: the shipped models/arithmetic-base)', SHIPPED_BASE_MODEL)
-    .option('--task <name>', 'built-in task', 'arithmetic')
+    .option('--model <dir>', 'base model folder (default: the shipped models/addition-base)', SHIPPED_BASE_MODEL)
+    .option('--task <name>', 'built-in task', SHIPPED_BASE_TASK)
     .option('--steps <n>', 'GRPO steps per run', MAIN_JOB_DEFAULTS.steps)
     .option('--group-size <n>', 'completions per prompt (G)', MAIN_JOB_DEFAULTS.groupSize)
     .option('--seed <n>', 'run seed (the same for every run)', '0')
@@ -49,7 +49,7 @@ function program(): Command {
   cli.command('train')
     .description('GRPO with any reward: INTUITOR (self-certainty), a verifier, spurious rewards, or your own module; checkpoints, metrics, plot')
     .requiredOption('--model <dir>', 'Hugging Face model folder to start from')
-    .option('--task <name>', 'built-in task: arithmetic | countdown | permutations (or math with --data)')
+    .option('--task <name>', 'built-in task: addition | arithmetic | countdown | permutations (or math with --data)')
     .option('--data <file>', 'JSON lines of {"prompt", "answer"} (the last tenth is held out)')
     .requiredOption('--reward <spec>', 'rewards "name[:weight],...": self-certainty, accuracy, format, random, incorrect, contrastive-self-certainty, logprob, neg-entropy, or ./module.mjs')
     .requiredOption('--out <dir>', 'output folder: checkpoint-<step>/, metrics.jsonl, metrics.csv, plot.svg')
@@ -60,7 +60,7 @@ function program(): Command {
 
   cli.command('build-base')
     .description('rebuild the shipped base model: a tiny Qwen2 character-level model, random init, SFT on a task\'s train split; records its held-out accuracy')
-    .option('--task <name>', 'arithmetic', 'arithmetic')
+    .option('--task <name>', 'addition | arithmetic', SHIPPED_BASE_TASK)
     .option('--out <dir>', 'model folder to write (replaced whole)', SHIPPED_BASE_MODEL)
     .option('--steps <n>', 'SFT updates', BUILD_BASE_DEFAULTS.steps)
     .option('--lr <x>', 'SFT peak learning rate', BUILD_BASE_DEFAULTS.lr)
@@ -70,7 +70,7 @@ function program(): Command {
   cli.command('eval')
     .description("held-out evaluation on a built-in task: greedy pass@1, mean@k, and the exploration scores where the task has them")
     .requiredOption('--model <dir>', 'Hugging Face model folder')
-    .requiredOption('--task <name>', 'arithmetic | countdown | permutations')
+    .requiredOption('--task <name>', 'addition | arithmetic | countdown | permutations')
     .option('--n <k>', 'samples per prompt for mean@k (0: greedy only)', '0')
     .option('--prompts <n>', 'held-out prompts', '128')
     .option('--max-new-tokens <n>', 'longest completion', '16')

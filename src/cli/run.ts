@@ -3,9 +3,9 @@
  * model with the same seeds and budget, differing only in the reward, side by side.
  *
  * The main job runs INTUITOR (self-certainty, no labels) beside ground-truth GRPO (the accuracy
- * verifier) on the built-in arithmetic task, from the base model this project builds and ships
- * (models/arithmetic-base: a tiny Qwen2-architecture character-level model, SFT'd to partial
- * accuracy; rebuild it with `intuitor build-base`). `experiment rewards` adds the spurious rewards
+ * verifier) on the built-in addition task, from the base model this project builds and ships
+ * (models/addition-base: a tiny Qwen2-architecture character-level model, SFT'd to partial
+ * accuracy and still learning; rebuild it with `intuitor build-base`). `experiment rewards` adds the spurious rewards
  * of Shao et al. 2025 (random, format, incorrect). Each run writes its own folder; the comparison
  * writes plot.svg and summary.md beside them and prints the table.
  */
@@ -18,9 +18,10 @@ import { runPlot, type GrpoResult } from '../rl/trainer.js';
 import { consoleTable, markdownTable } from '../train/summary.js';
 import { grpoInput, summaryRows, trainWithProgress, type TrainCommandOptions } from './train.js';
 
-/** The base model the project ships, and the main job's embedded defaults (sized for ~8 minutes on 2 CPU cores with lavapipe). */
-export const SHIPPED_BASE_MODEL = join(PACKAGE_ROOT, 'models', 'arithmetic-base');
-export const MAIN_JOB_DEFAULTS = { steps: '30', groupSize: '8', train: { promptsPerStep: '16', evalPrompts: '128', lr: '1e-4', maxCompletionLength: '8' } };
+/** The base model the project ships, the task it was built for, and the main job's embedded defaults (sized for a few minutes on 2 CPU cores with lavapipe). */
+export const SHIPPED_BASE_MODEL = join(PACKAGE_ROOT, 'models', 'addition-base');
+export const SHIPPED_BASE_TASK = 'addition';
+export const MAIN_JOB_DEFAULTS = { steps: '60', groupSize: '8', train: { promptsPerStep: '16', evalPrompts: '256', lr: '3e-4', maxCompletionLength: '8' } };
 
 /** The reward runs compared: name → reward spec. */
 const MAIN_RUNS: Record<string, string> = { intuitor: 'self-certainty', 'ground-truth': 'accuracy' };

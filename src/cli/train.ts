@@ -156,11 +156,12 @@ export async function trainWithProgress(ctx: GpuContext, input: GrpoConfigInput,
 
 export function summaryRows(results: { name: string; result: GrpoResult }[]): { columns: string[]; rows: (string | number | null)[][] } {
   return {
-    columns: ['run', 'accuracy before', 'accuracy after', 'change', 'self-certainty (last)', 'answer diversity (last)', 'monitors'],
+    columns: ['run', 'accuracy before', 'accuracy after', 'change', 'self-certainty (last)', 'answer diversity (last)', 'probe agreement (last)', 'monitors'],
     rows: results.map(({ name, result }) => {
       const last = result.records.at(-1) ?? {};
       return [name, result.before.pass1, result.after.pass1, result.after.pass1 - result.before.pass1,
         (last.self_certainty_mean as number | undefined) ?? null, (last.answer_diversity as number | undefined) ?? null,
+        (last.probe_agreement as number | undefined) ?? null,
         result.stoppedOnCollapse ? `${result.verdict} (stopped)` : result.verdict];
     }),
   };

@@ -1,7 +1,13 @@
 /**
- * Multi-digit addition and multiplication with short, fixed-format prompts for a tiny model:
- * prompt "12+345=", answer "357"; the completion is the number followed by a newline ("357\n").
- * Addition takes operands of 1–3 digits, multiplication of 1–2 digits.
+ * Multi-digit arithmetic with short, fixed-format prompts for a tiny model: prompt "12+345=",
+ * answer "357"; the completion is the number followed by a newline ("357\n").
+ *
+ * - `arithmetic`: addition of 1–3-digit operands and multiplication of 1–2-digit operands, half each.
+ * - `addition`: addition of 1–3-digit operands only, the task of the INTUITOR miniature (3-digit
+ *   addition). Addition is an algorithm a small model can learn to carry out on problems it has
+ *   never seen, while 2-digit multiplication at this scale is mostly recall of the training
+ *   problems, so held-out accuracy on `addition` measures what training teaches rather than what it
+ *   memorises.
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import { answerRegion, generateSplit, randomInt, type Example, type Split, type Task } from './dataset.js';
@@ -22,24 +28,29 @@ function operand(rand: () => number, maxDigits: number): number {
   return digits === 1 ? randomInt(rand, 0, 9) : randomInt(rand, 10 ** (digits - 1), 10 ** digits - 1);
 }
 
-function draw(rand: () => number): { key: string; example: Required<Example> } {
-  const multiply = rand() < 0.5;
+function draw(rand: () => number, withMultiplication: boolean): { key: string; example: Required<Example> } {
+  const multiply = withMultiplication && rand() < 0.5;
   const a = operand(rand, multiply ? 2 : 3);
   const b = operand(rand, multiply ? 2 : 3);
   const prompt = `${a}${multiply ? '*' : '+'}${b}=`;
   return { key: prompt, example: { prompt, answer: String(multiply ? a * b : a + b) } };
 }
 
-export const arithmeticTask: Task = {
-  name: 'arithmetic',
-  description: 'multi-digit addition (up to 3 digits) and multiplication (up to 2 digits): "12+345=" → "357\\n"',
-  stop: STOP,
-  generate: (seed: number, count: number, split: Split) => generateSplit('arithmetic', seed, count, split, TEST_FRACTION, draw),
-  formatOk: (completion) => INTEGER.test(answerRegion(completion, STOP)),
-  score(completion, answer) {
-    const got = answerRegion(completion, STOP);
-    const want = reference(answer);
-    return INTEGER.test(got) && BigInt(got) === want ? 1 : 0;
-  },
-  wrongAnswer: (answer) => String(reference(answer) + 1n),
-};
+function arithmeticVariant(name: 'arithmetic' | 'addition', description: string, withMultiplication: boolean): Task {
+  return {
+    name,
+    description,
+    stop: STOP,
+    generate: (seed: number, count: number, split: Split) => generateSplit(name, seed, count, split, TEST_FRACTION, (rand) => draw(rand, withMultiplication)),
+    formatOk: (completion) => INTEGER.test(answerRegion(completion, STOP)),
+    score(completion, answer) {
+      const got = answerRegion(completion, STOP);
+      const want = reference(answer);
+      return INTEGER.test(got) && BigInt(got) === want ? 1 : 0;
+    },
+    wrongAnswer: (answer) => String(reference(answer) + 1n),
+  };
+}
+
+export const arithmeticTask = arithmeticVariant('arithmetic', 'multi-digit addition (up to 3 digits) and multiplication (up to 2 digits): "12+345=" → "357\\n"', true);
+export const additionTask = arithmeticVariant('addition', 'addition of 1–3-digit numbers: "12+345=" → "357\\n"', false);

@@ -1,6 +1,6 @@
 /** The built-in tasks by name. */
 import { InvalidArgumentError, describe } from '../errors.js';
-import { arithmeticTask } from './arithmetic.js';
+import { additionTask, arithmeticTask } from './arithmetic.js';
 import { countdownTask } from './countdown.js';
 import type { Task } from './dataset.js';
 import { mathTask } from './math.js';
@@ -8,6 +8,7 @@ import { permutationsTask } from './permutations.js';
 
 export const TASKS: Readonly<Record<string, Task>> = Object.freeze({
   arithmetic: arithmeticTask,
+  addition: additionTask,
   countdown: countdownTask,
   permutations: permutationsTask,
   math: mathTask,
@@ -24,5 +25,5 @@ export function getTask(name: string): Task {
   return task;
 }
 
-export { arithmeticTask, countdownTask, mathTask, permutationsTask };
+export { additionTask, arithmeticTask, countdownTask, mathTask, permutationsTask };
 export type { Task };

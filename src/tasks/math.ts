@@ -13,7 +13,7 @@ export const mathTask: Task = {
   description: 'free-form math (a --data file): the extracted final answer compared numerically with the reference',
   stop: '',
   generate() {
-    throw new InvalidArgumentError('task', 'a task with a generator (arithmetic, countdown, permutations), or --data FILE for math', 'math without data');
+    throw new InvalidArgumentError('task', 'a task with a generator (addition, arithmetic, countdown, permutations), or --data FILE for math', 'math without data');
   },
   formatOk: (completion) => extractAnswer(completion) !== null,
   score(completion, answer) {

@@ -32,6 +32,7 @@ import { runSft, type SftRecord } from './sft.js';
 /** Tasks a base model can be built for, with the alphabet of every prompt and completion they produce. */
 export const BASE_MODEL_ALPHABETS = {
   arithmetic: [...'0123456789+*=\n'],
+  addition: [...'0123456789+=\n'],
 } as const satisfies Record<string, readonly string[]>;
 
 export type BaseModelTask = keyof typeof BASE_MODEL_ALPHABETS;
@@ -69,17 +70,21 @@ export interface BaseModelSettings {
 }
 
 /**
- * The builder's defaults, tuned on a 2-core CPU with Mesa lavapipe (about 0.1–0.18 s per update
- * of 16 examples). The model sits on a plateau (≈ 10–15 % held-out) for the first ~3000 updates,
- * then starts to add and to multiply by one digit; 8000 updates with a cosine decay leave it
- * right on roughly 45 % of the held-out problems (see base_model.json). In shorter trials a higher
- * learning rate (2e-3 to 1e-2) or weight decay 0.1 did not shorten the plateau.
+ * The builder's defaults, for the `addition` task, tuned on a 2-core CPU with Mesa lavapipe
+ * (about 0.1 s per update of 16 examples). At a constant learning rate of 1e-3 the held-out greedy
+ * accuracy (256 test prompts) after 500, 1000, …, 4000 updates was 5, 8, 19, 41, 50, 55, 62 and
+ * 60%. The build stops at 2500, halfway up that curve, on purpose: GRPO improves a model that is
+ * still learning its task (the accuracy reward takes this one from 53% to 66% held-out in 60 steps
+ * of 16 prompts), as the INTUITOR miniature's 63%-accurate base was. A model trained to its
+ * plateau gains nothing at these budgets: the earlier base (addition and multiplication, 8000
+ * updates with a cosine decay, 46% held-out) learned each training prompt under GRPO but carried
+ * nothing over to held-out ones (46.5% → 45.3% after 87 steps of 64 prompts).
  */
 export const BASE_MODEL_DEFAULTS: Readonly<BaseModelSettings> = Object.freeze({
   seed: 0,
-  steps: 8000,
+  steps: 2500,
   lr: 1e-3,
-  schedule: 'cosine',
+  schedule: 'constant',
   warmupSteps: 50,
   weightDecay: 0,
   batchSize: 16,

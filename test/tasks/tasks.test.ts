@@ -4,7 +4,7 @@
  * exploration scores.
  */
 import { InvalidArgumentError } from '../../src/errors.js';
-import { arithmeticTask } from '../../src/tasks/arithmetic.js';
+import { additionTask, arithmeticTask } from '../../src/tasks/arithmetic.js';
 import { countdownTask, evaluateExpression, parseCountdownAnswer } from '../../src/tasks/countdown.js';
 import type { Task } from '../../src/tasks/dataset.js';
 import { TASKS, getTask, taskNames } from '../../src/tasks/index.js';
@@ -43,6 +43,7 @@ function solveCountdown(numbers: number[], target: number): string | null {
 /** A correct completion for an example of each task. */
 const SOLVE: Record<string, (answer: string) => string> = {
   arithmetic: (answer) => `${answer}\n`,
+  addition: (answer) => `${answer}\n`,
   permutations: (answer) => `${answer.split(',').reverse().join(',')}\n`,
   countdown: (answer) => {
     const { numbers, target } = parseCountdownAnswer(answer);
@@ -53,6 +54,7 @@ const SOLVE: Record<string, (answer: string) => string> = {
 /** The problem identity the split is decided by. */
 const KEY: Record<string, (prompt: string) => string> = {
   arithmetic: (prompt) => prompt,
+  addition: (prompt) => prompt,
   permutations: (prompt) => [...prompt.slice(5, -1)].sort().join(''),
   countdown: (prompt) => {
     const [numbers, target] = prompt.slice(0, -1).split(' -> ');
@@ -122,10 +124,10 @@ describe.each(GENERATED.map((task) => [task.name, task] as [string, Task]))('tas
 
 describe('getTask', () => {
   test('known names, and an error listing them', () => {
-    expect(taskNames()).toEqual(['arithmetic', 'countdown', 'permutations', 'math']);
+    expect(taskNames()).toEqual(['arithmetic', 'addition', 'countdown', 'permutations', 'math']);
     expect(getTask('countdown')).toBe(countdownTask);
     expect(() => getTask('sudoku')).toThrow(InvalidArgumentError);
-    expect(() => getTask('sudoku')).toThrow('task: expected one of arithmetic, countdown, permutations, math, got "sudoku"');
+    expect(() => getTask('sudoku')).toThrow('task: expected one of arithmetic, addition, countdown, permutations, math, got "sudoku"');
     expect(() => getTask('toString')).toThrow(InvalidArgumentError);
   });
 });
@@ -152,6 +154,21 @@ describe('arithmetic', () => {
     expect(arithmeticTask.formatOk('-12\n')).toBe(true);
     expect(arithmeticTask.wrongAnswer('357')).toBe('358');
     expect(() => arithmeticTask.score('1', 'x')).toThrow(/answer: expected an integer/);
+  });
+});
+
+describe('addition', () => {
+  test('prompts are "a+b=" with 1–3-digit operands, the exact sum, and arithmetic\'s answer checks', () => {
+    const examples = additionTask.generate(4, 500, 'train');
+    for (const { prompt, answer } of examples) {
+      const m = /^(\d{1,3})\+(\d{1,3})=$/.exec(prompt);
+      expect(m).not.toBeNull();
+      expect(answer).toBe(String(Number(m![1]) + Number(m![2])));
+    }
+    expect(examples.some((e) => /^\d\+\d=$/.test(e.prompt))).toBe(true);
+    expect(examples.some((e) => /^\d{3}\+\d{3}=$/.test(e.prompt))).toBe(true);
+    expect(additionTask.score('357\n', '357')).toBe(1);
+    expect(additionTask.wrongAnswer('357')).toBe('358');
   });
 });
 

@@ -1,6 +1,6 @@
 /**
  * The base model intuitor builds and ships: its character tokenizer (both readers' format,
- * exact round trips of everything the task produces), the shipped models/arithmetic-base (loads,
+ * exact round trips of everything the task produces), the shipped models/addition-base (loads,
  * and still scores what its base_model.json says on the held-out prompts, so a broken or stale
  * artefact fails), and a short build into a temporary folder.
  */
@@ -17,18 +17,18 @@ import { PolicyTokenizer } from '../../src/model/tokenizer.js';
 import { getTask } from '../../src/tasks/index.js';
 import {
   BASE_MODEL_ALPHABETS, BASE_MODEL_DEFAULTS, BASE_MODEL_RECORD, EOS_TOKEN, baseModelEvalSet, buildBaseModel, evaluateGreedy, randomInitTensors, tinyQwen2Config,
-  type BaseModelRecord,
+  type BaseModelRecord, type BaseModelTask,
 } from '../../src/train/base-model.js';
 import { describeGpu, openGpu } from '../helpers.js';
 import { TOLERANCES } from '../tolerances.js';
 
-/** models/arithmetic-base in the checkout (tests run from dist/test/train). */
-const SHIPPED = fileURLToPath(new URL('../../../models/arithmetic-base/', import.meta.url));
+/** models/addition-base in the checkout (tests run from dist/test/train). */
+const SHIPPED = fileURLToPath(new URL('../../../models/addition-base/', import.meta.url));
 /** The held-out accuracy band the shipped model is built for: partly trained, so GRPO has room. */
 const ACCURACY_BAND = [0.4, 0.75] as const;
 
-const arithmetic = getTask('arithmetic');
-const ALPHABET = BASE_MODEL_ALPHABETS.arithmetic;
+const addition = getTask('addition');
+const ALPHABET = BASE_MODEL_ALPHABETS.addition;
 
 function writeTokenizer(dir: string, files: ReturnType<typeof charTokenizerJson>): string {
   writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(files.tokenizer));
@@ -62,10 +62,12 @@ describe('character tokenizer', () => {
     expect(files.tokenizerConfig).toMatchObject({ tokenizer_class: 'PreTrainedTokenizerFast', eos_token: EOS_TOKEN, pad_token: EOS_TOKEN, model_max_length: 32 });
   });
 
-  test('every character, every task prompt and completion round-trips exactly, one token per character', () => {
-    const files = charTokenizerJson(ALPHABET, { eos: EOS_TOKEN });
+  test.each(Object.keys(BASE_MODEL_ALPHABETS) as BaseModelTask[])('%s: every character, every task prompt and completion round-trips exactly, one token per character', (name) => {
+    const alphabet = BASE_MODEL_ALPHABETS[name];
+    const task = getTask(name);
+    const files = charTokenizerJson(alphabet, { eos: EOS_TOKEN });
     const tokenizer = PolicyTokenizer.load(writeTokenizer(mkdtempSync(join(tmp, 'rt-')), files));
-    ALPHABET.forEach((ch, id) => {
+    alphabet.forEach((ch, id) => {
       expect(tokenizer.encode(ch)).toEqual([id]);
       expect(tokenizer.decode([id])).toBe(ch);
     });
@@ -73,8 +75,8 @@ describe('character tokenizer', () => {
     const seen = new Set<string>();
     const wrong: string[] = [];
     for (const split of ['train', 'test'] as const) {
-      for (const e of arithmetic.generate(3, 1000, split)) {
-        const text = `${e.prompt}${e.answer}${arithmetic.stop}`;
+      for (const e of task.generate(3, 1000, split)) {
+        const text = `${e.prompt}${e.answer}${task.stop}`;
         const ids = tokenizer.encode(text);
         const want = [...text].map((ch) => files.vocab[ch]);
         if (ids.length !== want.length || ids.some((id, i) => id !== want[i]) || tokenizer.decode(ids) !== text) wrong.push(text);
@@ -83,7 +85,7 @@ describe('character tokenizer', () => {
     }
     expect(wrong).toEqual([]);
     // The data exercised the whole alphabet, so no character is there by mistake.
-    expect([...seen].sort()).toEqual([...ALPHABET].sort());
+    expect([...seen].sort()).toEqual([...alphabet].sort());
   });
 
   test('EOS text encodes to its id; skipSpecialTokens drops it; a separate PAD gets the next id', () => {
@@ -157,13 +159,13 @@ describeGpu('base model', () => {
     rmSync(tmp, { recursive: true, force: true });
   });
 
-  test('the shipped models/arithmetic-base is small, loads, and scores what base_model.json records on its held-out prompts', async () => {
+  test('the shipped models/addition-base is small, loads, and scores what base_model.json records on its held-out prompts', async () => {
     const files = readdirSync(SHIPPED).sort();
     expect(files).toEqual(['base_model.json', 'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
     const bytes = files.reduce((sum, f) => sum + statSync(join(SHIPPED, f)).size, 0);
     expect(bytes).toBeLessThan(5 * 2 ** 20);
     const record = readRecord(SHIPPED);
-    expect(record).toMatchObject({ format: 'intuitor-base-model', version: 1, task: 'arithmetic' });
+    expect(record).toMatchObject({ format: 'intuitor-base-model', version: 1, task: 'addition' });
     expect(record.eval.accuracy).toBeGreaterThanOrEqual(ACCURACY_BAND[0]);
     expect(record.eval.accuracy).toBeLessThanOrEqual(ACCURACY_BAND[1]);
 
@@ -179,21 +181,21 @@ describeGpu('base model', () => {
       model.destroy();
     }
 
-    const examples = baseModelEvalSet('arithmetic', record.eval.seed, record.eval.prompts);
-    const { accuracy, completions } = await evaluateGreedy(ctx, SHIPPED, arithmetic, examples);
+    const examples = baseModelEvalSet('addition', record.eval.seed, record.eval.prompts);
+    const { accuracy, completions } = await evaluateGreedy(ctx, SHIPPED, addition, examples);
     expect(Math.abs(accuracy - record.eval.accuracy)).toBeLessThanOrEqual(TOLERANCES.baseModelAccuracy.atol);
     // Right or wrong, the model answers in the task's format.
-    const formatted = completions.filter((c) => arithmetic.formatOk(c)).length / completions.length;
+    const formatted = completions.filter((c) => addition.formatOk(c)).length / completions.length;
     expect(formatted).toBeGreaterThan(0.95);
   });
 
   test('a short build writes a loadable model folder with the right config and tokenizer, and replaces an older one', async () => {
     const out = join(tmp, 'built');
-    const options = { task: 'arithmetic', out, steps: 3, batchSize: 8, trainExamples: 64, evalPrompts: 8, seed: 4 } as const;
+    const options = { task: 'addition', out, steps: 3, batchSize: 8, trainExamples: 64, evalPrompts: 8, seed: 4 } as const;
     const first = await buildBaseModel(ctx, options);
     expect(readdirSync(out).sort()).toEqual(['base_model.json', 'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
     expect(readRecord(out)).toEqual(first);
-    expect(first).toMatchObject({ task: 'arithmetic', seed: 4, sft: { steps: 3, batchSize: 8, trainExamples: 64 }, eval: { split: 'test', prompts: 8 } });
+    expect(first).toMatchObject({ task: 'addition', seed: 4, sft: { steps: 3, batchSize: 8, trainExamples: 64 }, eval: { split: 'test', prompts: 8 } });
     expect(first.eval.accuracy).toBeGreaterThanOrEqual(0);
     expect(first.eval.accuracy).toBeLessThanOrEqual(1);
     expect(Number.isFinite(first.sft.finalLoss)).toBe(true);
