@@ -133,8 +133,9 @@ export interface CollapseThresholds {
   /**
    * Steps averaged for cross-prompt dependence, in the baseline and in each check. 5: one batch of
    * 16 prompts measured 0.33 at the start of a healthy ground-truth run and then anywhere in
-   * −0.06 … 0.46 (three steps in a row below a quarter of 0.33), while its 5-step means stayed
-   * in 0.08 … 0.29; the collapsed run's 5-step means fell to ≈ 0 within 15 steps.
+   * −0.06 … 0.46 (three steps in a row below a quarter of 0.33), while its 5-step means stayed in
+   * 0.089 … 0.27 (baseline 0.16); the self-certainty run's fell below a quarter of its baseline
+   * at step 16.
    */
   crossPromptWindow: number;
   /**
