@@ -3,6 +3,7 @@
  * `intuitor eval` (held-out greedy pass@1 and mean@k on a built-in task).
  */
 import type { Command } from 'commander';
+import { InvalidArgumentError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
 import { PolicyModel } from '../model/policy.js';
 import { PolicyTokenizer } from '../model/tokenizer.js';
@@ -42,6 +43,8 @@ export interface TrainCommandOptions {
   topK: string;
   topP: string;
   minP: string;
+  chatTemplate?: boolean;
+  systemPrompt?: string;
   maxPromptLength: string;
   maxCompletionLength: string;
   maskTruncatedCompletions?: boolean;
@@ -81,7 +84,9 @@ export function trainOptions(cmd: Command, defaults: TrainDefaults = {}): Comman
     .option('--top-k <k>', 'rollout top-k (0: off)', String(D.sampling.topK))
     .option('--top-p <p>', 'rollout top-p (1: off)', String(D.sampling.topP))
     .option('--min-p <p>', 'rollout min-p (0: off)', String(D.sampling.minP))
-    .option('--max-prompt-length <n>', 'longest prompt in tokens', String(D.maxPromptLength))
+    .option('--chat-template', "wrap each prompt in the model's chat template as a user message (instruct checkpoints)")
+    .option('--system-prompt <text>', 'the system message of --chat-template')
+    .option('--max-prompt-length <n>', 'longest prompt in tokens (after the chat template)', String(D.maxPromptLength))
     .option('--max-completion-length <n>', 'longest completion in tokens', defaults.maxCompletionLength ?? String(D.maxCompletionLength))
     .option('--mask-truncated-completions', 'leave truncated completions out of the loss')
     .option('--reward-aggregation <mode>', REWARD_AGGREGATIONS.join(' | '), D.rewardAggregation)
@@ -99,6 +104,7 @@ export function trainOptions(cmd: Command, defaults: TrainDefaults = {}): Comman
 /** Parses the flags into a GRPO config (bad values name their flag). */
 export function grpoInput(o: Omit<TrainCommandOptions, 'reward' | 'out' | 'model'> & { model: string; out: string; reward: string }): GrpoConfigInput {
   const epsilonLow = numberOption('--epsilon-low', o.epsilonLow, { min: 0 });
+  if (o.systemPrompt !== undefined && !o.chatTemplate) throw new InvalidArgumentError('--system-prompt', 'given together with --chat-template', JSON.stringify(o.systemPrompt));
   return {
     model: o.model, task: o.task ?? 'math', data: o.data, out: o.out, rewards: o.reward,
     steps: positiveIntOption('--steps', o.steps),
@@ -122,6 +128,8 @@ export function grpoInput(o: Omit<TrainCommandOptions, 'reward' | 'out' | 'model
       topP: numberOption('--top-p', o.topP, { above: 0, max: 1 }),
       minP: numberOption('--min-p', o.minP, { min: 0, max: 0.999999 }),
     },
+    chatTemplate: o.chatTemplate ?? false,
+    ...(o.systemPrompt === undefined ? {} : { systemPrompt: o.systemPrompt }),
     maxPromptLength: positiveIntOption('--max-prompt-length', o.maxPromptLength),
     maxCompletionLength: positiveIntOption('--max-completion-length', o.maxCompletionLength),
     maskTruncatedCompletions: o.maskTruncatedCompletions ?? false,

@@ -61,7 +61,16 @@ export interface GrpoConfig {
   klEstimator: KlEstimator;
   /** Rollout sampling. Default temperature 1, no top-k/p, no min-p (TRL's defaults). */
   sampling: Required<SamplingOptions>;
-  /** Longest prompt in tokens; longer prompts are refused by name. Default 64. */
+  /**
+   * Wrap every prompt (training, held-out, probes) in the model's chat template as a user message,
+   * after `systemPrompt` when given, with the generation prompt: what TRL does for conversational
+   * datasets and what an instruct checkpoint (e.g. Qwen2.5-Instruct) expects. Default false: the
+   * prompt text as it is (the built-in tasks' completion format, base models).
+   */
+  chatTemplate: boolean;
+  /** The system message of `chatTemplate` (none by default). */
+  systemPrompt?: string;
+  /** Longest prompt in tokens (after the chat template); longer prompts are refused by name. Default 64. */
   maxPromptLength: number;
   /** Longest completion in tokens (truncated beyond). Default 16. */
   maxCompletionLength: number;
@@ -107,6 +116,7 @@ export const GRPO_DEFAULTS: Omit<GrpoConfig, 'model' | 'task' | 'out' | 'rewards
   beta: 0,
   klEstimator: 'k3',
   sampling: { temperature: 1, topK: 0, topP: 1, minP: 0 },
+  chatTemplate: false,
   maxPromptLength: 64,
   maxCompletionLength: 16,
   maskTruncatedCompletions: false,
@@ -145,6 +155,9 @@ export function resolveGrpoConfig(input: GrpoConfigInput): GrpoConfig {
     if (typeof c[name] !== 'number' || !Number.isFinite(c[name]) || c[name] < 0) throw new InvalidArgumentError(name, 'a finite number ≥ 0', describe(c[name]));
   }
   if (!(c.randomProbability >= 0 && c.randomProbability <= 1)) throw new InvalidArgumentError('randomProbability', 'a number in [0, 1]', describe(c.randomProbability));
+  if (c.systemPrompt !== undefined && (typeof c.systemPrompt !== 'string' || !c.chatTemplate)) {
+    throw new InvalidArgumentError('systemPrompt', 'a string, given together with chatTemplate', describe(c.systemPrompt));
+  }
   if (c.sampling.temperature <= 0) throw new InvalidArgumentError('sampling.temperature', 'a number > 0 (GRPO needs different completions within a group)', describe(c.sampling.temperature));
   return c;
 }

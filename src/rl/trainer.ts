@@ -105,8 +105,11 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
   const config = resolveGrpoConfig(input);
   const task = getTask(config.task);
   const rewards = await resolveRewards(parseRewardSpec(config.rewards), { randomProbability: config.randomProbability });
-  const { train: data, heldOut } = await loadData(config, task);
   const tokenizer = PolicyTokenizer.load(config.model);
+  const asPrompt = promptFormat(config, tokenizer);
+  const loaded = await loadData(config, task);
+  const data = loaded.train.map((e) => ({ ...e, prompt: asPrompt(e.prompt) }));
+  const heldOut = loaded.heldOut.map((e) => ({ ...e, prompt: asPrompt(e.prompt) }));
   const encodedPrompts = data.map((e, i) => {
     const ids = tokenizer.encode(e.prompt);
     if (ids.length === 0 || ids.length > config.maxPromptLength) {
@@ -288,6 +291,14 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
     reference?.destroy();
     session.destroy();
   }
+}
+
+/** The text the model sees for a prompt: itself, or its chat-template rendering (config.chatTemplate). */
+function promptFormat(config: GrpoConfig, tokenizer: PolicyTokenizer): (prompt: string) => string {
+  if (!config.chatTemplate) return (prompt) => prompt;
+  if (!tokenizer.hasChatTemplate) throw new InvalidArgumentError('chatTemplate', 'a model whose tokenizer_config.json has a chat_template', `none in ${config.model}`);
+  const system = config.systemPrompt === undefined ? [] : [{ role: 'system', content: config.systemPrompt }];
+  return (prompt) => tokenizer.applyChatTemplate([...system, { role: 'user', content: prompt }], { addGenerationPrompt: true });
 }
 
 /**

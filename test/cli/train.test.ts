@@ -75,6 +75,8 @@ describeGpu('intuitor train, run, eval, score, sft', () => {
     [train('arithmetic', 'accuracy:lots'), /weight of 'accuracy'/],
     [train('arithmetic', 'accuracy', '--loss-type', 'ppo'), /--loss-type: expected one of grpo, bnpo, dr_grpo, dapo, got "ppo"/],
     [train('arithmetic', 'accuracy', '--temperature', '0'), /--temperature: expected a number > 0, got "0"/],
+    [train('arithmetic', 'accuracy', '--system-prompt', 'Be brief.'), /--system-prompt: expected given together with --chat-template, got "Be brief\."/],
+    [train('arithmetic', 'accuracy', '--chat-template'), /chatTemplate: expected a model whose tokenizer_config\.json has a chat_template/],
   ])('train refuses %j with one line', async (args, message) => {
     const r = await cli(args);
     expect(r.status).toBe(2);

@@ -4,7 +4,7 @@
  * kernel, a user reward's failures and bad configuration; and, on the shipped addition base, that
  * a short run with the accuracy reward raises held-out accuracy.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GpuContext } from '../../src/gpu/context.js';
@@ -131,6 +131,21 @@ describeGpu('GRPO trainer', () => {
     const nan = join(tmp, 'nan.mjs');
     writeFileSync(nan, 'export const reward = () => NaN;\n');
     await expect(runGrpo(ctx, small('nan', { rewards: nan }))).rejects.toThrow(/nan\.mjs.*prompt \d+.*NaN/);
+  });
+
+  test('--chat-template renders every prompt as a user message (after the system prompt) with the generation prompt', async () => {
+    const templated = join(tmp, 'templated-model');
+    cpSync(fixture, templated, { recursive: true });
+    const config = JSON.parse(readFileSync(join(templated, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+    config.chat_template = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    writeFileSync(join(templated, 'tokenizer_config.json'), JSON.stringify(config));
+    const options = { model: templated, chatTemplate: true, systemPrompt: 'Be brief.' };
+    // A prompt limit the rendered prompt exceeds shows what the model would have seen.
+    await expect(runGrpo(ctx, small('chat-long', { ...options, maxPromptLength: 8 }))).rejects.toThrow(/prompt 1: expected 1 to 8 tokens .*"<\|im_start\|>system\\nBe brief\.<\|im_end\|>\\n<\|im_start\|>user\\n\d/);
+    const result = await runGrpo(ctx, small('chat', { ...options, maxPromptLength: 128, steps: 1 }));
+    expect(result.before.examples).toBe(6);
+    await expect(runGrpo(ctx, small('chat-none', { chatTemplate: true }))).rejects.toThrow(/chatTemplate: expected a model whose tokenizer_config\.json has a chat_template/);
+    await expect(runGrpo(ctx, small('chat-none', { systemPrompt: 'Be brief.' }))).rejects.toThrow(/systemPrompt: expected a string, given together with chatTemplate/);
   });
 
   test('bad configuration is refused by name before any work', async () => {
