@@ -3,7 +3,7 @@
  * answer "357"; the completion is the number followed by a newline ("357\n").
  *
  * - `arithmetic`: addition of 1–3-digit operands and multiplication of 1–2-digit operands, half each.
- * - `addition`: addition of 1–3-digit operands only, the task of the INTUITOR miniature (3-digit
+ * - `addition`: addition of 1–3-digit operands only, the task of the PyTorch miniature this project's GRPO work started from (3-digit
  *   addition). Addition is an algorithm a small model can learn to carry out on problems it has
  *   never seen, while 2-digit multiplication at this scale is mostly recall of the training
  *   problems, so held-out accuracy on `addition` measures what training teaches rather than what it

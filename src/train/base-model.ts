@@ -74,11 +74,12 @@ export interface BaseModelSettings {
  * (about 0.1 s per update of 16 examples). At a constant learning rate of 1e-3 the held-out greedy
  * accuracy (256 test prompts) after 500, 1000, …, 4000 updates was 5, 8, 19, 41, 50, 55, 62 and
  * 60%. The build stops at 2500, halfway up that curve, on purpose: GRPO improves a model that is
- * still learning its task (the accuracy reward takes this one from 53% to 66% held-out in 60 steps
- * of 16 prompts), as the INTUITOR miniature's 63%-accurate base was. A model trained to its
- * plateau gains nothing at these budgets: the earlier base (addition and multiplication, 8000
- * updates with a cosine decay, 46% held-out) learned each training prompt under GRPO but carried
- * nothing over to held-out ones (46.5% → 45.3% after 87 steps of 64 prompts).
+ * still learning its task (the accuracy reward takes this one from 53% to 66% held-out in 60
+ * steps of 16 prompts), as it did the 63%-accurate base of the PyTorch miniature (3-digit
+ * addition). A model trained to its plateau gains nothing at these budgets: the earlier base
+ * (addition and multiplication, 8000 updates with a cosine decay, 46% held-out) learned each
+ * training prompt under GRPO but carried nothing over to held-out ones (46.5% → 45.3% after 87
+ * steps of 64 prompts).
  */
 export const BASE_MODEL_DEFAULTS: Readonly<BaseModelSettings> = Object.freeze({
   seed: 0,
