@@ -20,7 +20,7 @@ import { computeAdvantages } from '../src/rl/advantages.js';
 import { GpuContext } from '../src/gpu/context.js';
 import { PolicyTokenizer } from '../src/model/tokenizer.js';
 import { grpoLoss } from '../src/rl/loss.js';
-import { gatherCompletionStats, rollout, scoringLayout, type CompletionStats } from '../src/rl/rollout.js';
+import { completionMask, readCompletionStats, rollout, rowGradients, scoringLayout } from '../src/rl/rollout.js';
 import { SHIPPED_BASE_MODEL, SHIPPED_BASE_TASK } from '../src/cli/run.js';
 import { getTask } from '../src/tasks/index.js';
 import { DEFAULT_OPTIMIZER } from '../src/train/optimizer.js';
@@ -43,18 +43,14 @@ const VARIANTS: { name: string; variant: Variant }[] = [
 
 const mean = (a: ArrayLike<number>): number => Array.from(a).reduce((x, y) => x + y, 0) / a.length;
 
-async function scored(session: TrainingSession, prompts: number[][], groupSize: number, seed: number, step: number) {
-  const tokenizer = PolicyTokenizer.load(SHIPPED_BASE_MODEL);
+/** Samples `groupSize` completions per prompt from the session's policy and scores them with its training forward (activations kept). */
+async function scored(session: TrainingSession, tokenizer: PolicyTokenizer, prompts: number[][], groupSize: number, seed: number, step: number) {
   const completions = await rollout(session.model, tokenizer, prompts, { groupSize, maxNewTokens: MAX_NEW, sampling: { temperature: 1 }, seed, step, stop: getTask(SHIPPED_BASE_TASK).stop });
   const layout = scoringLayout(completions.map((c) => prompts[c.prompt]!), completions.map((c) => c.tokens), SEQ_LEN);
   const prepared = await session.graph.prepareStep(completions.length, SEQ_LEN);
   session.graph.writeBatch(prepared, { ids: layout.ids, lengths: layout.lengths, targets: layout.targets });
   await session.graph.forward(prepared);
-  const rows = completions.length * SEQ_LEN;
-  const read = async (b: GPUBuffer) => new Float32Array(await session.model.ctx.read('dynamics', b, rows * 4));
-  const stats: CompletionStats = gatherCompletionStats(layout, MAX_NEW, {
-    logprob: await read(prepared.stats.logprob), selfCertainty: await read(prepared.stats.selfCertainty), entropy: await read(prepared.stats.entropy),
-  });
+  const stats = await readCompletionStats(session.model.ctx, 'dynamics', prepared.stats, layout, MAX_NEW);
   return { completions, layout, prepared, stats };
 }
 
@@ -74,16 +70,14 @@ async function main(): Promise<void> {
       try {
         for (let update = 1; update <= UPDATES && variant; update++) {
           const prompts = train.slice((update % 2) * PROMPTS, (update % 2 + 1) * PROMPTS);
-          const { completions, layout, prepared, stats } = await scored(session, prompts, G, 1, update);
+          const { completions, layout, prepared, stats } = await scored(session, tokenizer, prompts, G, 1, update);
           try {
             const rewards = Array.from(variant.reward === 'logprob' ? stats.meanLogprob : stats.meanSelfCertainty);
             const advantages = computeAdvantages(rewards, G, { scaleRewards: 'group' });
             if (variant.keep !== 'both') advantages.forEach((a, i) => (advantages[i] = variant.keep === 'positive' ? Math.max(a, 0) : Math.min(a, 0)));
-            const mask = new Float32Array(completions.length * MAX_NEW);
-            completions.forEach((c, i) => mask.fill(1, i * MAX_NEW, i * MAX_NEW + c.tokens.length));
+            const mask = completionMask(completions, MAX_NEW);
             const loss = grpoLoss({ logprobs: stats.logprob, oldLogprobs: stats.logprob, advantages, mask, lossType: 'grpo', maxCompletionLength: MAX_NEW });
-            const gLogprob = new Float32Array(completions.length * SEQ_LEN);
-            layout.rowOf.forEach((rows, i) => rows.forEach((row, j) => (gLogprob[row] = loss.gradLogprobs[i * MAX_NEW + j]!)));
+            const gLogprob = rowGradients(layout, loss.gradLogprobs, MAX_NEW, completions.length * SEQ_LEN);
             session.graph.writeBatch(prepared, { ids: layout.ids, lengths: layout.lengths, targets: layout.targets, gLogprob });
             await session.graph.zeroGrads();
             await session.graph.backward(prepared);
@@ -92,7 +86,7 @@ async function main(): Promise<void> {
             prepared.destroy();
           }
         }
-        const { completions, prepared, stats } = await scored(session, heldOut, 4, 99, 1);
+        const { completions, prepared, stats } = await scored(session, tokenizer, heldOut, 4, 99, 1);
         prepared.destroy();
         lines.push(`${name.padEnd(28)} ${mean(stats.meanSelfCertainty).toFixed(3).padStart(14)} ${mean(stats.meanEntropy).toFixed(3).padStart(8)} ${mean(completions.map((c) => c.tokens.length)).toFixed(2).padStart(7)}`);
         process.stdout.write(`${lines.at(-1)}\n`);

@@ -6,6 +6,7 @@
  * last token predicts nothing and is never scored.
  */
 import { InvalidArgumentError } from '../errors.js';
+import type { GpuContext } from '../gpu/context.js';
 import type { PolicyModel } from '../model/policy.js';
 import type { PolicyTokenizer } from '../model/tokenizer.js';
 import { allocateOutputs, prepareForward as prepareStatsForward } from '../ops/token-stats/webgpu.js';
@@ -120,6 +121,32 @@ export function gatherCompletionStats(layout: ScoringLayout, maxLength: number, 
   return out;
 }
 
+/** Reads a forward's per-row statistics back (the layout's rows only) and gathers them per completion. */
+export async function readCompletionStats(ctx: GpuContext, op: string, buffers: { logprob: GPUBuffer; selfCertainty: GPUBuffer; entropy: GPUBuffer }, layout: ScoringLayout, maxLength: number): Promise<CompletionStats> {
+  const bytes = layout.batch * layout.seqLen * 4;
+  const read = async (b: GPUBuffer) => new Float32Array(await ctx.read(op, b, bytes));
+  return gatherCompletionStats(layout, maxLength, { logprob: await read(buffers.logprob), selfCertainty: await read(buffers.selfCertainty), entropy: await read(buffers.entropy) });
+}
+
+/** 1 on each completion token (completions × maxLength), 0 past its end and, with dropTruncated, on truncated completions. */
+export function completionMask(completions: readonly Completion[], maxLength: number, dropTruncated = false): Float32Array {
+  const mask = new Float32Array(completions.length * maxLength);
+  completions.forEach((c, i) => {
+    if (!(dropTruncated && c.truncated)) mask.fill(1, i * maxLength, i * maxLength + c.tokens.length);
+  });
+  return mask;
+}
+
+/**
+ * The per-row log-prob gradient (rows long, zero elsewhere) of a layout whose completion i is
+ * completion `first + i` of `gradLogprobs` (completions × maxLength, as grpoLoss returns it).
+ */
+export function rowGradients(layout: ScoringLayout, gradLogprobs: Float32Array, maxLength: number, rows: number, first = 0): Float32Array {
+  const out = new Float32Array(rows);
+  layout.rowOf.forEach((rowsOfSeq, i) => rowsOfSeq.forEach((row, j) => (out[row] = gradLogprobs[(first + i) * maxLength + j]!)));
+  return out;
+}
+
 /** Sequences [start, start + count) of a layout, as a layout of their own (rows re-based). */
 export function sliceLayout(layout: ScoringLayout, start: number, count: number): ScoringLayout {
   const { seqLen } = layout;
@@ -187,8 +214,7 @@ async function scoreOnce(model: PolicyModel, layout: ScoringLayout, maxLength: n
     } finally {
       statsStep.destroy();
     }
-    const read = async (b: GPUBuffer) => new Float32Array(await ctx.read('score', b, rows * 4));
-    return gatherCompletionStats(layout, maxLength, { logprob: await read(stats.logprob!), selfCertainty: await read(stats.selfCertainty), entropy: await read(stats.entropy) });
+    return await readCompletionStats(ctx, 'score', { logprob: stats.logprob!, selfCertainty: stats.selfCertainty, entropy: stats.entropy }, layout, maxLength);
   } finally {
     for (const b of [targets, stats.logsumexp, stats.selfCertainty, stats.entropy, stats.logprob!, stats.validCount]) b.destroy();
     forward.destroy();

@@ -39,7 +39,7 @@ import { evaluate, type Evaluation } from '../tasks/evaluate.js';
 import { grpoLoss } from './loss.js';
 import { CollapseMonitor, collapseVerdict, otherPromptIndices, type CollapseMonitorState, type CollapseReport } from './monitors.js';
 import { evaluateReward, parseRewardSpec, resolveRewards, rewardRandom, type ResolvedReward } from './rewards.js';
-import { concatStats, gatherCompletionStats, rollout, scoreCompletions, scoringLayout, sequencesPerPass, sliceLayout, type Completion, type CompletionStats, type ScoringLayout } from './rollout.js';
+import { completionMask, concatStats, readCompletionStats, rollout, rowGradients, scoreCompletions, scoringLayout, sequencesPerPass, sliceLayout, type Completion, type CompletionStats, type ScoringLayout } from './rollout.js';
 
 export interface GrpoStepRecord extends Record<string, MetricValue> {
   step: number;
@@ -178,7 +178,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
         for (const part of micro) {
           session.graph.writeBatch(trainStep, part.batch);
           await session.graph.forward(trainStep);
-          parts.push(await readStats(trainStep, part.layout, T, ctx));
+          parts.push(await readCompletionStats(ctx, 'grpo', trainStep.stats, part.layout, T));
         }
         return concatStats(parts);
       };
@@ -198,11 +198,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       // batch; each pass then back-propagates its share into the accumulated parameter gradients,
       // the resident last pass first, the others after re-running their forward.
       const lengths = completions.map((c) => c.tokens.length);
-      const mask = new Float32Array(completions.length * T);
-      completions.forEach((c, i) => {
-        if (config.maskTruncatedCompletions && c.truncated) return;
-        mask.fill(1, i * T, i * T + c.tokens.length);
-      });
+      const mask = completionMask(completions, T, config.maskTruncatedCompletions);
       const oldLogprobs = stats.logprob;
       let loss = grpoLossOf(stats.logprob);
       let update = { lr: 0, gradNorm: 0, clipScale: 1 };
@@ -216,8 +212,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
             session.graph.writeBatch(trainStep, part.batch);
             await session.graph.forward(trainStep);
           }
-          const gLogprob = new Float32Array(passSize * seqLen);
-          part.layout.rowOf.forEach((rows, i) => rows.forEach((row, j) => (gLogprob[row] = loss.gradLogprobs[(part.start + i) * T + j]!)));
+          const gLogprob = rowGradients(part.layout, loss.gradLogprobs, T, passSize * seqLen, part.start);
           session.graph.writeBatch(trainStep, { ...part.batch, gLogprob });
           await session.graph.backward(trainStep);
         }
@@ -315,12 +310,6 @@ function passLayout(layout: ScoringLayout, start: number, size: number): { start
   targets.set(part.targets);
   lengths.set(part.lengths);
   return { start, layout: part, batch: { ids, lengths, targets } };
-}
-
-async function readStats(prepared: { batch: number; seqLen: number; stats: { logprob: GPUBuffer; selfCertainty: GPUBuffer; entropy: GPUBuffer } }, layout: ScoringLayout, T: number, ctx: GpuContext): Promise<CompletionStats> {
-  const rows = prepared.batch * prepared.seqLen;
-  const read = async (b: GPUBuffer) => new Float32Array(await ctx.read('grpo', b, rows * 4));
-  return gatherCompletionStats(layout, T, { logprob: await read(prepared.stats.logprob), selfCertainty: await read(prepared.stats.selfCertainty), entropy: await read(prepared.stats.entropy) });
 }
 
 /**
