@@ -12,7 +12,7 @@ import { PolicyModel } from '../../src/model/policy.js';
 import { PolicyTokenizer } from '../../src/model/tokenizer.js';
 import { tokenStats } from '../../src/ops/token-stats.js';
 import { resolveGrpoConfig, type GrpoConfigInput } from '../../src/rl/config.js';
-import { rollout, scoreCompletions, scoringLayout } from '../../src/rl/rollout.js';
+import { rollout, scoreCompletions, scoringLayout, sequencesPerPass } from '../../src/rl/rollout.js';
 import { runGrpo } from '../../src/rl/trainer.js';
 import { SHIPPED_BASE_MODEL, SHIPPED_BASE_TASK } from '../../src/cli/run.js';
 import { latestCheckpoint, loadCheckpoint } from '../../src/train/checkpoint.js';
@@ -91,6 +91,8 @@ describeGpu('GRPO trainer', () => {
       const final = async (dir: string) => (await loadCheckpoint((await latestCheckpoint(join(tmp, dir)))!)).tensors;
       const [a, b] = [await final('whole'), await final('split')];
       for (const name of Object.keys(a)) expectClose(name, b[name]!.data as Float32Array, a[name]!.data as Float32Array, TOLERANCES.grpoMicroBatches);
+      // A sequence whose own logits exceed a binding is refused by name.
+      expect(() => sequencesPerPass(98_304, 100, 384, 15)).toThrow(/maxPromptLength \+ maxCompletionLength: expected a sequence length whose logits \(length × 384 float32\) fit one storage binding \(98304 bytes\), got 100 tokens/);
     } finally {
       narrow.close();
     }
