@@ -27,7 +27,7 @@ fi
 
 # 2. Peers on the same card (their JSON stays in $OUT for the bench phase).
 if has peers; then
-  timeout 150 python3 bench/peers/torch_policy.py --json "$OUT/torch_policy.json" > "$OUT/torch_policy.txt" 2>&1; echo "torch_policy exit $?"; tail -3 "$OUT/torch_policy.txt"
+  timeout 180 python3 bench/peers/torch_policy.py --json "$OUT/torch_policy.json" > "$OUT/torch_policy.txt" 2>&1; echo "torch_policy exit $?"; tail -3 "$OUT/torch_policy.txt"
   timeout 150 python3 bench/peers/torch_token_stats.py --rows 8,2048 --dtypes f32,bf16 --samples 10 --json "$OUT/torch_token_stats.json" > "$OUT/torch_token_stats.txt" 2>&1; echo "torch_token_stats exit $?"; tail -3 "$OUT/torch_token_stats.txt"
 fi
 python3 - "$OUT" <<'PY'

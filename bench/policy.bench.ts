@@ -6,7 +6,8 @@
  *   micro-batches of 4 × 512: the (4096, 151936) f32 logits would exceed one 2 GiB binding);
  *   tokens/s, the peak of GPU memory in buffers (GpuContext.memory), and the model FLOP/s
  *   (6 · parameters · tokens + attention).
- * - decode: greedy generation, batch 32, a 64-token prompt and 128 new tokens (EOS off); new tokens/s.
+ * - decode: greedy generation, batch 1 and 32, a 64-token prompt and 128 new tokens (EOS off); new
+ *   tokens/s. Beside it, decode_step: the GPU's own time per step, steps recorded back to back.
  * PyTorch rows (HF transformers eager f32 training step with AdamW; HF generate) come from
  * bench/peers/torch_policy.py on the same card and join through --peers.
  * On a software adapter (lavapipe) or with --quick both run on a small model, labelled by shape.
@@ -23,7 +24,7 @@ import { expectedParameters } from '../src/model/weights.js';
 import { DEFAULT_OPTIMIZER, Optimizer } from '../src/train/optimizer.js';
 import { mulberry32 } from '../src/util/random.js';
 import { runCase, withMatmulCeiling, type BenchEnv } from './harness.js';
-import { rowFromSamples } from './schema.js';
+import { rowFromSamples, type BenchRow } from './schema.js';
 
 export const POLICY_KERNELS = ['train_step', 'decode'] as const;
 
@@ -118,20 +119,54 @@ async function trainStepCase(env: BenchEnv, model: PolicyModel, parameters: numb
 }
 
 async function decodeCase(env: BenchEnv, model: PolicyModel, small: boolean): Promise<void> {
-  const [batch, promptLen, newTokens] = small ? [4, 16, 16] : [32, 64, 128];
-  await runCase(env, `decode ${batch}x${promptLen}+${newTokens}`, async () => {
-    const rand = mulberry32(4);
-    const prompts = Array.from({ length: batch }, () => Array.from({ length: promptLen }, () => Math.floor(rand() * model.config.vocabSize)));
+  const [promptLen, newTokens] = small ? [16, 16] : [64, 128];
+  for (const batch of small ? [1, 4] : [1, 32]) {
+    await runCase(env, `decode ${batch}x${promptLen}+${newTokens}`, async () => {
+      const rand = mulberry32(4);
+      const prompts = Array.from({ length: batch }, () => Array.from({ length: promptLen }, () => Math.floor(rand() * model.config.vocabSize)));
+      const samples: number[] = [];
+      for (let i = 0; i <= (env.quick ? 2 : 4); i++) {
+        const started = performance.now();
+        const { tokens } = await model.generate(prompts, { maxNewTokens: newTokens, eosTokenIds: [] });
+        if (tokens.some((t) => t.length !== newTokens)) throw new Error('decode bench: a sequence stopped early');
+        if (i > 0) samples.push(performance.now() - started);
+      }
+      env.rows.push(rowFromSamples({
+        kernel: 'decode', backend: 'webgpu', dtype: 'f32', shape: [batch, promptLen, newTokens], device: env.gpuDevice, method: 'wall-clock',
+        note: 'greedy, prefill + KV-cache decode, f32 weights; rows/s = new tokens/s',
+      }, samples, 0, batch * newTokens));
+      env.rows.push(await decodeStepRow(env, model, batch, promptLen + newTokens / 2));
+    });
+  }
+}
+
+/**
+ * The GPU's own time for one decode step: the step recorded `STEPS` times back to back and one
+ * wait at the end, so the host never holds the GPU up (a diagnostic beside `decode`: how much of
+ * generate's time per token the GPU is busy). Each step attends to `keys` cached positions.
+ */
+async function decodeStepRow(env: BenchEnv, model: PolicyModel, batch: number, keys: number): Promise<BenchRow> {
+  const gpu = env.gpu!;
+  const STEPS = 32;
+  const cache = model.createCache(batch, keys);
+  const step = await model.prepareDecode(cache);
+  try {
+    gpu.writeBuffer(step.tokens, 0, new Uint32Array(batch).fill(1));
+    gpu.writeBuffer(step.positions, 0, new Uint32Array(batch).fill(keys - 1));
+    gpu.writeBuffer(step.lengths, 0, new Uint32Array(batch).fill(keys));
     const samples: number[] = [];
     for (let i = 0; i <= (env.quick ? 2 : 4); i++) {
       const started = performance.now();
-      const { tokens } = await model.generate(prompts, { maxNewTokens: newTokens, eosTokenIds: [] });
-      if (tokens.some((t) => t.length !== newTokens)) throw new Error('decode bench: a sequence stopped early');
-      if (i > 0) samples.push(performance.now() - started);
+      for (let s = 0; s < STEPS; s++) await gpu.runPass('decode_step', (pass) => step.encode(pass));
+      await gpu.sync('decode_step');
+      if (i > 0) samples.push((performance.now() - started) / STEPS);
     }
-    env.rows.push(rowFromSamples({
-      kernel: 'decode', backend: 'webgpu', dtype: 'f32', shape: [batch, promptLen, newTokens], device: env.gpuDevice, method: 'wall-clock',
-      note: 'greedy, prefill + KV-cache decode, f32 weights; rows/s = new tokens/s',
-    }, samples, 0, batch * newTokens));
-  });
+    return rowFromSamples({
+      kernel: 'decode_step', backend: 'webgpu', dtype: 'f32', shape: [batch, keys], device: env.gpuDevice, method: 'wall-clock',
+      note: `one decode step (${keys} cached keys), ${STEPS} recorded back to back, one wait: the GPU's time per step; rows/s = tokens/s`,
+    }, samples, 0, batch);
+  } finally {
+    step.destroy();
+    cache.destroy();
+  }
 }

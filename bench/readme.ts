@@ -67,7 +67,7 @@ export function performanceSection(files: ResultFile[]): string {
   }
   const policy = files.find((f) => isNvidia(f) && f.rows.some((r) => r.kernel === 'train_step'));
   if (policy) {
-    const rows = policy.rows.filter((r) => ['matmul', 'linear', 'attention', 'train_step', 'decode'].includes(r.kernel));
+    const rows = policy.rows.filter((r) => ['matmul', 'linear', 'attention', 'train_step', 'decode', 'decode_step'].includes(r.kernel));
     parts.push('', `### The policy on the same kind of card, \`bench/results/${policy.file}\``, '',
       'Qwen2.5-0.5B shapes. `× peer` is the peer\'s time over this row\'s (> 1: intuitor is faster); GFLOP/s of `train_step` counts 6 FLOPs per parameter per token plus causal attention.', '',
       policyTable(rows));
@@ -79,7 +79,7 @@ function policyTable(rows: BenchRow[]): string {
   const lines = ['| kernel | backend | dtype | shape | median | GFLOP/s | tokens/s | note | ratios |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
   for (const r of rows) {
     const ms = r.medianMs >= 1 ? `${r.medianMs.toFixed(1)} ms` : `${(r.medianMs * 1000).toFixed(0)} µs`;
-    const perSecond = r.kernel === 'train_step' || r.kernel === 'decode' ? (r.rowsPerSecond?.toFixed(0) ?? '') : '';
+    const perSecond = ['train_step', 'decode', 'decode_step'].includes(r.kernel) ? (r.rowsPerSecond?.toFixed(0) ?? '') : '';
     const ratios = Object.entries(r.ratios).map(([peer, x]) => `× ${peer} ${x >= 1 ? x.toFixed(2) : x.toPrecision(2)}`).join(', ');
     lines.push(`| ${r.kernel} | ${r.backend} | ${r.dtype} | ${r.shape.join(' × ')} | ${ms} | ${r.gflops ? r.gflops.toFixed(0) : ''} | ${perSecond} | ${r.note ?? ''} | ${ratios} |`);
   }

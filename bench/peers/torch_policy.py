@@ -4,7 +4,7 @@ On a random Qwen2.5-0.5B-shaped model (the config policy.bench.ts builds), float
   - train_step, torch-eager: Hugging Face transformers Qwen2ForCausalLM forward (labels: mean
     next-token cross-entropy) + backward + torch.optim.AdamW, batch 8 x 512, eager mode; also
     the peak memory torch.cuda.max_memory_allocated reports for the step.
-  - decode, hf-generate: model.generate, greedy, batch 32, a 64-token prompt, 128 new tokens
+  - decode, hf-generate: model.generate, greedy, batch 1 and 32, a 64-token prompt, 128 new tokens
     (min_new_tokens = max_new_tokens, so EOS never stops it).
 Wall-clock per step after torch.cuda.synchronize(), as the WebGPU suite does. Rows follow
 bench/schema.ts's BenchRow.
@@ -160,22 +160,23 @@ def main():
     torch.cuda.empty_cache()
 
     model.eval()
-    gen_batch, prompt, new = 32, 64, 128
-    prompts = torch.randint(0, 151936, (gen_batch, prompt), device=dev)
-    with torch.no_grad():
-        if isinstance(model, Qwen2Eager):
-            def gen():
-                logits, cache = model(prompts)
-                tok = logits[:, -1].argmax(-1, keepdim=True)
-                for i in range(new - 1):
-                    logits, cache = model(tok, cache, prompt + i)
+    prompt, new = 64, 128
+    for gen_batch in (1, 32):
+        prompts = torch.randint(0, 151936, (gen_batch, prompt), device=dev)
+        with torch.no_grad():
+            if isinstance(model, Qwen2Eager):
+                def gen():
+                    logits, cache = model(prompts)
                     tok = logits[:, -1].argmax(-1, keepdim=True)
-            backend, note = "torch-eager", "greedy loop with a KV cache (transformers not installed), f32, SDPA"
-        else:
-            gen = lambda: model.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
-            backend, note = "hf-generate", "HF generate, greedy, f32, SDPA attention, KV cache"
-        samples = timed(gen, 3)
-    rows_out.append(row("decode", backend, [gen_batch, prompt, new], samples, gen_batch * new, device, note + "; rows/s = new tokens/s"))
+                    for i in range(new - 1):
+                        logits, cache = model(tok, cache, prompt + i)
+                        tok = logits[:, -1].argmax(-1, keepdim=True)
+                backend, note = "torch-eager", "greedy loop with a KV cache (transformers not installed), f32, SDPA"
+            else:
+                gen = lambda: model.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+                backend, note = "hf-generate", "HF generate, greedy, f32, SDPA attention, KV cache"
+            samples = timed(gen, 3)
+        rows_out.append(row("decode", backend, [gen_batch, prompt, new], samples, gen_batch * new, device, note + "; rows/s = new tokens/s"))
 
     with open(args.json, "w") as f:
         json.dump({"rows": rows_out}, f, indent=2)

@@ -237,15 +237,18 @@ export class GpuContext {
 
   /**
    * Records `encode` into one compute pass and submits it, inside the op's error scopes. Buffers
-   * in `clear` are zeroed first, in the same submission (gradients that kernels add into).
+   * in `clear` are zeroed first, in the same submission (gradients that kernels add into);
+   * `after` records commands that follow the pass in the same submission (copies out of it).
    */
-  async runPass(op: string, encode: (pass: GPUComputePassEncoder) => void, clear: readonly GPUBuffer[] = []): Promise<void> {
+  async runPass(op: string, encode: (pass: GPUComputePassEncoder) => void,
+    { clear = [], after }: { clear?: readonly GPUBuffer[]; after?: (encoder: GPUCommandEncoder) => void } = {}): Promise<void> {
     await this.scoped(op, () => {
       const encoder = this.device.createCommandEncoder({ label: op });
       for (const buffer of clear) encoder.clearBuffer(buffer);
       const pass = encoder.beginComputePass({ label: op });
       encode(pass);
       pass.end();
+      after?.(encoder);
       this.device.queue.submit([encoder.finish()]);
     });
   }
@@ -358,14 +361,26 @@ export class GpuContext {
       return s;
     });
     try {
-      await staging.mapAsync(GPUMapMode.READ);
-      return staging.getMappedRange().slice(0, byteLength);
-    } catch (err) {
-      this.assertUsable(op);
-      throw new GpuError(op, 'internal', `reading back ${byteLength} bytes failed: ${(err as Error).message}`);
+      return await this.readMapped(op, staging, byteLength);
     } finally {
       staging.destroy();
     }
+  }
+
+  /**
+   * The first `byteLength` bytes of a MAP_READ buffer once the work submitted so far has written
+   * it; the buffer is unmapped again, ready for the next copy into it.
+   */
+  async readMapped(op: string, staging: GPUBuffer, byteLength: number): Promise<ArrayBuffer> {
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+    } catch (err) {
+      this.assertUsable(op);
+      throw new GpuError(op, 'internal', `reading back ${byteLength} bytes failed: ${(err as Error).message}`);
+    }
+    const bytes = staging.getMappedRange().slice(0, byteLength);
+    staging.unmap();
+    return bytes;
   }
 
   /** Resolves when the queue has finished everything submitted so far. */

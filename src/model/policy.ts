@@ -14,8 +14,8 @@
  * Generation: the prefill also writes each layer's (RoPE'd) keys and values into a per-sequence
  * cache; each decode step then runs the same layers on one token per sequence, attending to the
  * cache, then picks the next tokens on the GPU (greedy, or sampled with temperature, top-k, top-p
- * and min-p) along with their log-probs and self-certainty, so the only host round-trip per token
- * is those three numbers per sequence.
+ * and min-p) along with their log-probs and self-certainty. The picks feed the next step on the
+ * GPU; the host reads them (three numbers per sequence) while later steps already run.
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
@@ -103,6 +103,12 @@ export interface PreparedForward {
   encode(pass: GPUComputePassEncoder): void;
   destroy(): void;
 }
+
+/**
+ * Decode steps submitted ahead of the host reading their picks: with 2 the GPU runs step s + 1
+ * while the host reads step s and records step s + 2.
+ */
+const DECODE_STEPS_IN_FLIGHT = 2;
 
 function release(steps: Step[], buffers: GPUBuffer[]): void {
   for (const step of steps) step.destroy();
@@ -353,6 +359,8 @@ export class PolicyModel {
     const padded = new Array<number>(batch * promptLen).fill(0);
     prompts.forEach((p, b) => p.forEach((id: number, t: number) => (padded[b * promptLen + t] = id)));
     const cache = this.createCache(batch, maxLen);
+    const readbacks: GPUBuffer[] = [];
+    const inFlight: Promise<ArrayBuffer>[] = [];
     let prefill: PreparedForward | undefined;
     let prefillPicker: TokenPicker | undefined;
     let decode: PreparedDecode | undefined;
@@ -366,32 +374,63 @@ export class PolicyModel {
       const picker = prefillPicker;
       await this.run(prefill, padded, prompts.map((p) => p.length), (pass) => picker.steps.forEach((step) => step.encode(pass)));
       const first = await this.readPicks(prefillPicker, batch * promptLen);
-      let picks = prompts.map((p, b) => {
-        const r = b * promptLen + p.length - 1;
-        return { id: first.ids[r]!, logprob: first.logprob[r]!, selfCertainty: first.selfCertainty[r]! };
-      });
       const out: Generation = { tokens: prompts.map(() => []), logprobs: prompts.map(() => []), selfCertainty: prompts.map(() => []) };
       const done = new Array<boolean>(batch).fill(false);
-      for (let step = 0; ; step++) {
-        picks.forEach((pick, b) => {
-          if (done[b]) return;
-          out.tokens[b]!.push(pick.id);
-          out.logprobs[b]!.push(pick.logprob);
-          out.selfCertainty[b]!.push(pick.selfCertainty);
-          if (eos.has(pick.id) || out.tokens[b]!.length >= maxNew || options.shouldStop?.(b, out.tokens[b]!)) done[b] = true;
+      /** Appends new token `index` of sequence b; true when every sequence has ended. */
+      const accept = (pick: (b: number) => { id: number; logprob: number; selfCertainty: number }): boolean => {
+        for (let b = 0; b < batch; b++) {
+          if (done[b]) continue;
+          const { id, logprob, selfCertainty } = pick(b);
+          out.tokens[b]!.push(id);
+          out.logprobs[b]!.push(logprob);
+          out.selfCertainty[b]!.push(selfCertainty);
+          if (eos.has(id) || out.tokens[b]!.length >= maxNew || options.shouldStop?.(b, out.tokens[b]!)) done[b] = true;
+        }
+        return done.every(Boolean);
+      };
+      const lastRow = (b: number) => b * promptLen + prompts[b]!.length - 1;
+      let finished = accept((b) => ({ id: first.ids[lastRow(b)]!, logprob: first.logprob[lastRow(b)]!, selfCertainty: first.selfCertainty[lastRow(b)]! }));
+      // Decode step s feeds new token s and picks token s + 1. The picks go back to the step's
+      // input on the GPU, so steps are submitted DECODE_STEPS_IN_FLIGHT ahead of the host reading
+      // them: the GPU never waits for a readback. Positions and seeds do not depend on the picks
+      // and are written ahead (queue writes land in submission order). A sequence that has ended
+      // keeps being computed until every one has (its extra tokens are dropped, and rows never
+      // mix), so the result is the same as one step at a time.
+      const lastStep = maxNew - 2;
+      const pickBytes = batch * 4;
+      this.ctx.writeBuffer(decode.tokens, 0, Uint32Array.from(prompts, (_, b) => first.ids[lastRow(b)]!));
+      for (let i = 0; i < Math.min(DECODE_STEPS_IN_FLIGHT, lastStep + 1); i++) {
+        readbacks.push(this.ctx.createBuffer(`policy_generate:picks.${i}`, 3 * pickBytes, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST));
+      }
+      const step = decode;
+      const submit = async (s: number): Promise<void> => {
+        const positions = Uint32Array.from(prompts, (p) => p.length + s);
+        this.ctx.writeBuffer(step.positions, 0, positions);
+        this.ctx.writeBuffer(step.lengths, 0, positions.map((pos) => pos + 1));
+        this.ctx.writeBuffer(step.picker.seeds, 0, Uint32Array.from(seeds, (seed) => deriveSeed(seed, s + 1)));
+        const readback = readbacks[s % readbacks.length]!;
+        await this.ctx.runPass('policy_decode', (pass) => step.encode(pass), {
+          after: (encoder) => {
+            if (s < lastStep) encoder.copyBufferToBuffer(step.picker.ids, 0, step.tokens, 0, pickBytes);
+            [step.picker.ids, step.picker.logprob, step.picker.selfCertainty].forEach((b, i) => encoder.copyBufferToBuffer(b, 0, readback, i * pickBytes, pickBytes));
+          },
         });
-        if (done.every(Boolean)) break;
-        const positions = Uint32Array.from(prompts, (p) => p.length + step);
-        this.ctx.writeBuffer(decode.tokens, 0, Uint32Array.from(picks, (pick) => pick.id));
-        this.ctx.writeBuffer(decode.positions, 0, positions);
-        this.ctx.writeBuffer(decode.lengths, 0, positions.map((pos) => pos + 1));
-        this.ctx.writeBuffer(decode.picker.seeds, 0, Uint32Array.from(seeds, (seed) => deriveSeed(seed, step + 1)));
-        await this.ctx.runPass('policy_decode', (pass) => decode!.encode(pass));
-        const next = await this.readPicks(decode.picker, batch);
-        picks = picks.map((_, b) => ({ id: next.ids[b]!, logprob: next.logprob[b]!, selfCertainty: next.selfCertainty[b]! }));
+        inFlight.push(this.ctx.readMapped('policy_generate', readback, 3 * pickBytes));
+      };
+      for (let s = 0; !finished && s <= lastStep; s++) {
+        while (inFlight.length < readbacks.length && s + inFlight.length <= lastStep) await submit(s + inFlight.length);
+        const picks = await inFlight.shift()!;
+        const ids = new Uint32Array(picks, 0, batch);
+        const logprob = new Float32Array(picks, pickBytes, batch);
+        const selfCertainty = new Float32Array(picks, 2 * pickBytes, batch);
+        finished = accept((b) => ({ id: ids[b]!, logprob: logprob[b]!, selfCertainty: selfCertainty[b]! }));
       }
       return out;
     } finally {
+      // Steps still in flight after every sequence ended are dropped: destroying their readback
+      // buffers rejects the pending maps.
+      for (const pending of inFlight) pending.catch(() => undefined);
+      readbacks.forEach((b) => b.destroy());
       decode?.destroy();
       if (prefillPicker) release(prefillPicker.steps, prefillPicker.buffers);
       prefill?.destroy();

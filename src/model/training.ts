@@ -292,7 +292,7 @@ export class TrainingGraph {
     await this.model.ctx.runPass('train_step', (pass) => {
       step.encodeForward(pass);
       step.encodeBackward(pass);
-    }, step.clearBeforeBackward);
+    }, { clear: step.clearBeforeBackward });
   }
 
   /** Runs only the forward (statistics land in step.stats), e.g. to compute a loss's gradient on the host first. */
@@ -302,12 +302,12 @@ export class TrainingGraph {
 
   /** Runs only the backward of the last forward, with the gradients now in gLogprob / gSelfCertainty. */
   async backward(step: PreparedTrainStep): Promise<void> {
-    await this.model.ctx.runPass('train_backward', (pass) => step.encodeBackward(pass), step.clearBeforeBackward);
+    await this.model.ctx.runPass('train_backward', (pass) => step.encodeBackward(pass), { clear: step.clearBeforeBackward });
   }
 
   /** Zeroes every parameter gradient. */
   async zeroGrads(): Promise<void> {
-    await this.model.ctx.runPass('zero_grads', () => undefined, this.gradBuffers);
+    await this.model.ctx.runPass('zero_grads', () => undefined, { clear: this.gradBuffers });
   }
 
   /** Reads every gradient to the host, by Hugging Face name. */

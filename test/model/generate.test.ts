@@ -59,6 +59,20 @@ describeGpu('greedy generation (WebGPU, KV cache)', () => {
     }
   });
 
+  test('decode steps run ahead of the host: sequences that end early, and a batch that ends while steps are in flight, keep the tokens of a full run', async () => {
+    const prompts = [reference.input_ids[0]!.slice(0, 4), reference.input_ids[1]!.slice(0, 7), reference.input_ids[2]!.slice(0, 2)];
+    const options = { maxNewTokens: 12, sampling: { temperature: 1 }, seeds: [5, 6, 7], eosTokenIds: [] };
+    const full = await model.generate(prompts, options);
+    const stopAt = [3, 1, 6];
+    const stopped = await model.generate(prompts, { ...options, shouldStop: (b, tokens) => tokens.length >= stopAt[b]! });
+    prompts.forEach((_, b) => {
+      expect(stopped.tokens[b]).toEqual(full.tokens[b]!.slice(0, stopAt[b]));
+      expect(stopped.logprobs[b]).toEqual(full.logprobs[b]!.slice(0, stopAt[b]));
+    });
+    // The model is reusable at once: nothing of the dropped steps is left mapped or pending.
+    expect(await model.generate(prompts, options)).toEqual(full);
+  });
+
   test('bad prompts and lengths are refused by name', async () => {
     await expect(model.generate([], { maxNewTokens: 2 })).rejects.toThrow(/prompts: expected a non-empty array/);
     await expect(model.generate([[1]], { maxNewTokens: 0 })).rejects.toThrow(/maxNewTokens: expected a positive integer, got 0/);
