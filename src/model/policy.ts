@@ -98,7 +98,9 @@ export interface PreparedForward {
   ids: GPUBuffer;
   /** (batch) u32 sequence lengths. */
   lengths: GPUBuffer;
-  /** (batch, seqLen, vocab) f32 logits. */
+  /** With lastTokenOnly: (batch) u32, the row of each sequence's last token, written by `run`; else null. */
+  lastTokenRows: GPUBuffer | null;
+  /** (batch, seqLen, vocab) f32 logits, or (batch, vocab) with lastTokenOnly. */
   logits: GPUBuffer;
   encode(pass: GPUComputePassEncoder): void;
   destroy(): void;
@@ -138,11 +140,12 @@ export class PolicyModel {
    * Allocates the activations of `rows` tokens and records the decoder over them: embedding of
    * `tokens`, every layer, the final norm, the lm_head into `logits`. `attend` records what runs
    * between RoPE and the output projection for layer `index` (cache writes and attention), the
-   * only part in which a prefill and a decode step differ.
+   * only part in which a prefill and a decode step differ. With `logitRows` < rows, only the rows
+   * listed in the returned `logitIndex` (logitRows u32) go through the lm_head, in that order.
    */
   private async buildDecoder(label: string, rows: number,
     attend: (index: number, a: { q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; positions: GPUBuffer; out: GPUBuffer }) => Promise<Step[]>,
-    positionsOf: (row: number) => number): Promise<{ tokens: GPUBuffer; positions: GPUBuffer; logits: GPUBuffer; steps: Step[]; buffers: GPUBuffer[] }> {
+    positionsOf: (row: number) => number, logitRows = rows): Promise<{ tokens: GPUBuffer; positions: GPUBuffer; logitIndex: GPUBuffer | null; logits: GPUBuffer; steps: Step[]; buffers: GPUBuffer[] }> {
     const ctx = this.ctx;
     const c = this.config;
     const qWidth = c.numHeads * c.headDim;
@@ -168,9 +171,9 @@ export class PolicyModel {
       const gate = f32('gate', rows * c.intermediateSize);
       const up = f32('up', rows * c.intermediateSize);
       const act = f32('act', rows * c.intermediateSize);
-      const logits = f32('logits', rows * c.vocabSize);
-      const linear = (input: GPUBuffer, kIn: number, w: GpuTensor, bias: GpuTensor | null, output: GPUBuffer) =>
-        prepareLinear(ctx, { m: rows, k: kIn, n: w.shape[0]!, weightDType: w.dtype, biasDType: bias?.dtype }, input, w.buffer, bias?.buffer ?? null, output);
+      const logits = f32('logits', logitRows * c.vocabSize);
+      const linear = (input: GPUBuffer, kIn: number, w: GpuTensor, bias: GpuTensor | null, output: GPUBuffer, m = rows) =>
+        prepareLinear(ctx, { m, k: kIn, n: w.shape[0]!, weightDType: w.dtype, biasDType: bias?.dtype }, input, w.buffer, bias?.buffer ?? null, output);
       const norm = (w: GpuTensor, output: GPUBuffer) =>
         prepareRmsNorm(ctx, { rows, hidden: c.hiddenSize, eps: c.rmsNormEps, weightDType: w.dtype }, x, w.buffer, output);
       const residual = () => prepareAdd(ctx, { n: rows * c.hiddenSize }, x, proj, x);
@@ -194,16 +197,29 @@ export class PolicyModel {
         steps.push(await residual());
       }
       steps.push(await norm(this.weights.finalNorm, h));
-      steps.push(await linear(h, c.hiddenSize, this.weights.lmHead, null, logits));
-      return { tokens, positions, logits, steps, buffers };
+      if (logitRows === rows) {
+        steps.push(await linear(h, c.hiddenSize, this.weights.lmHead, null, logits));
+        return { tokens, positions, logitIndex: null, logits, steps, buffers };
+      }
+      // The lm_head's rows are gathered first (a lookup in h as the table), so it costs logitRows, not rows.
+      const logitIndex = f32('logit_rows', logitRows);
+      const picked = f32('h_logit_rows', logitRows * c.hiddenSize);
+      steps.push(await prepareEmbedding(ctx, { tokens: logitRows, vocab: rows, hidden: c.hiddenSize, dtype: 'f32' }, logitIndex, h, picked));
+      steps.push(await linear(picked, c.hiddenSize, this.weights.lmHead, null, logits, logitRows));
+      return { tokens, positions, logitIndex, logits, steps, buffers };
     } catch (err) {
       release(steps, buffers);
       throw err;
     }
   }
 
-  /** Allocates activations and records every dispatch of a forward over (batch, seqLen); with a cache, also fills it. */
-  async prepareForward(batch: number, seqLen: number, cache?: KvCache): Promise<PreparedForward> {
+  /**
+   * Allocates activations and records every dispatch of a forward over (batch, seqLen); with a
+   * cache, also fills it. With `lastTokenOnly`, logits are (batch, vocab): each sequence's last
+   * token only (what a prefill before decoding needs), so the lm_head costs batch rows, not
+   * batch · seqLen.
+   */
+  async prepareForward(batch: number, seqLen: number, { cache, lastTokenOnly = false }: { cache?: KvCache; lastTokenOnly?: boolean } = {}): Promise<PreparedForward> {
     for (const [name, v] of [['batch', batch], ['seqLen', seqLen]] as const) {
       if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(name, 'a positive integer', describe(v));
     }
@@ -223,16 +239,16 @@ export class PolicyModel {
           await prepareKvWrite(ctx, { batch, seqLen, width: kvWidth, maxLen: cache.maxLen }, v, positions, cache.v[index]!),
         ] : []),
         await prepareAttention(ctx, { batch, seqLen, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim }, { q, k, v, lengths, out, lse }),
-      ], (row) => row % seqLen);
+      ], (row) => row % seqLen, lastTokenOnly ? batch : batch * seqLen);
     } catch (err) {
       lengths.destroy();
       lse.destroy();
       throw err;
     }
-    const { tokens, logits, steps, buffers } = built;
+    const { tokens, logitIndex, logits, steps, buffers } = built;
     buffers.push(lengths, lse);
     return {
-      batch, seqLen, ids: tokens, lengths, logits,
+      batch, seqLen, ids: tokens, lengths, lastTokenRows: logitIndex, logits,
       encode(pass) {
         for (const step of steps) step.encode(pass);
       },
@@ -309,12 +325,6 @@ export class PolicyModel {
     };
   }
 
-  /** The picker's results for every row: token, log-prob, self-certainty. */
-  private async readPicks(picker: TokenPicker, rows: number): Promise<{ ids: Uint32Array; logprob: Float32Array; selfCertainty: Float32Array }> {
-    const [ids, logprob, selfCertainty] = await Promise.all([picker.ids, picker.logprob, picker.selfCertainty].map((b) => this.ctx.read('policy_generate', b, rows * 4)));
-    return { ids: new Uint32Array(ids!), logprob: new Float32Array(logprob!), selfCertainty: new Float32Array(selfCertainty!) };
-  }
-
   /**
    * Generation for a batch of prompts of any lengths: batched prefill, then one decode step per
    * token with the KV cache, each picking tokens on the GPU. A sequence stops at EOS (included),
@@ -337,11 +347,15 @@ export class PolicyModel {
     if (maxLen > c.maxPositionEmbeddings) {
       throw new InvalidArgumentError('maxNewTokens', `at most ${c.maxPositionEmbeddings - promptLen} for a ${promptLen}-token prompt (max_position_embeddings ${c.maxPositionEmbeddings})`, String(maxNew));
     }
-    // The prefill's logits (batch, promptLen, vocab) must fit one storage binding: a large vocabulary
-    // (Qwen's 151,936) and a large batch of rollouts are generated in chunks of sequences.
-    const fit = Math.floor(this.ctx.maxBindingBytes / (promptLen * c.vocabSize * 4));
+    // Each buffer of a batch must fit one storage binding: per sequence, the prefill's widest
+    // activations, a layer's cache and a row of logits. A large batch of rollouts is generated
+    // in chunks of sequences.
+    const widest = Math.max(c.hiddenSize, c.numHeads * c.headDim, c.intermediateSize);
+    const kvWidth = c.numKeyValueHeads * c.headDim;
+    const perSequence = 4 * Math.max(promptLen * widest, maxLen * kvWidth, c.vocabSize);
+    const fit = Math.floor(this.ctx.maxBindingBytes / perSequence);
     if (fit < 1) {
-      throw new InvalidArgumentError('prompts', `prompts whose prefill logits (${promptLen} × ${c.vocabSize} float32) fit one storage binding (${this.ctx.maxBindingBytes} bytes)`, `a ${promptLen}-token prompt`);
+      throw new InvalidArgumentError('prompts', `prompts whose prefill activations (${promptLen} × ${widest} float32), cache (${maxLen} × ${kvWidth}) and logits (${c.vocabSize}) each fit one storage binding (${this.ctx.maxBindingBytes} bytes)`, `a ${promptLen}-token prompt`);
     }
     if (fit < batch) {
       const out: Generation = { tokens: [], logprobs: [], selfCertainty: [] };
@@ -365,65 +379,60 @@ export class PolicyModel {
     let prefillPicker: TokenPicker | undefined;
     let decode: PreparedDecode | undefined;
     try {
-      prefill = await this.prepareForward(batch, promptLen, cache);
-      prefillPicker = await this.prepareTokenPicker('policy_prefill', batch * promptLen, prefill.logits, sampling);
+      prefill = await this.prepareForward(batch, promptLen, { cache, lastTokenOnly: true });
+      prefillPicker = await this.prepareTokenPicker('policy_prefill', batch, prefill.logits, sampling);
       decode = await this.prepareDecode(cache, sampling);
-      const prefillSeeds = new Uint32Array(batch * promptLen);
-      prompts.forEach((p, b) => (prefillSeeds[b * promptLen + p.length - 1] = deriveSeed(seeds[b]!, 0)));
-      this.ctx.writeBuffer(prefillPicker.seeds, 0, prefillSeeds);
-      const picker = prefillPicker;
-      await this.run(prefill, padded, prompts.map((p) => p.length), (pass) => picker.steps.forEach((step) => step.encode(pass)));
-      const first = await this.readPicks(prefillPicker, batch * promptLen);
       const out: Generation = { tokens: prompts.map(() => []), logprobs: prompts.map(() => []), selfCertainty: prompts.map(() => []) };
       const done = new Array<boolean>(batch).fill(false);
-      /** Appends new token `index` of sequence b; true when every sequence has ended. */
-      const accept = (pick: (b: number) => { id: number; logprob: number; selfCertainty: number }): boolean => {
+      /** Appends each running sequence's pick; true when every sequence has ended. */
+      const accept = (picks: ArrayBuffer): boolean => {
+        const ids = new Uint32Array(picks, 0, batch);
+        const logprob = new Float32Array(picks, 4 * batch, batch);
+        const selfCertainty = new Float32Array(picks, 8 * batch, batch);
         for (let b = 0; b < batch; b++) {
           if (done[b]) continue;
-          const { id, logprob, selfCertainty } = pick(b);
-          out.tokens[b]!.push(id);
-          out.logprobs[b]!.push(logprob);
-          out.selfCertainty[b]!.push(selfCertainty);
-          if (eos.has(id) || out.tokens[b]!.length >= maxNew || options.shouldStop?.(b, out.tokens[b]!)) done[b] = true;
+          out.tokens[b]!.push(ids[b]!);
+          out.logprobs[b]!.push(logprob[b]!);
+          out.selfCertainty[b]!.push(selfCertainty[b]!);
+          if (eos.has(ids[b]!) || out.tokens[b]!.length >= maxNew || options.shouldStop?.(b, out.tokens[b]!)) done[b] = true;
         }
         return done.every(Boolean);
       };
-      const lastRow = (b: number) => b * promptLen + prompts[b]!.length - 1;
-      let finished = accept((b) => ({ id: first.ids[lastRow(b)]!, logprob: first.logprob[lastRow(b)]!, selfCertainty: first.selfCertainty[lastRow(b)]! }));
-      // Decode step s feeds new token s and picks token s + 1. The picks go back to the step's
-      // input on the GPU, so steps are submitted DECODE_STEPS_IN_FLIGHT ahead of the host reading
+      // Submission −1 is the prefill, which picks new token 0; decode step s ≥ 0 feeds token s and
+      // picks token s + 1. Each submission's picks go on the GPU to the next step's input and to
+      // a readback buffer, so submissions run DECODE_STEPS_IN_FLIGHT ahead of the host reading
       // them: the GPU never waits for a readback. Positions and seeds do not depend on the picks
       // and are written ahead (queue writes land in submission order). A sequence that has ended
       // keeps being computed until every one has (its extra tokens are dropped, and rows never
       // mix), so the result is the same as one step at a time.
       const lastStep = maxNew - 2;
       const pickBytes = batch * 4;
-      this.ctx.writeBuffer(decode.tokens, 0, Uint32Array.from(prompts, (_, b) => first.ids[lastRow(b)]!));
-      for (let i = 0; i < Math.min(DECODE_STEPS_IN_FLIGHT, lastStep + 1); i++) {
+      for (let i = 0; i < Math.min(DECODE_STEPS_IN_FLIGHT, lastStep + 2); i++) {
         readbacks.push(this.ctx.createBuffer(`policy_generate:picks.${i}`, 3 * pickBytes, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST));
       }
-      const step = decode;
+      const [first, step] = [prefill, decode];
       const submit = async (s: number): Promise<void> => {
-        const positions = Uint32Array.from(prompts, (p) => p.length + s);
-        this.ctx.writeBuffer(step.positions, 0, positions);
-        this.ctx.writeBuffer(step.lengths, 0, positions.map((pos) => pos + 1));
-        this.ctx.writeBuffer(step.picker.seeds, 0, Uint32Array.from(seeds, (seed) => deriveSeed(seed, s + 1)));
-        const readback = readbacks[s % readbacks.length]!;
-        await this.ctx.runPass('policy_decode', (pass) => step.encode(pass), {
-          after: (encoder) => {
-            if (s < lastStep) encoder.copyBufferToBuffer(step.picker.ids, 0, step.tokens, 0, pickBytes);
-            [step.picker.ids, step.picker.logprob, step.picker.selfCertainty].forEach((b, i) => encoder.copyBufferToBuffer(b, 0, readback, i * pickBytes, pickBytes));
-          },
-        });
+        const picker = s < 0 ? prefillPicker! : step.picker;
+        const readback = readbacks[(s + 1) % readbacks.length]!;
+        const after = (encoder: GPUCommandEncoder) => {
+          if (s < lastStep) encoder.copyBufferToBuffer(picker.ids, 0, step.tokens, 0, pickBytes);
+          [picker.ids, picker.logprob, picker.selfCertainty].forEach((b, i) => encoder.copyBufferToBuffer(b, 0, readback, i * pickBytes, pickBytes));
+        };
+        this.ctx.writeBuffer(picker.seeds, 0, Uint32Array.from(seeds, (seed) => deriveSeed(seed, s + 1)));
+        if (s < 0) {
+          await this.run(first, padded, prompts.map((p) => p.length), { pass: (pass) => picker.steps.forEach((pick) => pick.encode(pass)), after });
+        } else {
+          const positions = Uint32Array.from(prompts, (p) => p.length + s);
+          this.ctx.writeBuffer(step.positions, 0, positions);
+          this.ctx.writeBuffer(step.lengths, 0, positions.map((pos) => pos + 1));
+          await this.ctx.runPass('policy_decode', (pass) => step.encode(pass), { after });
+        }
         inFlight.push(this.ctx.readMapped('policy_generate', readback, 3 * pickBytes));
       };
-      for (let s = 0; !finished && s <= lastStep; s++) {
+      let finished = false;
+      for (let s = -1; !finished && s <= lastStep; s++) {
         while (inFlight.length < readbacks.length && s + inFlight.length <= lastStep) await submit(s + inFlight.length);
-        const picks = await inFlight.shift()!;
-        const ids = new Uint32Array(picks, 0, batch);
-        const logprob = new Float32Array(picks, pickBytes, batch);
-        const selfCertainty = new Float32Array(picks, 2 * pickBytes, batch);
-        finished = accept((b) => ({ id: ids[b]!, logprob: logprob[b]!, selfCertainty: selfCertainty[b]! }));
+        finished = accept(await inFlight.shift()!);
       }
       return out;
     } finally {
@@ -438,8 +447,12 @@ export class PolicyModel {
     }
   }
 
-  /** Runs a prepared forward on `ids` (batch · seqLen, right-padded) with per-sequence `lengths`. */
-  async run(prepared: PreparedForward, ids: ArrayLike<number>, lengths?: ArrayLike<number>, after?: (pass: GPUComputePassEncoder) => void): Promise<void> {
+  /**
+   * Runs a prepared forward on `ids` (batch · seqLen, right-padded) with per-sequence `lengths`;
+   * `pass` records more steps into the same pass (on the logits), `after` commands that follow it.
+   */
+  async run(prepared: PreparedForward, ids: ArrayLike<number>, lengths?: ArrayLike<number>,
+    { pass: more, after }: { pass?: (pass: GPUComputePassEncoder) => void; after?: (encoder: GPUCommandEncoder) => void } = {}): Promise<void> {
     const { batch, seqLen } = prepared;
     if (ids.length !== batch * seqLen) throw new InvalidArgumentError('ids', `${batch * seqLen} token ids (batch · seqLen)`, `${ids.length}`);
     const idArray = new Uint32Array(ids.length);
@@ -449,13 +462,15 @@ export class PolicyModel {
       idArray[i] = id;
     }
     const lens = Uint32Array.from(lengths ?? new Array<number>(batch).fill(seqLen));
-    if (lens.length !== batch || lens.some((n) => n > seqLen)) throw new InvalidArgumentError('lengths', `${batch} lengths of at most ${seqLen}`, `[${Array.from(lens).join(', ')}]`);
+    const least = prepared.lastTokenRows ? 1 : 0;
+    if (lens.length !== batch || lens.some((n) => n < least || n > seqLen)) throw new InvalidArgumentError('lengths', `${batch} lengths in [${least}, ${seqLen}]`, `[${Array.from(lens).join(', ')}]`);
     this.ctx.writeBuffer(prepared.ids, 0, idArray);
     this.ctx.writeBuffer(prepared.lengths, 0, lens);
+    if (prepared.lastTokenRows) this.ctx.writeBuffer(prepared.lastTokenRows, 0, lens.map((n, b) => b * seqLen + n - 1));
     await this.ctx.runPass('policy_forward', (pass) => {
       prepared.encode(pass);
-      after?.(pass);
-    });
+      more?.(pass);
+    }, { after });
   }
 
   /** Logits (batch, seqLen, vocab) as float32 on the host. */

@@ -210,7 +210,7 @@ async function scoreOnce(model: PolicyModel, layout: ScoringLayout, maxLength: n
   try {
     const statsStep = await prepareStatsForward(ctx, { dtype: 'f32', rows, vocab: model.config.vocabSize, logits: forward.logits, ids: targets, invTemperature: 1 / temperature }, stats);
     try {
-      await model.run(forward, layout.ids, layout.lengths, (pass) => statsStep.encode(pass));
+      await model.run(forward, layout.ids, layout.lengths, { pass: (pass) => statsStep.encode(pass) });
     } finally {
       statsStep.destroy();
     }

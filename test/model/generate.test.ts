@@ -1,7 +1,7 @@
 /** Greedy generation with the KV cache against transformers, batched prompts of different lengths, and the decode kernels. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { GpuContext } from '../../src/gpu/context.js';
+import { GpuContext } from '../../src/gpu/context.js';
 import { PolicyModel } from '../../src/model/policy.js';
 import { argmax, referenceArgmax } from '../../src/ops/argmax.js';
 import { tokenStats } from '../../src/ops/token-stats.js';
@@ -71,6 +71,23 @@ describeGpu('greedy generation (WebGPU, KV cache)', () => {
     });
     // The model is reusable at once: nothing of the dropped steps is left mapped or pending.
     expect(await model.generate(prompts, options)).toEqual(full);
+  });
+
+  test('a batch whose buffers exceed one binding is generated in chunks of sequences, with the tokens of one batch', async () => {
+    // 96 KiB bindings (the embedding table's size): a 17-token prompt's widest prefill activations
+    // (17 × 176 float32, 11,968 B) allow 8 sequences a chunk, so 12 prompts run as 8 + 4.
+    const narrow = await GpuContext.create({ maxBindingBytes: 98_304 });
+    const narrowModel = await PolicyModel.load(narrow, dir);
+    try {
+      const prompts = Array.from({ length: 12 }, (_, i) => reference.input_ids[i % 4]!.slice(i, i + 5 + (i % 3) * 6));
+      const options = { maxNewTokens: 9, sampling: { temperature: 1 }, seeds: prompts.map((_, i) => 40 + i), eosTokenIds: [] };
+      expect(await narrowModel.generate(prompts, options)).toEqual(await model.generate(prompts, options));
+      const tooLong = new Array<number>(200).fill(5);
+      await expect(narrowModel.generate([tooLong], { maxNewTokens: 2 })).rejects.toThrow(/prompts: expected prompts whose prefill activations \(200 × 176 float32\), cache \(202 × 32\) and logits \(384\) each fit one storage binding \(98304 bytes\), got a 200-token prompt/);
+    } finally {
+      narrowModel.destroy();
+      narrow.close();
+    }
   });
 
   test('bad prompts and lengths are refused by name', async () => {
