@@ -401,8 +401,8 @@ export class PolicyModel {
       // Submission −1 is the prefill, which picks new token 0; decode step s ≥ 0 feeds token s and
       // picks token s + 1. Each submission's picks go on the GPU to the next step's input and to
       // a readback buffer, so submissions run DECODE_STEPS_IN_FLIGHT ahead of the host reading
-      // them: the GPU never waits for a readback. Positions and seeds do not depend on the picks
-      // and are written ahead (queue writes land in submission order). A sequence that has ended
+      // them: the GPU has a step queued while the host reads one. Positions and seeds do not
+      // depend on the picks and are written ahead (queue writes land in submission order). A sequence that has ended
       // keeps being computed until every one has (its extra tokens are dropped, and rows never
       // mix), so the result is the same as one step at a time.
       const lastStep = maxNew - 2;
