@@ -67,12 +67,21 @@ export function performanceSection(files: ResultFile[]): string {
   }
   const policy = files.find((f) => isNvidia(f) && f.rows.some((r) => r.kernel === 'train_step'));
   if (policy) {
-    const rows = policy.rows.filter((r) => ['matmul', 'linear', 'attention', 'train_step', 'decode', 'decode_step'].includes(r.kernel));
     parts.push('', `### The policy on the same kind of card, \`bench/results/${policy.file}\``, '',
       'Qwen2.5-0.5B shapes. `× peer` is the peer\'s time over this row\'s (> 1: intuitor is faster); GFLOP/s of `train_step` counts 6 FLOPs per parameter per token plus causal attention.', '',
-      policyTable(rows));
+      policyTable(policyRows(policy)));
+  }
+  const localPolicy = files.find((f) => !isNvidia(f) && f.rows.some((r) => r.kernel === 'train_step'));
+  if (localPolicy) {
+    parts.push('', `### The policy on this machine's kind (lavapipe), \`bench/results/${localPolicy.file}\``, '',
+      'A software adapter runs the small shapes the suites pick for it (named in each row: a 2-layer, hidden-128 model with a 2,048-token vocabulary for `train_step` and `decode`; m = 256 for `linear`; one sequence of 256 for `attention`). No peer runs here; the WGSL matmul timed in the same run (a row of its own) is the FLOP/s yardstick.', '',
+      policyTable(policyRows(localPolicy)));
   }
   return parts.join('\n');
+}
+
+function policyRows(file: ResultFile): BenchRow[] {
+  return file.rows.filter((r) => ['matmul', 'linear', 'attention', 'train_step', 'decode', 'decode_step'].includes(r.kernel));
 }
 
 function policyTable(rows: BenchRow[]): string {
