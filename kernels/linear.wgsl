@@ -25,9 +25,12 @@
 //   z · M · N, and
 // linear_reduce: ceil(M · N / 256) workgroups of 256 threads, one element each, sets
 //   y = (partial_0 + partial_1 + … in range order) + b.
-// Every sum has a fixed order (k ascending inside a range, ranges ascending, bias last), so the
-// result depends only on the shape, never on scheduling: no atomics. Shapes travel in the
-// uniform; overrides only pick code.
+// With ACCUMULATE, y already holds a residual r and gets r + (x · Wᵀ + b): the tile kernel
+// (splits = 1) or the reduction (splits > 1) reads each element of y before writing it, which saves
+// a transformer layer's separate residual adds.
+// Every sum has a fixed order (k ascending inside a range, ranges ascending, bias, then the
+// residual), so the result depends only on the shape, never on scheduling: no atomics. Shapes
+// travel in the uniform; overrides only pick code.
 // Reference: referenceLinear in src/ops/linear.ts (float64 over the decoded values).
 
 struct Params {
@@ -56,6 +59,7 @@ override W_DTYPE: u32 = 0u;   // 0 = f32, 1 = f16, 2 = bf16
 override B_DTYPE: u32 = 3u;   // as W_DTYPE, or 3 = no bias (also for linear_main when it writes partials)
 override K_ALIGNED: bool = false;
 override TILE_M: u32 = 64u;   // 64 or 32
+override ACCUMULATE: bool = false;   // y += x · Wᵀ + b (linear_main only when it writes y itself)
 
 const TILE_N: u32 = 64u;
 const DEPTH: u32 = 16u;
@@ -202,7 +206,13 @@ fn linear_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
       for (var c = 0u; c < 4u; c++) {
         let col = col0 + 32u * h + 4u * lid.x + c;
         if (col < params.n) {
-          product[base + r * params.n + col] = acc[2u * i + h][c] + b[h][c];
+          let at = base + r * params.n + col;
+          let value = acc[2u * i + h][c] + b[h][c];
+          if (ACCUMULATE) {
+            product[at] = product[at] + value;
+          } else {
+            product[at] = value;
+          }
         }
       }
     }
@@ -220,5 +230,10 @@ fn linear_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
   for (var split = 1u; split < params.splits; split++) {
     s += partials[split * count + e];
   }
-  y[e] = s + bias_at(e % params.n);
+  let value = s + bias_at(e % params.n);
+  if (ACCUMULATE) {
+    y[e] = y[e] + value;
+  } else {
+    y[e] = value;
+  }
 }

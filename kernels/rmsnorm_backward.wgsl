@@ -4,12 +4,14 @@
 //
 // Shapes (row-major): x, dy, dx (R, H) f32; w, dw (H) f32; dx aliases none of x, dy.
 // Two dispatches, deterministic (no atomics; every sum has an order fixed by the shape):
-//   rows_main: one workgroup of 256 threads per group of ROWS_PER_GROUP rows, (groupsX,
-//     ceil(groups / groupsX)) workgroups. For each row in turn, a tree in workgroup memory adds
-//     the threads' strided sums of (x², dy·w·x) into the row's coefficients; then each thread
-//     walks its columns (stride 256) down the group's rows, adding to dx and summing
-//     dy·x·rstd for its column into partials[group, column]. x and dy are read coalesced, once
-//     from memory (the second walk finds the group's rows in cache).
+//   rows_main: one workgroup of 256 threads per group of ROWS_PER_GROUP = 16 rows, (groupsX,
+//     ceil(groups / groupsX)) workgroups. First ROW_LANES lanes per row (an override: 16, or more
+//     for long rows, so that a lane sums at most 64 columns) sum (x², dy·w·x) over strided
+//     columns, and a tree in workgroup memory adds the lanes of 256 / ROW_LANES rows at once
+//     into each row's coefficients (16 lanes: all 16 rows, 4 barriers); then each thread walks its columns (stride 256)
+//     down the group's rows, adding to dx and summing dy·x·rstd for its column into
+//     partials[group, column]. x and dy are read coalesced, once from memory (the second walk
+//     finds the group's rows in cache).
 //   weight_main: one workgroup per 32 columns, 8 lanes per column: lane l sums partials of groups
 //     l, l + 8, ... in order, a fixed tree adds the 8 lanes, and dw += the result.
 // Reference: referenceRmsNormBackward in src/ops/rmsnorm-backward.ts (float64).
@@ -37,6 +39,7 @@ struct Params {
 
 const WG: u32 = 256u;
 const ROWS_PER_GROUP: u32 = 16u;   // src/ops/rmsnorm-backward.ts ROWS_PER_GROUP
+override ROW_LANES: u32 = 16u;   // threads per row while the coefficients are summed: 16 … 256
 const COLUMNS: u32 = 32u;          // weight_main: columns per workgroup
 const LANES: u32 = 8u;             // weight_main: WG / COLUMNS
 
@@ -53,28 +56,30 @@ fn rows_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   let first = group * ROWS_PER_GROUP;
   let count = min(ROWS_PER_GROUP, params.rows - first);
   let h = params.h;
-  for (var r = 0u; r < count; r++) {
+  let lane = lid % ROW_LANES;
+  for (var done = 0u; done < ROWS_PER_GROUP; done += WG / ROW_LANES) {
+    let r = done + lid / ROW_LANES;
     let base = (first + r) * h;
     var s = vec2(0.0);
-    for (var i = lid; i < h; i += WG) {
+    for (var i = lane; i < select(0u, h, r < count); i += ROW_LANES) {
       let v = x[base + i];
       s = fma(vec2(v), vec2(v, dy[base + i] * w[i]), s);
     }
     sums[lid] = s;
     workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-      if (lid < stride) {
+    for (var stride = ROW_LANES / 2u; stride > 0u; stride >>= 1u) {
+      if (lane < stride) {
         sums[lid] += sums[lid + stride];
       }
       workgroupBarrier();
     }
-    if (lid == 0u) {
-      let mean = sums[0] / f32(h);
+    if (lane == 0u && r < count) {
+      let mean = sums[lid] / f32(h);
       let rstd = inverseSqrt(mean.x + params.eps);
       coefficients[r] = vec2(rstd, rstd * rstd * rstd * mean.y);
     }
+    workgroupBarrier();
   }
-  workgroupBarrier();
   for (var i = lid; i < h; i += WG) {
     let wi = w[i];
     var dwi = 0.0;

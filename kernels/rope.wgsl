@@ -14,25 +14,42 @@
 // cos of the remainder in [-π/4, π/4] come from Cephes' sinf/cosf polynomials, both accurate to
 // about 1e-7.
 // INVERSE (override) rotates by −angle instead, the transpose of the rotation: RoPE's backward
-// (src/ops/rope-backward.ts) maps dy to dx = [dy1·cos + dy2·sin, dy2·cos − dy1·sin].
-// Grid: one thread per pair (x1[i], x2[i]) of one (token, head) row, 256 per workgroup,
+// maps dy to dx = [dy1·cos + dy2·sin, dy2·cos − dy1·sin].
+// Two entry points:
+//   rope_main     one tensor x (T, heads, D);
+//   rope_qk_main  a layer's q (T, heads, D) and k (T, kvHeads, D) in one dispatch and, with CACHE,
+//                 the rotated k and the values v (T, kvHeads, D) stored into a per-sequence
+//                 cache kCache, vCache (B, maxLen, kvHeads, D): token t is position positions[t]
+//                 of sequence t / seqLen, and a position ≥ maxLen (padding) is not stored. The
+//                 stores copy bits, so they equal rope followed by a separate copy.
+// Grid: one thread per pair (x1[i], x2[i]) of one (token, head) row over the heads of every
+// tensor (rope_qk_main: heads of q, then of k, then of v with CACHE), 256 per workgroup,
 // (groupsX, ceil(pairs / 256 / groupsX)) workgroups.
-// Reference: referenceRope in src/ops/rope.ts, referenceRopeBackward in src/ops/rope-backward.ts
-// (float64 cos/sin of the same f32 angle).
+// Reference: referenceRope and referenceRopeQk in src/ops/rope.ts (float64 cos/sin of the same
+// f32 angle).
 
 struct Params {
   tokens: u32,
-  heads: u32,
+  heads: u32,     // of x (q)
   half: u32,      // D / 2
   groupsX: u32,
+  kvHeads: u32,   // rope_qk_main: of k and v
+  seqLen: u32,    // with CACHE: tokens per sequence
+  maxLen: u32,    // with CACHE: positions per sequence in the cache
+  _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read> positions: array<u32>;
 @group(0) @binding(3) var<storage, read> invFreq: array<f32>;
+@group(0) @binding(4) var<storage, read_write> k: array<f32>;
+@group(0) @binding(5) var<storage, read> v: array<f32>;        // a placeholder without CACHE
+@group(0) @binding(6) var<storage, read_write> kCache: array<f32>;   // likewise
+@group(0) @binding(7) var<storage, read_write> vCache: array<f32>;   // likewise
 
 override INVERSE: bool = false;
+override CACHE: bool = false;
 
 const WG: u32 = 256u;
 const TWO_OVER_PI: f32 = 0x1.45f306p-1f;
@@ -61,21 +78,74 @@ fn sin_cos(a: f32) -> vec2<f32> {
   return select(sc, -sc, quadrant >= 2u);
 }
 
+// (sin, cos) of the rotation of pair i at token t (of −angle with INVERSE).
+fn rotation(t: u32, i: u32) -> vec2<f32> {
+  let forward = sin_cos(f32(positions[t]) * invFreq[i]);
+  return vec2(select(forward.x, -forward.x, INVERSE), forward.y);
+}
+
+fn rotate(pair: vec2<f32>, sc: vec2<f32>) -> vec2<f32> {
+  return vec2(pair.x * sc.y - pair.y * sc.x, pair.y * sc.y + pair.x * sc.x);
+}
+
+fn pair_index(wid: vec3<u32>, lid: u32) -> u32 {
+  return (wid.x + wid.y * params.groupsX) * WG + lid;
+}
+
 @compute @workgroup_size(WG)
 fn rope_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let p = (wid.x + wid.y * params.groupsX) * WG + lid;
-  let rows = params.tokens * params.heads;
-  if (p >= rows * params.half) {
+  let p = pair_index(wid, lid);
+  if (p >= params.tokens * params.heads * params.half) {
     return;
   }
   let row = p / params.half;
   let i = p % params.half;
-  let t = row / params.heads;
-  let forward = sin_cos(f32(positions[t]) * invFreq[i]);
-  let sc = vec2(select(forward.x, -forward.x, INVERSE), forward.y);
   let e = row * 2u * params.half + i;
-  let x1 = x[e];
-  let x2 = x[e + params.half];
-  x[e] = x1 * sc.y - x2 * sc.x;
-  x[e + params.half] = x2 * sc.y + x1 * sc.x;
+  let out = rotate(vec2(x[e], x[e + params.half]), rotation(row / params.heads, i));
+  x[e] = out.x;
+  x[e + params.half] = out.y;
+}
+
+@compute @workgroup_size(WG)
+fn rope_qk_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let width = params.heads + select(1u, 2u, CACHE) * params.kvHeads;   // rows per token
+  let p = pair_index(wid, lid);
+  if (p >= params.tokens * width * params.half) {
+    return;
+  }
+  let row = p / params.half;
+  let i = p % params.half;
+  let t = row / width;
+  let head = row % width;
+  if (head < params.heads) {
+    let e = (t * params.heads + head) * 2u * params.half + i;
+    let out = rotate(vec2(x[e], x[e + params.half]), rotation(t, i));
+    x[e] = out.x;
+    x[e + params.half] = out.y;
+    return;
+  }
+  let isValue = head >= params.heads + params.kvHeads;
+  let kvHead = head - params.heads - select(0u, params.kvHeads, isValue);
+  let e = (t * params.kvHeads + kvHead) * 2u * params.half + i;
+  var pair: vec2<f32>;
+  if (isValue) {
+    pair = vec2(v[e], v[e + params.half]);
+  } else {
+    pair = rotate(vec2(k[e], k[e + params.half]), rotation(t, i));
+    k[e] = pair.x;
+    k[e + params.half] = pair.y;
+  }
+  if (CACHE) {
+    let position = positions[t];
+    if (position < params.maxLen) {
+      let c = (((t / params.seqLen) * params.maxLen + position) * params.kvHeads + kvHead) * 2u * params.half + i;
+      if (isValue) {
+        vCache[c] = pair.x;
+        vCache[c + params.half] = pair.y;
+      } else {
+        kCache[c] = pair.x;
+        kCache[c + params.half] = pair.y;
+      }
+    }
+  }
 }

@@ -19,13 +19,12 @@
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
-import { prepareAdd } from '../ops/add.js';
 import { prepareAttention } from '../ops/attention.js';
 import { prepareEmbedding } from '../ops/embedding.js';
-import { prepareAttentionDecode, prepareKvWrite } from '../ops/kv-cache.js';
+import { prepareAttentionDecode } from '../ops/kv-cache.js';
 import { prepareLinear } from '../ops/linear.js';
 import { prepareRmsNorm } from '../ops/rmsnorm.js';
-import { prepareRope } from '../ops/rope.js';
+import { prepareRopeQk } from '../ops/rope.js';
 import { prepareSwiglu } from '../ops/swiglu.js';
 import { allocateOutputs, prepareForward as prepareStatsForward } from '../ops/token-stats/webgpu.js';
 import { prepareSample, type SamplingOptions } from '../sampling/sample.js';
@@ -138,14 +137,16 @@ export class PolicyModel {
 
   /**
    * Allocates the activations of `rows` tokens and records the decoder over them: embedding of
-   * `tokens`, every layer, the final norm, the lm_head into `logits`. `attend` records what runs
-   * between RoPE and the output projection for layer `index` (cache writes and attention), the
-   * only part in which a prefill and a decode step differ. With `logitRows` < rows, only the rows
-   * listed in the returned `logitIndex` (logitRows u32) go through the lm_head, in that order.
+   * `tokens`, every layer, the final norm, the lm_head into `logits`. With `cache`, each layer's
+   * RoPE dispatch also stores its keys and values there (token row r is sequence r / seqLen).
+   * `attend` records the attention of layer `index`, the only part in which a prefill and a
+   * decode step differ. With `logitRows` < rows, only the rows listed in the returned
+   * `logitIndex` (logitRows u32) go through the lm_head, in that order.
    */
   private async buildDecoder(label: string, rows: number,
-    attend: (index: number, a: { q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; positions: GPUBuffer; out: GPUBuffer }) => Promise<Step[]>,
-    positionsOf: (row: number) => number, logitRows = rows): Promise<{ tokens: GPUBuffer; positions: GPUBuffer; logitIndex: GPUBuffer | null; logits: GPUBuffer; steps: Step[]; buffers: GPUBuffer[] }> {
+    attend: (index: number, a: { q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; out: GPUBuffer }) => Promise<Step>,
+    positionsOf: (row: number) => number, { cache, seqLen = 1, logitRows = rows }: { cache?: KvCache; seqLen?: number; logitRows?: number } = {},
+  ): Promise<{ tokens: GPUBuffer; positions: GPUBuffer; logitIndex: GPUBuffer | null; logits: GPUBuffer; steps: Step[]; buffers: GPUBuffer[] }> {
     const ctx = this.ctx;
     const c = this.config;
     const qWidth = c.numHeads * c.headDim;
@@ -167,16 +168,17 @@ export class PolicyModel {
       const k = f32('k', rows * kvWidth);
       const v = f32('v', rows * kvWidth);
       const attn = f32('attn', rows * qWidth);
-      const proj = f32('proj', rows * c.hiddenSize);
       const gate = f32('gate', rows * c.intermediateSize);
       const up = f32('up', rows * c.intermediateSize);
       const act = f32('act', rows * c.intermediateSize);
       const logits = f32('logits', logitRows * c.vocabSize);
       const linear = (input: GPUBuffer, kIn: number, w: GpuTensor, bias: GpuTensor | null, output: GPUBuffer, m = rows) =>
         prepareLinear(ctx, { m, k: kIn, n: w.shape[0]!, weightDType: w.dtype, biasDType: bias?.dtype }, input, w.buffer, bias?.buffer ?? null, output);
+      // x += linear(input): the residual connection in the projection's own dispatch.
+      const residualLinear = (input: GPUBuffer, kIn: number, w: GpuTensor) =>
+        prepareLinear(ctx, { m: rows, k: kIn, n: w.shape[0]!, weightDType: w.dtype }, input, w.buffer, null, x, { accumulate: true });
       const norm = (w: GpuTensor, output: GPUBuffer) =>
         prepareRmsNorm(ctx, { rows, hidden: c.hiddenSize, eps: c.rmsNormEps, weightDType: w.dtype }, x, w.buffer, output);
-      const residual = () => prepareAdd(ctx, { n: rows * c.hiddenSize }, x, proj, x);
 
       steps.push(await prepareEmbedding(ctx, { tokens: rows, vocab: c.vocabSize, hidden: c.hiddenSize, dtype: this.weights.embed.dtype }, tokens, this.weights.embed.buffer, x));
       for (const [index, layer] of this.weights.layers.entries()) {
@@ -184,17 +186,15 @@ export class PolicyModel {
         steps.push(await linear(h, c.hiddenSize, layer.q, layer.qBias, q));
         steps.push(await linear(h, c.hiddenSize, layer.k, layer.kBias, k));
         steps.push(await linear(h, c.hiddenSize, layer.v, layer.vBias, v));
-        steps.push(await prepareRope(ctx, { tokens: rows, heads: c.numHeads, headDim: c.headDim }, q, positions, this.invFreq));
-        steps.push(await prepareRope(ctx, { tokens: rows, heads: c.numKeyValueHeads, headDim: c.headDim }, k, positions, this.invFreq));
-        steps.push(...(await attend(index, { q, k, v, positions, out: attn })));
-        steps.push(await linear(attn, qWidth, layer.o, null, proj));
-        steps.push(await residual());
+        steps.push(await prepareRopeQk(ctx, { tokens: rows, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim, cache: cache && { seqLen, maxLen: cache.maxLen } },
+          { q, k, positions, invFreq: this.invFreq, ...(cache && { v, kCache: cache.k[index]!, vCache: cache.v[index]! }) }));
+        steps.push(await attend(index, { q, k, v, out: attn }));
+        steps.push(await residualLinear(attn, qWidth, layer.o));
         steps.push(await norm(layer.postNorm, h));
         steps.push(await linear(h, c.hiddenSize, layer.gate, null, gate));
         steps.push(await linear(h, c.hiddenSize, layer.up, null, up));
         steps.push(await prepareSwiglu(ctx, { rows, intermediate: c.intermediateSize }, gate, up, act));
-        steps.push(await linear(act, c.intermediateSize, layer.down, null, proj));
-        steps.push(await residual());
+        steps.push(await residualLinear(act, c.intermediateSize, layer.down));
       }
       steps.push(await norm(this.weights.finalNorm, h));
       if (logitRows === rows) {
@@ -228,18 +228,13 @@ export class PolicyModel {
     }
     const ctx = this.ctx;
     const c = this.config;
-    const kvWidth = c.numKeyValueHeads * c.headDim;
     const lengths = ctx.upload('policy:lengths', new Uint32Array(batch).fill(seqLen), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
     const lse = ctx.createBuffer('policy:attn_lse', batch * c.numHeads * seqLen * 4, GPUBufferUsage.STORAGE);
     let built: Awaited<ReturnType<PolicyModel['buildDecoder']>>;
     try {
-      built = await this.buildDecoder('policy', batch * seqLen, async (index, { q, k, v, positions, out }) => [
-        ...(cache ? [
-          await prepareKvWrite(ctx, { batch, seqLen, width: kvWidth, maxLen: cache.maxLen }, k, positions, cache.k[index]!),
-          await prepareKvWrite(ctx, { batch, seqLen, width: kvWidth, maxLen: cache.maxLen }, v, positions, cache.v[index]!),
-        ] : []),
-        await prepareAttention(ctx, { batch, seqLen, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim }, { q, k, v, lengths, out, lse }),
-      ], (row) => row % seqLen, lastTokenOnly ? batch : batch * seqLen);
+      built = await this.buildDecoder('policy', batch * seqLen,
+        (_, { q, k, v, out }) => prepareAttention(ctx, { batch, seqLen, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim }, { q, k, v, lengths, out, lse }),
+        (row) => row % seqLen, { cache, seqLen, logitRows: lastTokenOnly ? batch : batch * seqLen });
     } catch (err) {
       lengths.destroy();
       lse.destroy();
@@ -295,17 +290,14 @@ export class PolicyModel {
     const ctx = this.ctx;
     const c = this.config;
     const rows = cache.batch;
-    const kvWidth = c.numKeyValueHeads * c.headDim;
     const lengths = ctx.createBuffer('policy_decode:lengths', rows * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
     let built: Awaited<ReturnType<PolicyModel['buildDecoder']>> | undefined;
     let picker: TokenPicker;
     try {
-      built = await this.buildDecoder('policy_decode', rows, async (index, { q, k, v, positions, out }) => [
-        await prepareKvWrite(ctx, { batch: rows, seqLen: 1, width: kvWidth, maxLen: cache.maxLen }, k, positions, cache.k[index]!),
-        await prepareKvWrite(ctx, { batch: rows, seqLen: 1, width: kvWidth, maxLen: cache.maxLen }, v, positions, cache.v[index]!),
-        await prepareAttentionDecode(ctx, { batch: rows, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim, maxLen: cache.maxLen },
+      built = await this.buildDecoder('policy_decode', rows,
+        (index, { q, out }) => prepareAttentionDecode(ctx, { batch: rows, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim, maxLen: cache.maxLen },
           { q, kCache: cache.k[index]!, vCache: cache.v[index]!, lengths, out }),
-      ], () => 0);
+        () => 0, { cache });
       picker = await this.prepareTokenPicker('policy_decode', rows, built.logits, sampling);
     } catch (err) {
       if (built) release(built.steps, built.buffers);

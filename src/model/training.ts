@@ -26,7 +26,7 @@ import { prepareLinear } from '../ops/linear.js';
 import { prepareLinearBackward } from '../ops/linear-backward.js';
 import { prepareRmsNorm } from '../ops/rmsnorm.js';
 import { prepareRmsNormBackward } from '../ops/rmsnorm-backward.js';
-import { prepareRope, prepareRopeBackward } from '../ops/rope.js';
+import { prepareRopeQk } from '../ops/rope.js';
 import { prepareSwiglu } from '../ops/swiglu.js';
 import { prepareSwigluBackward } from '../ops/swiglu-backward.js';
 import { allocateOutputs, prepareBackward as prepareStatsBackward, prepareForward as prepareStatsForward, type GpuStatsOutputs } from '../ops/token-stats/webgpu.js';
@@ -185,8 +185,7 @@ export class TrainingGraph {
         forward.push(await linear(s.h1, H, layer.q, layer.qBias, s.q));
         forward.push(await linear(s.h1, H, layer.k, layer.kBias, s.k));
         forward.push(await linear(s.h1, H, layer.v, layer.vBias, s.v));
-        forward.push(await prepareRope(ctx, { tokens: rows, heads: c.numHeads, headDim: c.headDim }, s.q, positions, this.model.invFreq));
-        forward.push(await prepareRope(ctx, { tokens: rows, heads: c.numKeyValueHeads, headDim: c.headDim }, s.k, positions, this.model.invFreq));
+        forward.push(await prepareRopeQk(ctx, { tokens: rows, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim }, { q: s.q, k: s.k, positions, invFreq: this.model.invFreq }));
         forward.push(await prepareAttention(ctx, attnShape, { q: s.q, k: s.k, v: s.v, lengths, out: s.attn, lse: s.lse }));
         forward.push(await linear(s.attn, qWidth, layer.o, null, proj));
         forward.push(await prepareAdd(ctx, { n: rows * H }, s.xIn, proj, s.xMid));
@@ -230,8 +229,7 @@ export class TrainingGraph {
         // dX now holds dL/dxMid = dL/d(xIn + o(attn)).
         backward.push(await linearBack(s.attn, qWidth, layer.o, null, dX, dAttn));
         backward.push(await prepareAttentionBackward(ctx, attnShape, { q: s.q, k: s.k, v: s.v, out: s.attn, lse: s.lse, lengths, dOut: dAttn, dq: dQ, dk: dK, dv: dV }));
-        backward.push(await prepareRopeBackward(ctx, { tokens: rows, heads: c.numHeads, headDim: c.headDim }, dQ, positions, this.model.invFreq));
-        backward.push(await prepareRopeBackward(ctx, { tokens: rows, heads: c.numKeyValueHeads, headDim: c.headDim }, dK, positions, this.model.invFreq));
+        backward.push(await prepareRopeQk(ctx, { tokens: rows, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim }, { q: dQ, k: dK, positions, invFreq: this.model.invFreq }, true));
         backward.push(await linearBack(s.h1, H, layer.q, layer.qBias, dQ, dH));
         backward.push(await linearBack(s.h1, H, layer.k, layer.kBias, dK, dH, true));
         backward.push(await linearBack(s.h1, H, layer.v, layer.vBias, dV, dH, true));

@@ -22,10 +22,11 @@ interface PreparedOp {
 
 /**
  * Runs an op once on host data: uploads each input (null stays null), makes a float32 output of
- * `outElements` (filled with POISON_BITS first when `poison`), records `prepare`'s dispatch in one
- * pass and returns the output. Every buffer it made is destroyed, whatever happens.
+ * `out` elements (filled with POISON_BITS first when `poison`), or holding `out`'s values for an
+ * op that adds into its output, records `prepare`'s dispatch in one pass and returns the output.
+ * Every buffer it made is destroyed, whatever happens.
  */
-export async function runOnHost<K extends string>(ctx: GpuContext, op: string, inputs: Record<K, ArrayBufferView | null>, outElements: number, poison: boolean,
+export async function runOnHost<K extends string>(ctx: GpuContext, op: string, inputs: Record<K, ArrayBufferView | null>, out: number | Float32Array, poison: boolean,
   prepare: (buffers: Record<K, GPUBuffer | null>, out: GPUBuffer) => Promise<PreparedOp>): Promise<Float32Array> {
   const owned: GPUBuffer[] = [];
   try {
@@ -36,15 +37,17 @@ export async function runOnHost<K extends string>(ctx: GpuContext, op: string, i
       if (buffers[name]) owned.push(buffers[name]!);
     }
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC;
-    const out = poison ? ctx.upload(`${op}:out`, new Uint32Array(outElements).fill(POISON_BITS), usage) : ctx.createBuffer(`${op}:out`, outElements * 4, usage);
-    owned.push(out);
-    const prepared = await prepare(buffers, out);
+    const outElements = typeof out === 'number' ? out : out.length;
+    const outBuffer = typeof out !== 'number' ? ctx.upload(`${op}:out`, out, usage)
+      : poison ? ctx.upload(`${op}:out`, new Uint32Array(outElements).fill(POISON_BITS), usage) : ctx.createBuffer(`${op}:out`, outElements * 4, usage);
+    owned.push(outBuffer);
+    const prepared = await prepare(buffers, outBuffer);
     try {
       await ctx.runPass(op, (pass) => prepared.encode(pass));
     } finally {
       prepared.destroy();
     }
-    return new Float32Array(await ctx.read(op, out, outElements * 4));
+    return new Float32Array(await ctx.read(op, outBuffer, outElements * 4));
   } finally {
     for (const buffer of owned) buffer.destroy();
   }

@@ -1,21 +1,13 @@
 /**
- * The per-sequence key/value cache of decoding: kv_write.wgsl scatters new key/value rows into it,
- * attention_decode.wgsl attends one new query per sequence to it.
+ * Decoding's attention to the per-sequence key/value cache: attention_decode.wgsl attends one new
+ * query per sequence to it. The cache is filled by the RoPE dispatch of each layer
+ * (prepareRopeQk in ./rope.ts, with a cache).
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { boundDispatch } from './bindings.js';
-import { grid } from './token-stats/plan.js';
 
 export const MAX_DECODE_HEAD_DIM = 128;
-
-export interface KvWriteShape {
-  batch: number;
-  seqLen: number;
-  /** kvHeads · headDim. */
-  width: number;
-  maxLen: number;
-}
 
 interface Prepared {
   encode(pass: GPUComputePassEncoder): void;
@@ -28,32 +20,6 @@ function positive(values: Record<string, number>): void {
 
 function need(name: string, buffer: GPUBuffer, bytes: number): void {
   if (buffer.size < bytes) throw new InvalidArgumentError(name, `a GPUBuffer of at least ${bytes} bytes`, `${buffer.size} bytes`);
-}
-
-/** cache[b, positions[b, t]] = src[b, t] (float64 reference of kv_write.wgsl; positions ≥ maxLen skipped). */
-export function referenceKvWrite(cache: Float64Array, src: ArrayLike<number>, positions: ArrayLike<number>, s: KvWriteShape): Float64Array {
-  const out = Float64Array.from(cache);
-  for (let row = 0; row < s.batch * s.seqLen; row++) {
-    const pos = positions[row]!;
-    if (pos >= s.maxLen) continue;
-    const b = Math.floor(row / s.seqLen);
-    for (let i = 0; i < s.width; i++) out[(b * s.maxLen + pos) * s.width + i] = src[row * s.width + i]!;
-  }
-  return out;
-}
-
-export async function prepareKvWrite(ctx: GpuContext, s: KvWriteShape, src: GPUBuffer, positions: GPUBuffer, cache: GPUBuffer): Promise<Prepared> {
-  positive({ batch: s.batch, seqLen: s.seqLen, width: s.width, maxLen: s.maxLen });
-  const rows = s.batch * s.seqLen;
-  need('src', src, rows * s.width * 4);
-  need('positions', positions, rows * 4);
-  need('cache', cache, s.batch * s.maxLen * s.width * 4);
-  const pipeline = await ctx.pipeline('kv_write', 'kv_write_main');
-  return ctx.scoped('kv_write:prepare', () => {
-    const [y, z] = grid(rows, ctx.limits.maxComputeWorkgroupsPerDimension);
-    const uniform = ctx.uniform('kv_write:params', new Uint32Array([rows, s.seqLen, s.width, s.maxLen, y, 0, 0, 0]).buffer);
-    return boundDispatch(ctx, pipeline, `kv_write ${s.batch}x${s.seqLen}x${s.width}`, uniform, [{ buffer: src }, { buffer: positions }, { buffer: cache }], [Math.ceil(s.width / 64), y, z]);
-  });
 }
 
 export interface DecodeAttentionShape {

@@ -100,10 +100,12 @@ export interface PreparedLinear {
 /**
  * Records y = x · Wᵀ + b over GPU buffers into a caller's pass: x (m·k f32), weight (n·k of
  * weightDType, 16-bit packed), bias (n of biasDType, or null), y (m·n f32, distinct from the
- * inputs). Buffers may be larger than needed; the leading bytes are used. One dispatch, or two
+ * inputs). With `accumulate`, y += x · Wᵀ + b instead (a residual connection in the same
+ * dispatch). Buffers may be larger than needed; the leading bytes are used. One dispatch, or two
  * when k is split (see linearPlan); destroy() frees the split's scratch partials.
  */
-export async function prepareLinear(ctx: GpuContext, shape: LinearShape, x: GPUBuffer, weight: GPUBuffer, bias: GPUBuffer | null, y: GPUBuffer): Promise<PreparedLinear> {
+export async function prepareLinear(ctx: GpuContext, shape: LinearShape, x: GPUBuffer, weight: GPUBuffer, bias: GPUBuffer | null, y: GPUBuffer,
+  { accumulate = false }: { accumulate?: boolean } = {}): Promise<PreparedLinear> {
   const { m, k, n, weightDType, biasDType } = checkShape(shape);
   const { tileM, splits, kPerSplit } = linearPlan({ m, k, n }, ctx.maxBindingBytes);
   const [groupsX, groupsY] = [Math.ceil(n / TILE_N), Math.ceil(m / tileM)];
@@ -119,12 +121,13 @@ export async function prepareLinear(ctx: GpuContext, shape: LinearShape, x: GPUB
   const [mainPipeline, reducePipeline] = await Promise.all([
     ctx.pipeline('linear', 'linear_main', {
       W_DTYPE: DTYPE_CODE[weightDType], B_DTYPE: splits > 1 ? NO_BIAS : biasCode, K_ALIGNED: kAligned ? 1 : 0, TILE_M: tileM,
+      ACCUMULATE: accumulate && splits === 1 ? 1 : 0,
     }),
-    splits > 1 ? ctx.pipeline('linear', 'linear_reduce', { B_DTYPE: biasCode }) : null,
+    splits > 1 ? ctx.pipeline('linear', 'linear_reduce', { B_DTYPE: biasCode, ACCUMULATE: accumulate ? 1 : 0 }) : null,
   ]);
 
   return ctx.scoped('linear:prepare', () => {
-    const label = `linear ${m}x${k}x${n} ${weightDType}${bias === null ? '' : ` +bias ${biasDType}`}`;
+    const label = `linear ${m}x${k}x${n} ${weightDType}${bias === null ? '' : ` +bias ${biasDType}`}${accumulate ? ' +=' : ''}`;
     const owned: GPUBuffer[] = [];
     const own = (buffer: GPUBuffer): GPUBuffer => (owned.push(buffer), buffer);
     let placeholder: GPUBuffer | null = null;
@@ -153,10 +156,11 @@ export async function prepareLinear(ctx: GpuContext, shape: LinearShape, x: GPUB
 /**
  * y = x · Wᵀ + b for host arrays: x a Float32Array (m·k), weight (n·k) and bias (n, or null) a
  * Float32Array for f32 or a Uint16Array of f16/bf16 bits. Returns y (m·n) as float32.
- * `poison` fills y with NaN before the run (tests: an element the kernel never wrote shows).
+ * `poison` fills y with NaN before the run (tests: an element the kernel never wrote shows);
+ * `addTo` (m·n) is a residual: y = addTo + (x · Wᵀ + b), in the kernel.
  */
 export async function linear(ctx: GpuContext, x: Float32Array, weight: HostArray, bias: HostArray | null, shape: LinearShape,
-  options: { poison?: boolean } = {}): Promise<Float32Array> {
+  options: { poison?: boolean; addTo?: Float32Array } = {}): Promise<Float32Array> {
   const { m, k, n, weightDType, biasDType } = checkShape(shape);
   if (!(x instanceof Float32Array) || x.length !== m * k) throw new InvalidArgumentError('x', `Float32Array of ${m * k} elements (m·k)`, describe(x));
   checkHostArray('weight', weightDType, weight);
@@ -165,6 +169,8 @@ export async function linear(ctx: GpuContext, x: Float32Array, weight: HostArray
     checkHostArray('bias', biasDType, bias);
     if (bias.length !== n) throw new InvalidArgumentError('bias', `${n} elements (n)`, describe(bias));
   }
-  return runOnHost(ctx, 'linear', { x, weight, bias }, m * n, options.poison ?? false,
-    (bufs, y) => prepareLinear(ctx, shape, bufs.x!, bufs.weight!, bufs.bias, y));
+  const { addTo } = options;
+  if (addTo !== undefined && (!(addTo instanceof Float32Array) || addTo.length !== m * n)) throw new InvalidArgumentError('addTo', `Float32Array of ${m * n} elements (m·n)`, describe(addTo));
+  return runOnHost(ctx, 'linear', { x, weight, bias }, addTo ?? m * n, options.poison ?? false,
+    (bufs, y) => prepareLinear(ctx, shape, bufs.x!, bufs.weight!, bufs.bias, y, { accumulate: addTo !== undefined }));
 }

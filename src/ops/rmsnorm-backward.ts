@@ -7,6 +7,7 @@
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
+import { rmsNormLanes } from './rmsnorm.js';
 import { grid } from './token-stats/plan.js';
 import { bindingOf, boundDispatch } from './bindings.js';
 
@@ -94,7 +95,7 @@ export async function prepareRmsNormBackward(ctx: GpuContext, shape: RmsNormBack
   const rowsGrid = grid(groups, maxGroups);
   const weightGrid = grid(Math.ceil(hidden / COLUMNS_PER_GROUP), maxGroups);
   const [rowsPipeline, weightPipeline] = await Promise.all([
-    ctx.pipeline('rmsnorm_backward', 'rows_main'),
+    ctx.pipeline('rmsnorm_backward', 'rows_main', { ROW_LANES: rmsNormLanes(hidden, 16) }),
     ctx.pipeline('rmsnorm_backward', 'weight_main'),
   ]);
   return ctx.scoped('rmsnorm_backward:prepare', () => {

@@ -19,6 +19,17 @@ export interface RmsNormShape {
 }
 
 const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2 };
+const WORKGROUP_SIZE = 256;
+
+/**
+ * Threads that sum one row's squares (kernels/rmsnorm.wgsl LANES, rmsnorm_backward.wgsl
+ * ROW_LANES): the power of two that leaves each at most 64 columns, within [least, 256]. Short
+ * rows share a workgroup (hidden 896: 32 lanes, 8 rows), and a lane's sequential f32 sum stays
+ * short however long the row.
+ */
+export function rmsNormLanes(hidden: number, least: number): number {
+  return Math.min(WORKGROUP_SIZE, Math.max(least, 2 ** Math.ceil(Math.log2(Math.ceil(hidden / 64)))));
+}
 
 function checkShape(shape: RmsNormShape): { rows: number; hidden: number; eps: number; weightDType: DType } {
   if (shape === null || typeof shape !== 'object') throw new InvalidArgumentError('shape', 'an object { rows, hidden, eps }', describe(shape));
@@ -58,8 +69,9 @@ export async function prepareRmsNorm(ctx: GpuContext, shape: RmsNormShape, x: GP
     bindingOf(ctx, 'weight', weight, hidden * BYTES_PER_ELEMENT[weightDType]),
     bindingOf(ctx, 'y', y, rows * hidden * 4),
   ];
-  const [groupsX, groupsY] = grid(rows, ctx.limits.maxComputeWorkgroupsPerDimension);
-  const pipeline = await ctx.pipeline('rmsnorm', 'rmsnorm_main', { W_DTYPE: DTYPE_CODE[weightDType] });
+  const lanes = rmsNormLanes(hidden, 32);
+  const [groupsX, groupsY] = grid(Math.ceil(rows / (WORKGROUP_SIZE / lanes)), ctx.limits.maxComputeWorkgroupsPerDimension);
+  const pipeline = await ctx.pipeline('rmsnorm', 'rmsnorm_main', { W_DTYPE: DTYPE_CODE[weightDType], LANES: lanes });
   return ctx.scoped('rmsnorm:prepare', () => {
     const params = new ArrayBuffer(16);
     new Uint32Array(params, 0, 3).set([rows, hidden, groupsX]);

@@ -11,6 +11,10 @@
  * The backward rotates the gradient back by −angle (the transpose of the rotation):
  *   dx1 = dy1·cos + dy2·sin,  dx2 = dy2·cos − dy1·sin:
  * the same kernel with INVERSE set, so it uses exactly the forward's f32 angles and cos/sin.
+ *
+ * prepareRopeQk rotates a layer's q and k in one dispatch (forward or backward) and, for
+ * decoding, stores the rotated keys and the values into the per-sequence KV cache in the same
+ * dispatch.
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
@@ -87,7 +91,7 @@ export async function prepareRope(ctx: GpuContext, shape: RopeShape, x: GPUBuffe
   const op = inverse ? 'rope_backward' : 'rope';
   const pipeline = await ctx.pipeline('rope', 'rope_main', inverse ? { INVERSE: 1 } : {});
   return ctx.scoped(`${op}:prepare`, () => {
-    const uniform = ctx.uniform(`${op}:params`, new Uint32Array([tokens, heads, half, groupsX]).buffer);
+    const uniform = ctx.uniform(`${op}:params`, new Uint32Array([tokens, heads, half, groupsX, 0, 0, 0, 0]).buffer);
     return boundDispatch(ctx, pipeline, `${op} ${tokens}x${heads}x${headDim}`, uniform, entries, [groupsX, groupsY]);
   });
 }
@@ -145,4 +149,99 @@ export function prepareRopeBackward(ctx: GpuContext, shape: RopeShape, dx: GPUBu
 /** The float64 reference of the backward: dy rotated by −angle. */
 export function referenceRopeBackward(dy: ArrayLike<number>, positions: ArrayLike<number>, invFreq: ArrayLike<number>, shape: RopeShape): Float64Array {
   return referenceRope(dy, positions, invFreq, shape, true);
+}
+
+export interface RopeQkShape {
+  tokens: number;
+  /** Query heads (rows of q per token). */
+  heads: number;
+  /** Key/value heads (rows of k and v per token). */
+  kvHeads: number;
+  headDim: number;
+  /**
+   * Store the rotated k and v into caches (batch, maxLen, kvHeads, headDim): token t is position
+   * positions[t] of sequence t / seqLen; positions ≥ maxLen (padding) are not stored.
+   */
+  cache?: { seqLen: number; maxLen: number };
+}
+
+export interface RopeQkBuffers {
+  q: GPUBuffer;
+  k: GPUBuffer;
+  positions: GPUBuffer;
+  invFreq: GPUBuffer;
+  /** With shape.cache: the values and both caches. */
+  v?: GPUBuffer;
+  kCache?: GPUBuffer;
+  vCache?: GPUBuffer;
+}
+
+/**
+ * Records RoPE on q (tokens·heads·headDim) and k (tokens·kvHeads·headDim) in place, in one
+ * dispatch, and with `shape.cache` the cache stores of k (rotated) and v; `inverse` rotates
+ * gradients back instead (no cache).
+ */
+export async function prepareRopeQk(ctx: GpuContext, shape: RopeQkShape, buffers: RopeQkBuffers, inverse = false): Promise<PreparedRope> {
+  const { tokens, heads, headDim } = checkShape(shape);
+  checkShape({ tokens, heads: shape.kvHeads, headDim });
+  const { kvHeads, cache } = shape;
+  if (cache !== undefined) {
+    if (inverse) throw new InvalidArgumentError('shape.cache', 'no cache with inverse (a backward stores nothing)', 'a cache');
+    for (const key of ['seqLen', 'maxLen'] as const) {
+      if (!Number.isSafeInteger(cache[key]) || cache[key] < 1) throw new InvalidArgumentError(`cache.${key}`, 'a positive integer', describe(cache[key]));
+    }
+    if (tokens % cache.seqLen !== 0) throw new InvalidArgumentError('cache.seqLen', `a divisor of tokens (${tokens})`, String(cache.seqLen));
+  }
+  const half = headDim / 2;
+  const kvBytes = tokens * kvHeads * headDim * 4;
+  const cacheBytes = cache ? (tokens / cache.seqLen) * cache.maxLen * kvHeads * headDim * 4 : 0;
+  const required = (name: 'v' | 'kCache' | 'vCache'): GPUBuffer => {
+    const buffer = buffers[name];
+    if (buffer === undefined) throw new InvalidArgumentError(name, 'a GPUBuffer (shape.cache is set)', 'none');
+    return buffer;
+  };
+  const entries = [
+    bindingOf(ctx, inverse ? 'dq' : 'q', buffers.q, tokens * heads * headDim * 4),
+    bindingOf(ctx, 'positions', buffers.positions, tokens * 4),
+    bindingOf(ctx, 'invFreq', buffers.invFreq, half * 4),
+    bindingOf(ctx, inverse ? 'dk' : 'k', buffers.k, kvBytes),
+  ];
+  const cacheEntries = cache ? [bindingOf(ctx, 'v', required('v'), kvBytes), bindingOf(ctx, 'kCache', required('kCache'), cacheBytes), bindingOf(ctx, 'vCache', required('vCache'), cacheBytes)] : null;
+  const rows = tokens * (heads + (cache ? 2 : 1) * kvHeads);
+  const [groupsX, groupsY] = grid(Math.ceil((rows * half) / WORKGROUP_SIZE), ctx.limits.maxComputeWorkgroupsPerDimension);
+  const op = inverse ? 'rope_qk_backward' : 'rope_qk';
+  const pipeline = await ctx.pipeline('rope', 'rope_qk_main', { INVERSE: inverse ? 1 : 0, CACHE: cache ? 1 : 0 });
+  return ctx.scoped(`${op}:prepare`, () => {
+    // Without a cache the kernel's v and cache bindings are never read or written: placeholders
+    // (distinct, as two writable bindings may not share a buffer).
+    const placeholders = cacheEntries ? [] : [0, 1, 2].map(() => ctx.createBuffer('rope_qk:unused', 16, GPUBufferUsage.STORAGE));
+    const uniform = ctx.uniform(`${op}:params`, new Uint32Array([tokens, heads, half, groupsX, kvHeads, cache?.seqLen ?? 1, cache?.maxLen ?? 0, 0]).buffer);
+    return boundDispatch(ctx, pipeline, `${op} ${tokens}x(${heads}+${kvHeads})x${headDim}${cache ? ' +cache' : ''}`, uniform,
+      [...entries, ...(cacheEntries ?? placeholders.map((buffer) => ({ buffer })))], [groupsX, groupsY], placeholders);
+  });
+}
+
+/**
+ * The float64 reference of prepareRopeQk: rotated copies of q and k and, with shape.cache, the
+ * caches after the stores (starting from `cacheBefore`'s values).
+ */
+export function referenceRopeQk(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number> | null, positions: ArrayLike<number>, invFreq: ArrayLike<number>,
+  shape: RopeQkShape, cacheBefore?: { k: ArrayLike<number>; v: ArrayLike<number> }): { q: Float64Array; k: Float64Array; kCache?: Float64Array; vCache?: Float64Array } {
+  const { tokens, heads, kvHeads, headDim, cache } = shape;
+  const rq = referenceRope(q, positions, invFreq, { tokens, heads, headDim });
+  const rk = referenceRope(k, positions, invFreq, { tokens, heads: kvHeads, headDim });
+  if (!cache || !v || !cacheBefore) return { q: rq, k: rk };
+  const width = kvHeads * headDim;
+  const kCache = Float64Array.from(cacheBefore.k);
+  const vCache = Float64Array.from(cacheBefore.v);
+  for (let t = 0; t < tokens; t++) {
+    const position = positions[t]!;
+    if (position >= cache.maxLen) continue;
+    const at = (Math.floor(t / cache.seqLen) * cache.maxLen + position) * width;
+    for (let i = 0; i < width; i++) {
+      kCache[at + i] = rk[t * width + i]!;
+      vCache[at + i] = v[t * width + i]!;
+    }
+  }
+  return { q: rq, k: rk, kCache, vCache };
 }

@@ -1,7 +1,9 @@
-/** kv_write.wgsl and attention_decode.wgsl against the float64 references (decoding's last query). */
+/** attention_decode.wgsl against the float64 reference (decoding's last query), over caches filled by the RoPE dispatch (prepareRopeQk with a cache). */
 import type { GpuContext } from '../../src/gpu/context.js';
 import { referenceAttention } from '../../src/ops/attention.js';
-import { prepareAttentionDecode, prepareKvWrite, referenceKvWrite } from '../../src/ops/kv-cache.js';
+import { prepareAttentionDecode } from '../../src/ops/kv-cache.js';
+import { prepareRopeQk, referenceRopeQk } from '../../src/ops/rope.js';
+import { ropeInverseFrequencies } from '../../src/model/config.js';
 import { gaussian, mulberry32 } from '../../src/util/random.js';
 import { describeGpu, openGpu } from '../helpers.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';
@@ -13,7 +15,7 @@ const CASES: [number, number, number, number, number, number[], string][] = [
   [2, 70, 2, 1, 128, [70, 64], 'head size 128, more keys than threads'],
 ];
 
-describeGpu('KV cache: write and decode attention (WebGPU)', () => {
+describeGpu('KV cache: filled by RoPE, read by decode attention (WebGPU)', () => {
   let ctx: GpuContext;
   beforeAll(async () => {
     ctx = await openGpu();
@@ -40,12 +42,15 @@ describeGpu('KV cache: write and decode attention (WebGPU)', () => {
     for (let b = 0; b < batch; b++) lastQ.set(q.subarray(((b * seqLen + lengths[b]! - 1) * heads) * headDim, ((b * seqLen + lengths[b]!) * heads) * headDim), b * heads * headDim);
     const out = ctx.createBuffer('test:out', lastQ.byteLength, usage);
     ctx.writeBuffer(out, 0, new Float32Array(lastQ.length).fill(NaN));
-    const buffers = { k: ctx.upload('test:k', k), v: ctx.upload('test:v', v), positions: ctx.upload('test:pos', positions), q: ctx.upload('test:q', lastQ), lengths: ctx.upload('test:len', Uint32Array.from(lengths)) };
-    const shape = { batch, seqLen, width, maxLen };
+    const invFreq = ropeInverseFrequencies({ headDim, ropeTheta: 10_000, ropeScaling: { type: 'default' } });
+    const buffers = {
+      q: ctx.upload('test:q', q), k: ctx.upload('test:k', k, usage), v: ctx.upload('test:v', v), positions: ctx.upload('test:pos', positions),
+      invFreq: ctx.upload('test:inv_freq', Float32Array.from(invFreq)), lastQ: ctx.upload('test:last_q', lastQ), lengths: ctx.upload('test:len', Uint32Array.from(lengths)),
+    };
+    const ropeShape = { tokens: batch * seqLen, heads, kvHeads, headDim, cache: { seqLen, maxLen } };
     const steps = [
-      await prepareKvWrite(ctx, shape, buffers.k, buffers.positions, kCache),
-      await prepareKvWrite(ctx, shape, buffers.v, buffers.positions, vCache),
-      await prepareAttentionDecode(ctx, { batch, heads, kvHeads, headDim, maxLen }, { q: buffers.q, kCache, vCache, lengths: buffers.lengths, out }),
+      await prepareRopeQk(ctx, ropeShape, { q: buffers.q, k: buffers.k, v: buffers.v, positions: buffers.positions, invFreq: buffers.invFreq, kCache, vCache }),
+      await prepareAttentionDecode(ctx, { batch, heads, kvHeads, headDim, maxLen }, { q: buffers.lastQ, kCache, vCache, lengths: buffers.lengths, out }),
     ];
     await ctx.scoped('test', () => {
       const encoder = ctx.device.createCommandEncoder();
@@ -54,13 +59,18 @@ describeGpu('KV cache: write and decode attention (WebGPU)', () => {
       pass.end();
       ctx.device.queue.submit([encoder.finish()]);
     });
-    const cache = new Float32Array(await ctx.read('test', kCache, batch * maxLen * width * 4));
-    expectClose('k cache', cache, referenceKvWrite(Float64Array.from(nan), k, positions, shape), TOLERANCES.embedding);
+    const cacheK = new Float32Array(await ctx.read('test', kCache, batch * maxLen * width * 4));
+    const cacheV = new Float32Array(await ctx.read('test', vCache, batch * maxLen * width * 4));
+    const want = referenceRopeQk(q, k, v, positions, invFreq, ropeShape, { k: nan, v: nan });
+    expectClose('k cache', cacheK, want.kCache!, TOLERANCES.rope);
+    expectClose('v cache', cacheV, want.vCache!, TOLERANCES.embedding);
+    // Attention against the keys as the cache holds them (RoPE's own error is tested above).
+    const rotatedK = new Float32Array(await ctx.read('test', buffers.k, k.byteLength));
     const got = new Float32Array(await ctx.read('test', out, lastQ.byteLength));
-    const full = referenceAttention(q, k, v, lengths, { batch, seqLen, heads, kvHeads, headDim }).out;
-    const want = new Float64Array(lastQ.length);
-    for (let b = 0; b < batch; b++) want.set(full.subarray(((b * seqLen + lengths[b]! - 1) * heads) * headDim, ((b * seqLen + lengths[b]!) * heads) * headDim), b * heads * headDim);
-    expectClose('decode attention', got, want, TOLERANCES.attention);
+    const full = referenceAttention(q, rotatedK, v, lengths, { batch, seqLen, heads, kvHeads, headDim }).out;
+    const wantOut = new Float64Array(lastQ.length);
+    for (let b = 0; b < batch; b++) wantOut.set(full.subarray(((b * seqLen + lengths[b]! - 1) * heads) * headDim, ((b * seqLen + lengths[b]!) * heads) * headDim), b * heads * headDim);
+    expectClose('decode attention', got, wantOut, TOLERANCES.attention);
     for (const s of steps) s.destroy();
     for (const b of [kCache, vCache, out, ...Object.values(buffers)]) b.destroy();
   });

@@ -54,6 +54,23 @@ describeGpu('linear (WebGPU, y = x · Wᵀ + b)', () => {
     expectClose(`linear ${m}x${k}x${n} ${weightDType}/${biasDType}`, got, referenceLinear(x, weightValues, biasValues, shape), TOLERANCES.linear);
   });
 
+  test.each([
+    [3, 5, 7, 'f16', 'f16', 'one dispatch: the tile kernel adds into y'],
+    [70, 1001, 67, 'bf16', null, 'split 7: the reduction adds into y'],
+  ] as Case[])('accumulate: y = r + (x · Wᵀ + b), (%i × %i) · (%i × k)ᵀ, W %s, bias %s: %s', async (m, k, n, weightDType, biasDType) => {
+    const { x, weight, bias, weightValues, biasValues } = inputs(m, k, n, weightDType, biasDType);
+    const shape = { m, k, n, weightDType, biasDType: biasDType ?? undefined };
+    const rand = mulberry32(5);
+    const residual = Float32Array.from({ length: m * n }, () => 10 * gaussian(rand));
+    const got = await linear(ctx, x, weight, bias, shape, { addTo: residual });
+    const want = referenceLinear(x, weightValues, biasValues, shape).map((v, i) => v + residual[i]!);
+    expectClose(`linear += ${m}x${k}x${n}`, got, want, TOLERANCES.linear);
+    // The same arithmetic as a separate add of the output: r + fl32(x · Wᵀ + b), bit for bit.
+    const plain = await linear(ctx, x, weight, bias, shape);
+    expect(Array.from(got)).toEqual(Array.from(plain, (v, i) => Math.fround(residual[i]! + v)));
+    await expect(linear(ctx, x, weight, bias, shape, { addTo: new Float32Array(m * n - 1) })).rejects.toThrow(new RegExp(`addTo: expected Float32Array of ${m * n} elements`));
+  });
+
   test('split-k runs repeat bit for bit (fixed-order reduction)', async () => {
     const [m, k, n] = [70, 1001, 67];
     expect(linearPlan({ m, k, n }, ctx.maxBindingBytes).splits).toBeGreaterThan(1);

@@ -13,13 +13,13 @@ import { TOLERANCES, expectClose } from '../tolerances.js';
 type Case = [rows: number, hidden: number, path: string];
 
 const CASES: Case[] = [
-  [1, 1, 'one element: 255 threads add zero to the tree; one row in the only group; one weight lane busy'],
-  [3, 7, 'fewer elements than threads; odd hidden'],
-  [17, 257, 'one row past a group of 16 and one column past the workgroup: a second group of one row, thread 0 strides twice'],
-  [150, 896, "Qwen2.5-0.5B's hidden size: 10 groups, the last of 6 rows, so all 8 weight lanes sum partials; 28 weight workgroups"],
-  [1, 4099, 'one large row: 17 strided passes, a ragged last one'],
+  [1, 1, 'one element: 15 lanes add zero to the row\'s tree; one row in the only group; one weight lane busy'],
+  [3, 7, 'fewer columns than lanes; odd hidden'],
+  [17, 257, 'one row past a group of 16: a second group of one row; 257 columns over 16 lanes, lane 0 strides 17 times'],
+  [150, 896, "Qwen2.5-0.5B's hidden size: 16 lanes of 56 columns, all 16 rows reduced at once; 10 groups, the last of 6 rows, so all 8 weight lanes sum partials; 28 weight workgroups"],
+  [1, 4099, 'one large row: 128 lanes (rows reduced 2 at a time, 8 rounds), a ragged last stride'],
   [300, 33, '19 groups: every weight lane sums 2 or 3 partials; 33 columns: a second weight workgroup of one column'],
-  [1, 65_535 * 32 + 5, 'more weight workgroups (32 columns each) than one grid dimension holds: a 2-D grid; 8192 strided passes'],
+  [1, 65_535 * 32 + 5, 'more weight workgroups (32 columns each) than one grid dimension holds: a 2-D grid; 256 lanes of 8192 columns, one row a round'],
 ];
 
 /**

@@ -9,13 +9,13 @@ import { TOLERANCES, expectClose } from '../tolerances.js';
 type Case = [rows: number, hidden: number, weightDType: DType, path: string];
 
 const CASES: Case[] = [
-  [1, 1, 'f32', 'one element: 255 threads add zero to the tree'],
-  [5, 7, 'f16', 'fewer elements than threads; odd hidden: w ends mid-word'],
-  [3, 257, 'bf16', 'one element past the workgroup: thread 0 strides twice'],
-  [70, 896, 'bf16', "Qwen2.5-0.5B's hidden size, 3.5 elements per thread"],
-  [1, 4099, 'f16', 'one large row: 17 strided passes, a ragged last one'],
-  [9, 300, 'f32', 'f32 weights, ragged second pass'],
-  [65_537, 1, 'f32', 'more rows than one grid dimension holds: a 2-D grid'],
+  [1, 1, 'f32', 'one element: 31 lanes add zero to the row\'s tree, 7 rows of the workgroup idle'],
+  [5, 7, 'f16', 'fewer columns than lanes, 5 of 8 rows; odd hidden: w ends mid-word'],
+  [3, 257, 'bf16', 'one column past 8 passes of 32 lanes: lane 0 strides 9 times'],
+  [70, 896, 'bf16', "Qwen2.5-0.5B's hidden size, 28 columns per lane; 9 workgroups, the last with 6 rows"],
+  [1, 4099, 'f16', 'one large row: 128 lanes (2 rows a workgroup) of 33 columns, a ragged last stride'],
+  [9, 300, 'f32', 'f32 weights, a second workgroup holding one row'],
+  [524_289, 1, 'f32', 'more row groups than one grid dimension holds (65,535 × 8 rows): a 2-D grid'],
 ];
 
 /** Rows of N(0, 1)·scale (row scales from 1e-3 to 1e3, the first row zero), w ~ 1 + N(0, 0.1) rounded to its dtype. */
