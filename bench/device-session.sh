@@ -45,7 +45,7 @@ PY
 # 3. intuitor's benchmarks, ratios against the peers measured above (PEERS may point at an earlier phase's file).
 if has bench; then
   timeout 330 node bin/intuitor.js bench --backends webgpu --rows 8,2048 --dtypes f32,bf16 \
-    --peers "${PEERS:-$OUT/peers.json}" --json "$OUT/bench.json" --markdown "$OUT/bench.md" > "$OUT/bench.txt" 2>&1
+    --peers "${PEERS:-$OUT/peers.json}" --profile --json "$OUT/bench.json" --markdown "$OUT/bench.md" > "$OUT/bench.txt" 2>&1
   echo "bench exit $?"; tail -5 "$OUT/bench.txt"
   grep -E "^\| (token_stats|linear|attention|train_step|decode|matmul)" "$OUT/bench.md" | cut -c1-240
 fi

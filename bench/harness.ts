@@ -3,6 +3,7 @@ import Benchmark from 'benchmark';
 import type { HostArray } from '../src/dtype.js';
 import { BackendUnavailableError, GpuError } from '../src/errors.js';
 import { GpuContext } from '../src/gpu/context.js';
+import type { DispatchProfile } from '../src/gpu/profile.js';
 import { copyBandwidth, median, timeOnGpu } from '../src/gpu/timing.js';
 import { nativeReadBandwidth, nativeStatus, type NativeStatus } from '../src/native/addon.js';
 import { prepareMatmul } from '../src/ops/matmul.js';
@@ -34,9 +35,12 @@ export interface BenchEnv {
   rows: BenchRow[];
   /** Backends or sizes that did not run, each with the reason. */
   skipped: string[];
+  /** With --profile: per-kernel GPU time of the policy's steps (src/gpu/profile.ts). */
+  profile: boolean;
+  profiles: DispatchProfile[];
 }
 
-export async function openEnvironment(quick: boolean, backends: ReadonlySet<BenchBackend>): Promise<BenchEnv> {
+export async function openEnvironment(quick: boolean, backends: ReadonlySet<BenchBackend>, profile = false): Promise<BenchEnv> {
   const skipped: string[] = [];
   let gpu: GpuContext | null = null;
   if (backends.has('webgpu')) {
@@ -56,7 +60,7 @@ export async function openEnvironment(quick: boolean, backends: ReadonlySet<Benc
     else gpujs = peer;
   }
   return {
-    quick, backends, gpu, native, gpujs, skipped, rows: [],
+    quick, backends, gpu, native, gpujs, skipped, rows: [], profile, profiles: [],
     gpuDevice: gpu ? `${gpu.adapter?.description ?? 'caller device'} (WebGPU/Dawn)` : '',
     cpuDevice: `${process.arch} CPU, ${native.loaded ? native.threads : 1} threads`,
     ceilings: { gpuCopy: null, gpuMatmul: null, cpuRead: null },

@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import type { HostTensor } from '../src/io/tensor.js';
+import { profileDispatches } from '../src/gpu/profile.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { PolicyModel } from '../src/model/policy.js';
 import { TrainingGraph } from '../src/model/training.js';
@@ -100,6 +101,7 @@ async function trainStepCase(env: BenchEnv, model: PolicyModel, parameters: numb
         await gpu.sync('train_step');
         if (i > 0) samples.push(performance.now() - started);
       }
+      if (env.profile) env.profiles.push(await profileDispatches(gpu, `train_step ${micro}×${seqLen} (one micro-batch: forward + backward)`, (pass) => { step.encodeForward(pass); step.encodeBackward(pass); }));
       const tokens = batch * seqLen;
       const bytes = gpu.memory.peakBytes;
       const row = rowFromSamples({
@@ -161,6 +163,7 @@ async function decodeStepRow(env: BenchEnv, model: PolicyModel, batch: number, k
       await gpu.sync('decode_step');
       if (i > 0) samples.push((performance.now() - started) / STEPS);
     }
+    if (env.profile) env.profiles.push(await profileDispatches(gpu, `decode_step batch ${batch}, ${keys} cached keys`, (pass) => step.encode(pass)));
     return rowFromSamples({
       kernel: 'decode_step', backend: 'webgpu', dtype: 'f32', shape: [batch, keys], device: env.gpuDevice, method: 'wall-clock',
       note: `one decode step (${keys} cached keys), ${STEPS} recorded back to back, one wait: the GPU's time per step; rows/s = tokens/s`,

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { DTYPES, type DType } from '../src/dtype.js';
 import { InvalidArgumentError } from '../src/errors.js';
+import { profileTable, type DispatchProfile } from '../src/gpu/profile.js';
 import { PACKAGE_VERSION } from '../src/paths.js';
 import { rooflineSvg } from './chart.js';
 import { BENCH_BACKENDS, closeEnvironment, measureCeilings, openEnvironment, type BenchBackend, type BenchEnv } from './harness.js';
@@ -28,6 +29,8 @@ export interface BenchOptions {
   json?: string;
   markdown?: string;
   chart?: string;
+  /** Per-kernel GPU time of the policy's train step and decode step (src/gpu/profile.ts). */
+  profile?: boolean;
 }
 
 export interface BenchReport {
@@ -38,6 +41,7 @@ export interface BenchReport {
   ceilings: BenchEnv['ceilings'];
   skipped: string[];
   rows: BenchRow[];
+  profiles: DispatchProfile[];
 }
 
 function choices<T extends string>(argument: string, given: string[] | undefined, valid: readonly T[]): T[] {
@@ -61,6 +65,7 @@ export function markdownReport(report: BenchReport): string {
   for (const kernel of [...new Set(report.rows.map((r) => r.kernel))]) {
     lines.push('', `## ${kernel}`, '', markdownTable(report.rows.filter((r) => r.kernel === kernel)));
   }
+  if (report.profiles.length > 0) lines.push('', '## Where the GPU time goes', '', ...report.profiles.map((p) => `${profileTable(p)}\n`));
   if (report.skipped.length > 0) lines.push('', '## Skipped', '', ...report.skipped.map((s) => `- ${s}`));
   return lines.join('\n') + '\n';
 }
@@ -75,7 +80,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const peerRows = options.peers === undefined ? [] : (JSON.parse(readFileSync(options.peers, 'utf8')) as { rows: BenchRow[] }).rows;
   const quick = options.quick ?? false;
 
-  const env = await openEnvironment(quick, new Set<BenchBackend>(backends));
+  const env = await openEnvironment(quick, new Set<BenchBackend>(backends), options.profile ?? false);
   try {
     await measureCeilings(env);
     await tokenStatsSuite(env, {
@@ -96,7 +101,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   if (cublas) env.ceilings.gpuMatmul = { name: `cuBLAS f32 matmul ${cublas.shape[0]}³ (PyTorch)`, gflops: cublas.gflops! };
   const report: BenchReport = {
     version: PACKAGE_VERSION, timestamp: new Date().toISOString(), quick,
-    devices: { gpu: env.gpuDevice, cpu: env.cpuDevice }, ceilings: env.ceilings, skipped: env.skipped, rows,
+    devices: { gpu: env.gpuDevice, cpu: env.cpuDevice }, ceilings: env.ceilings, skipped: env.skipped, rows, profiles: env.profiles,
   };
   if (options.json) await writeOutput(options.json, JSON.stringify(report, null, 2) + '\n');
   if (options.markdown) await writeOutput(options.markdown, markdownReport(report));

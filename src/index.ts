@@ -3,6 +3,7 @@ export { IntuitorError, InvalidArgumentError, FileFormatError, BackendUnavailabl
 export { DTYPES, type DType, type HostArray, encode, bf16BitsToFloat, floatToBf16Bits, f16BitsToFloat, floatToF16Bits } from './dtype.js';
 export { GpuContext, listAdapters, type GpuContextOptions, type AdapterDescription } from './gpu/context.js';
 export { timeOnGpu, copyBandwidth, type GpuTiming } from './gpu/timing.js';
+export { profileDispatches, profileTable, type DispatchProfile, type DispatchProfileRow } from './gpu/profile.js';
 export {
   BACKENDS, POISON_BITS, tokenStats, tokenStatsGpu, tokenStatsBackward, tokenStatsBackwardGpu,
   type Backend, type ResolvedBackend, type TokenStats, type TokenStatsArgs, type TokenStatsBackwardArgs, type TokenStatsOptions,

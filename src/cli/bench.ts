@@ -12,6 +12,7 @@ export interface BenchCommandOptions {
   json?: string;
   markdown?: string;
   chart?: string;
+  profile?: boolean;
 }
 
 const list = (value: string | undefined): string[] | undefined => (value === undefined ? undefined : value.split(',').map((s) => s.trim()).filter(Boolean));
@@ -21,7 +22,7 @@ export async function benchCommand(options: BenchCommandOptions): Promise<void> 
   const report = await runBench({
     kernels: list(options.kernels), backends: list(options.backends), quick: options.quick,
     rows: numbers(options.rows), dtypes: list(options.dtypes), minChunks: numbers(options.minChunks),
-    peers: options.peers, json: options.json, markdown: options.markdown, chart: options.chart,
+    peers: options.peers, json: options.json, markdown: options.markdown, chart: options.chart, profile: options.profile,
   });
   process.stdout.write(markdownReport(report));
 }

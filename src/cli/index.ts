@@ -184,6 +184,7 @@ function program(): Command {
     .option('--json <file>', 'write the report as JSON (bench/results/ keeps versioned ones)')
     .option('--markdown <file>', 'write the Markdown report (a table per kernel)')
     .option('--chart <file.svg>', 'write a roofline-style chart of the fraction of each ceiling reached')
+    .option('--profile', "with train_step and decode: each kernel's share of the GPU time of a training step and of a decode step")
     .action(benchCommand);
   return cli;
 }
