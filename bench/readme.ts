@@ -74,7 +74,7 @@ export function performanceSection(files: ResultFile[]): string {
   const localPolicy = files.find((f) => !isNvidia(f) && f.rows.some((r) => r.kernel === 'train_step'));
   if (localPolicy) {
     parts.push('', `### The policy on this machine's kind (lavapipe), \`bench/results/${localPolicy.file}\``, '',
-      'A software adapter runs the small shapes the suites pick for it (named in each row: a 2-layer, hidden-128 model with a 2,048-token vocabulary for `train_step` and `decode`; m = 256 for `linear`; one sequence of 256 for `attention`). No peer runs here; the WGSL matmul timed in the same run (a row of its own) is the FLOP/s yardstick.', '',
+      'A software adapter runs the small shapes the suites pick for it (named in each row: a 2-layer, hidden-128 model with a 2,048-token vocabulary for `train_step` and `decode`; m = 256 for `linear`; one sequence of 256 for `attention`). No peer runs here; the WGSL matmul timed in the same run (a row of its own) is the FLOP/s yardstick. This machine is a shared VM: the same command gives times up to ±25% apart from run to run.', '',
       policyTable(policyRows(localPolicy)));
   }
   return parts.join('\n');

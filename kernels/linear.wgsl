@@ -25,6 +25,13 @@
 //   z · M · N, and
 // linear_reduce: ceil(M · N / 256) workgroups of 256 threads, one element each, sets
 //   y = (partial_0 + partial_1 + … in range order) + b.
+// linear_rows_main (m = ROWS_M ≤ 8, an override: decoding a small batch, where a 32-row tile
+//   would be mostly padding): ceil(N / (256 / ROWS_LANES)) workgroups of 256 threads, ROWS_LANES
+//   (an override, 4 … 32: about 8 quads of k each) per column of y. Lane l reads quads l,
+//   l + ROWS_LANES, … of its column's W row (32 lanes: 512 consecutive bytes of f32 W) and dots
+//   each with the same quad of every row of x (ROWS_M accumulators in registers), so W is read
+//   once and no FMA is spent on padding; a tree in workgroup memory adds the lanes, and lanes
+//   write the column's m values of y (+ bias). k is never split.
 // With ACCUMULATE, y already holds a residual r and gets r + (x · Wᵀ + b): the tile kernel
 // (splits = 1) or the reduction (splits > 1) reads each element of y before writing it, which saves
 // a transformer layer's separate residual adds.
@@ -67,9 +74,14 @@ override X_STRIDE: u32 = TILE_M / 4u + 1u;   // vec4s per slab row of x: TILE_M 
 const W_STRIDE: u32 = TILE_N / 4u + 1u;
 override W_QUADS_PER_THREAD: u32 = TILE_N * DEPTH / 4u / TILE_M;   // 4, or 8 when TILE_M = 32
 const REDUCE_WG: u32 = 256u;
+const ROWS_MAX: u32 = 8u;                          // linear_rows_main: rows of x at most (src/ops/linear.ts ROWS_MAX)
+override ROWS_M: u32 = 1u;                         // linear_rows_main: rows of x, 1 … ROWS_MAX
+override ROWS_LANES: u32 = 32u;                    // linear_rows_main: lanes per column, 4 … 32
+override ROWS_COLUMNS: u32 = 256u / ROWS_LANES;    // linear_rows_main: columns of y per workgroup
 
 var<workgroup> tileX: array<vec4<f32>, DEPTH * X_STRIDE>;   // [k][quad of x rows]
 var<workgroup> tileW: array<vec4<f32>, DEPTH * W_STRIDE>;   // [k][quad of W rows = columns of y]
+var<workgroup> laneSums: array<array<f32, ROWS_MAX>, 256>;    // linear_rows_main: [thread][row of x]
 
 //!include packed16.wgsl
 
@@ -235,5 +247,39 @@ fn linear_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     y[e] = y[e] + value;
   } else {
     y[e] = value;
+  }
+}
+
+@compute @workgroup_size(256)
+fn linear_rows_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let column = wid.x * ROWS_COLUMNS + lid / ROWS_LANES;
+  let lane = lid % ROWS_LANES;
+  var acc: array<f32, ROWS_MAX>;
+  // w_quad and x_quad give zeros past N and past K.
+  for (var k = 4u * lane; k < params.k; k += 4u * ROWS_LANES) {
+    let wq = w_quad(column, k, params.k);
+    for (var r = 0u; r < ROWS_M; r++) {
+      acc[r] += dot(x_quad(r, k, params.k), wq);
+    }
+  }
+  laneSums[lid] = acc;
+  workgroupBarrier();
+  for (var stride = ROWS_LANES / 2u; stride > 0u; stride >>= 1u) {
+    if (lane < stride) {
+      for (var r = 0u; r < ROWS_M; r++) {
+        laneSums[lid][r] += laneSums[lid + stride][r];
+      }
+    }
+    workgroupBarrier();
+  }
+  // Lane l writes rows l, l + ROWS_LANES, … (4 lanes may serve 8 rows).
+  for (var r = lane; r < ROWS_M && column < params.n; r += ROWS_LANES) {
+    let at = r * params.n + column;
+    let value = laneSums[lid - lane][r] + bias_at(column);
+    if (ACCUMULATE) {
+      product[at] = product[at] + value;
+    } else {
+      product[at] = value;
+    }
   }
 }

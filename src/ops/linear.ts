@@ -4,7 +4,8 @@
  * packed two per 32-bit word, exactly as in a safetensors file, K odd included); the optional
  * bias likewise; x and y are f32 and the accumulation is f32. Small grids (decoding, narrow
  * outputs) cut k into ranges whose partials a second dispatch adds in a fixed order (linearPlan),
- * so results repeat bit for bit.
+ * so results repeat bit for bit; a few rows (decoding a small batch) run on a kernel that reads
+ * each W row with 32 lanes splitting k instead of padding a 32-row tile.
  */
 import { BYTES_PER_ELEMENT, checkHostArray, parseDType, type DType, type HostArray } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
@@ -32,6 +33,12 @@ const TILE_N = 64;
 /** k elements staged per step; split ranges are multiples of it. */
 const DEPTH = 16;
 const REDUCE_WORKGROUP = 256;
+/** Up to this many rows of x run on linear_rows_main (lanes splitting k, no padding rows). */
+const ROWS_MAX = 8;
+/** Threads of a linear_rows_main workgroup. */
+const ROWS_WORKGROUP = 256;
+/** Workgroups per grid dimension that every WebGPU device allows. */
+const GUARANTEED_WORKGROUPS = 65535;
 /** Up to this many rows of x run as one 32-row tile row (decoding: W is then read exactly once). */
 const SMALL_M = 32;
 /** Split k until about this many workgroups run (≈ 15 per SM on a 132-SM GPU: enough waves that the last, partial one costs little)… */
@@ -40,6 +47,13 @@ const TARGET_WORKGROUPS = 2048;
 const MIN_SPLIT_K = 128;
 
 export interface LinearPlan {
+  /**
+   * 'rows' (m ≤ 8, and its grid within 65,535 workgroups): linear_rows_main, `lanes` threads per
+   * column of y splitting k, every row of x at once; 'tiles': linear_main's tiles.
+   */
+  kernel: 'rows' | 'tiles';
+  /** rows: threads per column, 4 … 32, about 8 quads of k each (256 / lanes columns a workgroup). */
+  lanes: number;
   /** Rows of x per workgroup: 32 when m ≤ 32, else 64. */
   tileM: 32 | 64;
   /** Ranges k is cut into (grid z); 1: y is written directly, else partials then a reduction. */
@@ -57,12 +71,15 @@ export interface LinearPlan {
  * shape (and of maxBindingBytes when that is under 64 MiB) only, so results repeat bit for bit.
  * E.g. (m, k, n) = (2048, 896, 4864): 2432 tiles, one range; (2048, 4864, 896): 448 tiles,
  * 5 ranges of 976 (the last 960); (32, 4864, 896): 14 tiles of 32 rows, 38 ranges of 128.
+ * A few rows (m ≤ 8) run on linear_rows_main instead, unsplit.
  */
 export function linearPlan({ m, k, n }: Pick<LinearShape, 'm' | 'k' | 'n'>, maxBindingBytes: number): LinearPlan {
+  const lanes = Math.min(32, Math.max(4, 2 ** Math.ceil(Math.log2(Math.ceil(k / 4 / 8)))));
+  if (m <= ROWS_MAX && Math.ceil(n / (ROWS_WORKGROUP / lanes)) <= GUARANTEED_WORKGROUPS) return { kernel: 'rows', lanes, tileM: 32, splits: 1, kPerSplit: k };
   const tileM = m <= SMALL_M ? 32 : 64;
   const tiles = Math.ceil(n / TILE_N) * Math.ceil(m / tileM);
   const { splits, range } = splitReduction({ tiles, length: k, targetWorkgroups: TARGET_WORKGROUPS, minRange: MIN_SPLIT_K, partialBytes: m * n * 4, maxBindingBytes, multiple: DEPTH });
-  return { tileM, splits, kPerSplit: range };
+  return { kernel: 'tiles', lanes: 0, tileM, splits, kPerSplit: range };
 }
 
 function checkShape(shape: LinearShape): { m: number; k: number; n: number; weightDType: DType; biasDType: DType } {
@@ -107,8 +124,8 @@ export interface PreparedLinear {
 export async function prepareLinear(ctx: GpuContext, shape: LinearShape, x: GPUBuffer, weight: GPUBuffer, bias: GPUBuffer | null, y: GPUBuffer,
   { accumulate = false }: { accumulate?: boolean } = {}): Promise<PreparedLinear> {
   const { m, k, n, weightDType, biasDType } = checkShape(shape);
-  const { tileM, splits, kPerSplit } = linearPlan({ m, k, n }, ctx.maxBindingBytes);
-  const [groupsX, groupsY] = [Math.ceil(n / TILE_N), Math.ceil(m / tileM)];
+  const { kernel, lanes, tileM, splits, kPerSplit } = linearPlan({ m, k, n }, ctx.maxBindingBytes);
+  const [groupsX, groupsY] = kernel === 'rows' ? [Math.ceil(n / (ROWS_WORKGROUP / lanes)), 1] : [Math.ceil(n / TILE_N), Math.ceil(m / tileM)];
   const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
   if (groupsX > maxGroups) throw new InvalidArgumentError('n', `at most ${TILE_N * maxGroups}`, String(n));
   if (groupsY > maxGroups) throw new InvalidArgumentError('m', `at most ${tileM * maxGroups}`, String(m));
@@ -119,10 +136,12 @@ export async function prepareLinear(ctx: GpuContext, shape: LinearShape, x: GPUB
   const kAligned = k % 4 === 0;
   const biasCode = bias === null ? NO_BIAS : DTYPE_CODE[biasDType];
   const [mainPipeline, reducePipeline] = await Promise.all([
-    ctx.pipeline('linear', 'linear_main', {
-      W_DTYPE: DTYPE_CODE[weightDType], B_DTYPE: splits > 1 ? NO_BIAS : biasCode, K_ALIGNED: kAligned ? 1 : 0, TILE_M: tileM,
-      ACCUMULATE: accumulate && splits === 1 ? 1 : 0,
-    }),
+    kernel === 'rows'
+      ? ctx.pipeline('linear', 'linear_rows_main', { W_DTYPE: DTYPE_CODE[weightDType], B_DTYPE: biasCode, K_ALIGNED: kAligned ? 1 : 0, ACCUMULATE: accumulate ? 1 : 0, ROWS_M: m, ROWS_LANES: lanes })
+      : ctx.pipeline('linear', 'linear_main', {
+        W_DTYPE: DTYPE_CODE[weightDType], B_DTYPE: splits > 1 ? NO_BIAS : biasCode, K_ALIGNED: kAligned ? 1 : 0, TILE_M: tileM,
+        ACCUMULATE: accumulate && splits === 1 ? 1 : 0,
+      }),
     splits > 1 ? ctx.pipeline('linear', 'linear_reduce', { B_DTYPE: biasCode, ACCUMULATE: accumulate ? 1 : 0 }) : null,
   ]);
 
@@ -138,7 +157,7 @@ export async function prepareLinear(ctx: GpuContext, shape: LinearShape, x: GPUB
     const step = dispatches.add.bind(dispatches);
 
     const partials = splits > 1 ? own(ctx.createBuffer('linear:partials', splits * m * n * 4, GPUBufferUsage.STORAGE)) : null;
-    step(mainPipeline, splits > 1 ? `split ${splits}` : 'main', [
+    step(mainPipeline, kernel === 'rows' ? 'rows' : splits > 1 ? `split ${splits}` : 'main', [
       [1, xBinding], [2, kAligned ? xBinding : unread()], [3, wBinding],
       [4, kAligned && weightDType === 'f32' ? wBinding : unread()], [5, kAligned && weightDType !== 'f32' ? wBinding : unread()],
       [6, splits === 1 && bBinding !== null ? bBinding : unread()], [7, partials ? { buffer: partials } : yBinding],

@@ -14,7 +14,7 @@ describeGpu('profileDispatches (WebGPU timestamps)', () => {
   afterAll(() => ctx.close());
 
   test('times each dispatch of a pass, sums them per kernel, and runs them for real', async () => {
-    const [m, k, n] = [3, 300, 5];
+    const [m, k, n] = [9, 300, 5];
     const x = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i));
     const w = Float32Array.from({ length: n * k }, (_, i) => Math.cos(i) / 8);
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;

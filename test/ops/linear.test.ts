@@ -9,23 +9,28 @@ import { TOLERANCES, expectClose } from '../tolerances.js';
 
 type Case = [m: number, k: number, n: number, weightDType: DType, biasDType: DType | null, path: string];
 
-// Paths (linearPlan): "small" = 32-row tiles (m ≤ 32), "large" = 64-row tiles; "aligned" = k % 4 = 0,
-// so rows of x and W are read as whole quads (vec4 / packed pairs); "split S" = k cut into S ranges,
+// Paths (linearPlan): "rows" = linear_rows_main (m ≤ 8: 8 columns a workgroup, 32 lanes split k);
+// "small" = 32-row tiles (9 ≤ m ≤ 32), "large" = 64-row tiles; "aligned" = k % 4 = 0, so rows of
+// x and W are read as whole quads (vec4 / packed pairs); "split S" = k cut into S ranges,
 // partials reduced by linear_reduce (which adds the bias), else one dispatch writes y + bias.
 const CASES: Case[] = [
-  [1, 1, 1, 'f32', null, 'small, one element: every tile edge masked, no bias (placeholder bound)'],
-  [1, 37, 70, 'bf16', 'bf16', 'small, one row (a decoding step); odd k: W rows alternate starting in the low and high half of a word; n one tile and 6 columns'],
-  [3, 5, 7, 'f16', 'f16', 'small, smaller than one tile and one k-step; odd k and odd n: the bias ends mid-word'],
+  [1, 1, 1, 'f32', null, 'rows, one element: 3 of 4 lanes and 63 of 64 columns of the workgroup idle, no bias (placeholder bound)'],
+  [1, 37, 70, 'bf16', 'bf16', 'rows, one row (a decoding step); odd k: W rows alternate starting in the low and high half of a word; 2 workgroups of 64 columns, the second with 6'],
+  [3, 5, 7, 'f16', 'f16', 'rows, fewer columns than a workgroup and one quad of k; odd n: the bias ends mid-word'],
+  [8, 4864, 131, 'bf16', 'f32', 'rows at its largest m, aligned pairs, 32 lanes of 38 quads (an MLP down projection)'],
+  [5, 1003, 17, 'f32', null, 'rows, odd k: quads read element by element, 32 lanes, the last stride ragged'],
+  [7, 64, 9, 'f16', 'f16', 'rows with more rows than lanes (4): lanes 0–2 write two rows of y each'],
   [65, 17, 33, 'f32', 'f32', 'large, one row past a tile in m, one element past a k-step, ragged n'],
   [67, 31, 129, 'bf16', null, 'large, odd k, m and n past whole tiles (two and three workgroups), no bias'],
   [130, 64, 66, 'f16', 'bf16', 'large, aligned 16-bit pairs, whole k-steps, ragged m and n, bias dtype differs from W'],
-  [2, 2053, 19, 'f16', 'f32', 'small, split 15 (ranges of 144, the last 37), odd k: odd rows start every range mid-word; f32 bias added by the reduction'],
+  [9, 2053, 19, 'f16', 'f32', 'small at its smallest m, split 15 (ranges of 144, the last 37), odd k: odd rows start every range mid-word; f32 bias added by the reduction'],
   [32, 300, 70, 'f32', 'f32', 'small at its largest m, aligned f32 quads, split 2 (160 + 140): a range ending mid-step'],
   [33, 260, 131, 'bf16', 'bf16', 'large at its smallest m (second tile row nearly empty), aligned pairs, split 2; bf16 bias ends mid-word in the reduction'],
   [70, 1001, 67, 'bf16', 'f16', 'large, split 7 (6 × 144 + 137), odd k: unaligned 16-bit reads across range edges'],
-  [5, 512, 100, 'f16', null, 'small, aligned f16 pairs (subnormal weights among them), split 4, no bias in the reduction (placeholder)'],
+  [12, 512, 100, 'f16', null, 'small, aligned f16 pairs (subnormal weights among them), split 4, no bias in the reduction (placeholder)'],
   [100, 64, 200, 'f32', 'f32', 'large, aligned f32 quads, k too short to split: bias added by the tile kernel'],
-  [2, 40, 5000, 'bf16', null, 'small, wide n (79 column tiles, an lm_head in miniature), k of 2.5 steps, aligned'],
+  [2, 40, 5000, 'bf16', null, 'rows, wide n (79 workgroups of 64 columns, an lm_head in miniature), 4 lanes of 2 or 3 quads, aligned'],
+  [20, 40, 5000, 'bf16', null, 'small, wide n (79 column tiles), k of 2.5 steps, aligned'],
 ];
 /** x ~ N(0, 1) with an outlier, W ~ N(0, 1/k) and b ~ N(0, 1) rounded to their dtypes; the references see the decoded values. */
 function inputs(m: number, k: number, n: number, weightDType: DType, biasDType: DType | null) {
@@ -55,7 +60,8 @@ describeGpu('linear (WebGPU, y = x · Wᵀ + b)', () => {
   });
 
   test.each([
-    [3, 5, 7, 'f16', 'f16', 'one dispatch: the tile kernel adds into y'],
+    [3, 5, 7, 'f16', 'f16', 'rows: linear_rows_main adds into y'],
+    [20, 40, 70, 'f32', 'f32', 'one dispatch: the tile kernel adds into y'],
     [70, 1001, 67, 'bf16', null, 'split 7: the reduction adds into y'],
   ] as Case[])('accumulate: y = r + (x · Wᵀ + b), (%i × %i) · (%i × k)ᵀ, W %s, bias %s: %s', async (m, k, n, weightDType, biasDType) => {
     const { x, weight, bias, weightValues, biasValues } = inputs(m, k, n, weightDType, biasDType);
@@ -105,7 +111,7 @@ describeGpu('linear (WebGPU, y = x · Wᵀ + b)', () => {
   });
 });
 
-describe('linearPlan (tile height and split-k, from the shape only)', () => {
+describe('linearPlan (kernel, tile height and split-k, from the shape only)', () => {
   const big = 2 ** 31;
   test.each([
     [2048, 896, 4864, 64, 1, 896, 'prefill, 2432 tiles: enough without splitting'],
@@ -116,11 +122,19 @@ describe('linearPlan (tile height and split-k, from the shape only)', () => {
     [32, 896, 151936, 32, 1, 896, 'decode lm_head, 2374 tiles'],
     [33, 127, 64, 64, 1, 128, 'k under one minimum range: never split'],
   ])('(%i, %i, %i) → tileM %i, %i ranges of %i: %s', (m, k, n, tileM, splits, kPerSplit) => {
-    expect(linearPlan({ m, k, n }, big)).toEqual({ tileM, splits, kPerSplit });
+    expect(linearPlan({ m, k, n }, big)).toEqual({ kernel: 'tiles', lanes: 0, tileM, splits, kPerSplit });
+  });
+
+  test('a few rows (m ≤ 8) run on linear_rows_main, unsplit, with about 8 quads of k per lane, while its grid fits 65,535 workgroups', () => {
+    expect(linearPlan({ m: 1, k: 896, n: 151936 }, big)).toEqual({ kernel: 'rows', lanes: 32, tileM: 32, splits: 1, kPerSplit: 896 });
+    expect(linearPlan({ m: 8, k: 4864, n: 896 }, big)).toMatchObject({ kernel: 'rows', lanes: 32 });
+    expect(linearPlan({ m: 2, k: 64, n: 176 }, big)).toMatchObject({ kernel: 'rows', lanes: 4 });
+    expect(linearPlan({ m: 9, k: 4864, n: 896 }, big).kernel).toBe('tiles');
+    expect(linearPlan({ m: 1, k: 4096, n: 8 * 65535 + 1 }, big).kernel).toBe('tiles');
   });
 
   test('partials never exceed maxBindingBytes', () => {
-    expect(linearPlan({ m: 32, k: 4864, n: 896 }, 2 * 32 * 896 * 4)).toEqual({ tileM: 32, splits: 2, kPerSplit: 2432 });
-    expect(linearPlan({ m: 32, k: 4864, n: 896 }, 32 * 896 * 4 + 4)).toEqual({ tileM: 32, splits: 1, kPerSplit: 4864 });
+    expect(linearPlan({ m: 32, k: 4864, n: 896 }, 2 * 32 * 896 * 4)).toEqual({ kernel: 'tiles', lanes: 0, tileM: 32, splits: 2, kPerSplit: 2432 });
+    expect(linearPlan({ m: 32, k: 4864, n: 896 }, 32 * 896 * 4 + 4)).toEqual({ kernel: 'tiles', lanes: 0, tileM: 32, splits: 1, kPerSplit: 4864 });
   });
 });
