@@ -3,7 +3,8 @@
 // attend to (the new token's position + 1); out (B, Hq, D).
 //   out[b,h,:] = Σ_{s < lengths[b]} softmax_s(q·k_s / √D) v_s, with k/v head h / (Hq / Hkv).
 // Grid: (Hq, B) workgroups of 32 threads; thread i takes keys i, i + 32, … with its own online
-// softmax (max, normaliser, accumulator), then the 32 states are merged through workgroup memory.
+// softmax (max, normaliser, accumulator), then the 32 states are merged through workgroup memory:
+// every thread forms the common max and normaliser, and thread i the output columns i, i + 32, ….
 // HEAD_DIM ≤ 128. Reference: referenceAttention on the cached rows (src/ops/attention.ts).
 
 struct Params {
@@ -65,27 +66,24 @@ fn attention_decode_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     stateAcc[lid * MAX_DIM + d] = acc[d];
   }
   workgroupBarrier();
-  if (lid == 0u) {
-    var mAll = -3.0e38;
+  // Threads with no keys (l = 0) hold empty states and are left out.
+  var mAll = -3.0e38;
+  for (var i = 0u; i < THREADS; i++) {
+    if (stateL[i] > 0.0) {
+      mAll = max(mAll, stateM[i]);
+    }
+  }
+  var lAll = 0.0;
+  var weight: array<f32, THREADS>;
+  for (var i = 0u; i < THREADS; i++) {
+    weight[i] = select(0.0, exp(stateM[i] - mAll), stateL[i] > 0.0);
+    lAll += stateL[i] * weight[i];
+  }
+  for (var d = lid; d < D; d += THREADS) {
+    var sum = 0.0;
     for (var i = 0u; i < THREADS; i++) {
-      if (stateL[i] > 0.0) {
-        mAll = max(mAll, stateM[i]);
-      }
+      sum += stateAcc[i * MAX_DIM + d] * weight[i];
     }
-    var lAll = 0.0;
-    for (var i = 0u; i < THREADS; i++) {
-      if (stateL[i] > 0.0) {
-        lAll += stateL[i] * exp(stateM[i] - mAll);
-      }
-    }
-    for (var d = 0u; d < D; d++) {
-      var sum = 0.0;
-      for (var i = 0u; i < THREADS; i++) {
-        if (stateL[i] > 0.0) {
-          sum += stateAcc[i * MAX_DIM + d] * exp(stateM[i] - mAll);
-        }
-      }
-      out[qBase + d] = select(0.0, sum / lAll, lAll > 0.0);
-    }
+    out[qBase + d] = select(0.0, sum / lAll, lAll > 0.0);
   }
 }
