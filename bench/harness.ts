@@ -143,6 +143,15 @@ export async function runCase(env: BenchEnv, label: string, body: () => Promise<
 }
 
 /** Sets a row's ceiling to the run's f32 matmul FLOP/s (when measured) and its fraction of it. */
+/** GB/s against a bandwidth ceiling of the run (the GPU copy's read + write bytes, or the CPU's read). */
+export function withBandwidthCeiling(row: BenchRow, ceiling: { name: string; gbps?: number } | null): BenchRow {
+  if (ceiling?.gbps && row.gbps !== null) {
+    row.ceiling = { name: ceiling.name, gbps: ceiling.gbps };
+    row.fractionOfCeiling = row.gbps / ceiling.gbps;
+  }
+  return row;
+}
+
 export function withMatmulCeiling(env: BenchEnv, row: BenchRow): BenchRow {
   const ceiling = env.ceilings.gpuMatmul;
   if (ceiling?.gflops && row.gflops !== null) {

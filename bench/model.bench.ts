@@ -1,7 +1,10 @@
 /**
- * Suites `linear` and `attention`: the policy's two heavy kernels at Qwen2.5-0.5B shapes.
+ * Suites `linear`, `linear_decode` and `attention`: the policy's heavy kernels at Qwen2.5-0.5B shapes.
  * - linear: y = x · Wᵀ for M = 2048 tokens, hidden 896, intermediate 4864 (gate/up and down
  *   projections), f32 and bf16 weights; GFLOP/s against the f32 matmul ceiling of the same run.
+ * - linear_decode: the same projections and the lm_head (V 151,936) for one decoding step at
+ *   batch 1 (linear_rows_main) and 32 (32-row tiles, k split): memory-bound, so GB/s of weights
+ *   read against the copy ceiling of the same run.
  * - attention: causal prefill, B 8, 14 query heads, 2 key/value heads, T 2048, D 64, f32: every
  *   kernel variant of the D ≤ 64 class (backend `webgpu` for the default, `webgpu/<variant>` for
  *   the others), so one run compares them with each other and with PyTorch's SDPA; and one D 128
@@ -13,12 +16,12 @@
 import { encode, type DType } from '../src/dtype.js';
 import { timeOnGpu } from '../src/gpu/timing.js';
 import { ATTENTION_VARIANTS, DEFAULT_ATTENTION_VARIANT, prepareAttention, type AttentionShape, type AttentionVariant } from '../src/ops/attention.js';
-import { prepareLinear } from '../src/ops/linear.js';
+import { linearPlan, prepareLinear } from '../src/ops/linear.js';
 import { gaussian, mulberry32 } from '../src/util/random.js';
-import { runCase, withMatmulCeiling, type BenchEnv } from './harness.js';
+import { runCase, withBandwidthCeiling, withMatmulCeiling, type BenchEnv } from './harness.js';
 import { rowFromSamples } from './schema.js';
 
-export const MODEL_KERNELS = ['linear', 'attention'] as const;
+export const MODEL_KERNELS = ['linear', 'linear_decode', 'attention'] as const;
 
 function randomValues(n: number, seed: number): Float32Array {
   const rand = mulberry32(seed);
@@ -50,6 +53,33 @@ export async function modelSuite(env: BenchEnv, kernels: ReadonlySet<string>, dt
             for (const b of [x, w, y]) b.destroy();
           }
         });
+      }
+    }
+  }
+  if (kernels.has('linear_decode')) {
+    const shapes = small ? [[128, 352], [352, 128], [128, 2048]] : [[896, 4864], [4864, 896], [896, 151936]];
+    for (const m of [1, 32]) {
+      for (const [k, n] of shapes as [number, number][]) {
+        for (const dtype of dtypes) {
+          await runCase(env, `linear_decode ${m}x${k}x${n} ${dtype}`, async () => {
+            const x = gpu.upload('bench:x', randomValues(m * k, k));
+            const w = gpu.upload('bench:w', encode(dtype, randomValues(n * k, n)));
+            const y = gpu.createBuffer('bench:y', m * n * 4, usage);
+            try {
+              const prepared = await prepareLinear(gpu, { m, k, n, weightDType: dtype }, x, w, null, y);
+              const t = await timeOnGpu(gpu, 'linear_decode', (pass) => prepared.encode(pass), timing);
+              prepared.destroy();
+              const plan = linearPlan({ m, k, n }, gpu.maxBindingBytes);
+              const moved = w.size + (m * k + m * n) * 4;
+              const note = plan.kernel === 'rows' ? `linear_rows_main, ${plan.lanes} lanes a column` : `32-row tiles, k in ${plan.splits} ranges`;
+              const row = rowFromSamples({ kernel: 'linear_decode', backend: 'webgpu', dtype, shape: [m, k, n], device: env.gpuDevice, method: t.method, note }, t.samples, moved, null);
+              row.gflops = (2 * m * k * n) / (row.medianMs / 1000) / 1e9;
+              env.rows.push(withBandwidthCeiling(row, env.ceilings.gpuCopy));
+            } finally {
+              for (const b of [x, w, y]) b.destroy();
+            }
+          });
+        }
       }
     }
   }

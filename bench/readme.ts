@@ -81,7 +81,7 @@ export function performanceSection(files: ResultFile[]): string {
 }
 
 function policyRows(file: ResultFile): BenchRow[] {
-  return file.rows.filter((r) => ['matmul', 'linear', 'attention', 'train_step', 'decode', 'decode_step'].includes(r.kernel));
+  return file.rows.filter((r) => ['matmul', 'linear', 'linear_decode', 'attention', 'train_step', 'decode', 'decode_step'].includes(r.kernel));
 }
 
 function policyTable(rows: BenchRow[]): string {

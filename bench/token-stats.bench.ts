@@ -16,8 +16,8 @@ import { copyBandwidth, timeOnGpu } from '../src/gpu/timing.js';
 import { tokenStats, tokenStatsBackward } from '../src/ops/token-stats.js';
 import { allocateOutputs, prepareBackward, prepareForward, type PlanTuning, type PreparedDispatch } from '../src/ops/token-stats/webgpu.js';
 import { gaussian, mulberry32 } from '../src/util/random.js';
-import { benchmarkJs, rotate, rotations, runCase, type BenchEnv } from './harness.js';
-import { rowFromSamples, type BenchRow } from './schema.js';
+import { benchmarkJs, rotate, rotations, runCase, withBandwidthCeiling, type BenchEnv } from './harness.js';
+import { rowFromSamples } from './schema.js';
 
 export const TOKEN_STATS_KERNELS = ['token_stats_forward', 'token_stats_backward'] as const;
 const VOCAB = 151936;
@@ -41,14 +41,6 @@ function makeInput(rows: number, dtype: DType): { logits: HostArray; ids: Int32A
     ids[r] = Math.floor(rand() * VOCAB);
   }
   return { logits: dtype === 'f32' ? values : encode(dtype, values), ids };
-}
-
-function withCeiling(row: BenchRow, ceiling: { name: string; gbps?: number } | null): BenchRow {
-  if (ceiling?.gbps && row.gbps !== null) {
-    row.ceiling = { name: ceiling.name, gbps: ceiling.gbps };
-    row.fractionOfCeiling = row.gbps / ceiling.gbps;
-  }
-  return row;
 }
 
 async function webgpuCases(env: BenchEnv, opts: TokenStatsSuiteOptions, rows: number, dtype: DType, logits: HostArray, ids: Int32Array): Promise<void> {
@@ -87,7 +79,7 @@ async function webgpuCases(env: BenchEnv, opts: TokenStatsSuiteOptions, rows: nu
           const t = await timeOnGpu(gpu, kernel, (pass, r) => prepared[r % count]!.encode(pass), { cycle: count, samples: env.quick ? 5 : 20, warmupMs: env.quick ? 50 : 300 });
           const note = `${count} rotated inputs${gpu.variant.subgroups ? ', subgroup reduction' : ''}`;
           const moved = kernel === 'token_stats_forward' ? bytes : bytes + gradBytes;
-          env.rows.push(withCeiling(rowFromSamples({ kernel, backend, dtype, shape, device: env.gpuDevice, method: t.method, note }, t.samples, moved, rows), env.ceilings.gpuCopy));
+          env.rows.push(withBandwidthCeiling(rowFromSamples({ kernel, backend, dtype, shape, device: env.gpuDevice, method: t.method, note }, t.samples, moved, rows), env.ceilings.gpuCopy));
           if (minChunk === undefined) {
             // The copy kernel moving the same traffic (half read, half written): at small sizes its
             // launch latency bounds it too, so the ratio "webgpu-copy" (copy time / this time) is
@@ -116,12 +108,12 @@ async function hostCases(env: BenchEnv, opts: TokenStatsSuiteOptions, rows: numb
     const first = await tokenStats({ logits, shape, dtype, ids }, { backend: 'native' });
     if (opts.kernels.has('token_stats_forward')) {
       const samples = await benchmarkJs(`native forward N=${rows} ${dtype}`, () => tokenStats({ logits: next(), shape, dtype, ids }, { backend: 'native' }), env.quick);
-      env.rows.push(withCeiling(rowFromSamples({ kernel: 'token_stats_forward', backend: 'native', dtype, shape, device: cpu, method: 'benchmark.js' }, samples, bytes, rows), env.ceilings.cpuRead));
+      env.rows.push(withBandwidthCeiling(rowFromSamples({ kernel: 'token_stats_forward', backend: 'native', dtype, shape, device: cpu, method: 'benchmark.js' }, samples, bytes, rows), env.ceilings.cpuRead));
     }
     if (opts.kernels.has('token_stats_backward')) {
       const args = { shape, dtype, ids, logsumexp: first.logsumexp, validCount: first.validCount, gLogprob: new Float32Array(rows).fill(1), gSelfCertainty: new Float32Array(rows).fill(0.5) };
       const samples = await benchmarkJs(`native backward N=${rows} ${dtype}`, () => tokenStatsBackward({ ...args, logits: next() }, { backend: 'native' }), env.quick);
-      env.rows.push(withCeiling(rowFromSamples({ kernel: 'token_stats_backward', backend: 'native', dtype, shape, device: cpu, method: 'benchmark.js' }, samples, bytes + rows * VOCAB * 4, rows), env.ceilings.cpuRead));
+      env.rows.push(withBandwidthCeiling(rowFromSamples({ kernel: 'token_stats_backward', backend: 'native', dtype, shape, device: cpu, method: 'benchmark.js' }, samples, bytes + rows * VOCAB * 4, rows), env.ceilings.cpuRead));
     }
   }
   if (!opts.kernels.has('token_stats_forward') || rows > 256) return;
