@@ -200,20 +200,21 @@ export async function saveCheckpoint(outDir: string, content: CheckpointContent,
   const keep = checkKeep(options.keep ?? 2);
   if (!isPlainObject(content)) throw new InvalidArgumentError('content', 'an object { step, sourceModelDir, tensors, optimizer, trainerState }', describe(content));
   if (typeof content.sourceModelDir !== 'string' || content.sourceModelDir === '') throw new InvalidArgumentError('sourceModelDir', 'a folder path', describe(content.sourceModelDir));
-  const config = await readConfig(content.sourceModelDir);
-  const configTied = config.tie_word_embeddings === true;
-  if (options.tied !== undefined && options.tied !== configTied) {
-    throw new InvalidArgumentError('tied', `${configTied} or nothing (the source config.json's tie_word_embeddings is ${configTied})`, String(options.tied));
-  }
-  const { modelTensors, stateJson } = checkContent(content, configTied);
-  const optimizer = content.optimizer === null ? null : optimizerTensors(content.optimizer, content.tensors);
-  config.torch_dtype = 'float32';
-  if ('dtype' in config) config.dtype = 'float32';
-
+  // The folder is claimed before the first await, so of two saves started together the first wins.
   const folder = resolve(outDir);
   if (savesInProgress.has(folder)) throw new IntuitorError('SAVE_IN_PROGRESS', `${folder}: another checkpoint is being saved there; await it first`);
   savesInProgress.add(folder);
   try {
+    const config = await readConfig(content.sourceModelDir);
+    const configTied = config.tie_word_embeddings === true;
+    if (options.tied !== undefined && options.tied !== configTied) {
+      throw new InvalidArgumentError('tied', `${configTied} or nothing (the source config.json's tie_word_embeddings is ${configTied})`, String(options.tied));
+    }
+    const { modelTensors, stateJson } = checkContent(content, configTied);
+    const optimizer = content.optimizer === null ? null : optimizerTensors(content.optimizer, content.tensors);
+    config.torch_dtype = 'float32';
+    if ('dtype' in config) config.dtype = 'float32';
+
     await fsp.mkdir(folder, { recursive: true });
     await removeLeftovers(folder);
     const name = `checkpoint-${content.step}`;
