@@ -184,6 +184,7 @@ export interface RopeQkBuffers {
 export async function prepareRopeQk(ctx: GpuContext, shape: RopeQkShape, buffers: RopeQkBuffers, inverse = false): Promise<PreparedRope> {
   const { tokens, heads, headDim } = checkShape(shape);
   checkShape({ tokens, heads: shape.kvHeads, headDim });
+  if (buffers === null || typeof buffers !== 'object') throw new InvalidArgumentError('buffers', 'an object { q, k, positions, invFreq[, v, kCache, vCache] }', describe(buffers));
   const { kvHeads, cache } = shape;
   if (cache !== undefined) {
     if (inverse) throw new InvalidArgumentError('shape.cache', 'no cache with inverse (a backward stores nothing)', 'a cache');

@@ -124,6 +124,7 @@ describeGpu('rope (WebGPU, rotate-half, in place)', () => {
       const shape = { tokens: 4, heads: 2, kvHeads: 1, headDim: 8 };
       const buffers = { q: big, k: big, positions: big, invFreq: big };
       await expect(prepareRopeQk(ctx, { ...shape, kvHeads: 0 }, buffers)).rejects.toThrow(/heads: expected a positive integer, got 0/);
+      await expect(prepareRopeQk(ctx, shape, null as unknown as typeof buffers)).rejects.toThrow(/buffers: expected an object \{ q, k, positions, invFreq/);
       await expect(prepareRopeQk(ctx, shape, { ...buffers, k: small })).rejects.toThrow(/k: expected a GPUBuffer of at least 128 bytes, got 16 bytes/);
       await expect(prepareRopeQk(ctx, { ...shape, cache: { seqLen: 2, maxLen: 8 } }, buffers)).rejects.toThrow(/v: expected a GPUBuffer \(shape.cache is set\), got none/);
       await expect(prepareRopeQk(ctx, { ...shape, cache: { seqLen: 3, maxLen: 8 } }, buffers)).rejects.toThrow(/cache.seqLen: expected a divisor of tokens \(4\), got 3/);
