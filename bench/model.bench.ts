@@ -14,7 +14,8 @@
  * bench/peers/torch_token_stats.py on the same card and join through --peers.
  */
 import { encode, type DType } from '../src/dtype.js';
-import { timeOnGpu } from '../src/gpu/timing.js';
+import type { GpuContext } from '../src/gpu/context.js';
+import { timeOnGpu, type GpuTiming } from '../src/gpu/timing.js';
 import { ATTENTION_VARIANTS, DEFAULT_ATTENTION_VARIANT, prepareAttention, type AttentionShape, type AttentionVariant } from '../src/ops/attention.js';
 import { linearPlan, prepareLinear } from '../src/ops/linear.js';
 import { gaussian, mulberry32 } from '../src/util/random.js';
@@ -28,6 +29,24 @@ function randomValues(n: number, seed: number): Float32Array {
   return Float32Array.from({ length: n }, () => gaussian(rand));
 }
 
+/** Times y = x · Wᵀ (no bias) on random inputs of one shape: the GPU samples and the bytes of W. */
+async function timeLinear(gpu: GpuContext, label: string, { m, k, n }: { m: number; k: number; n: number }, dtype: DType,
+  timing: { samples: number; warmupMs: number }): Promise<{ timing: GpuTiming; weightBytes: number }> {
+  const x = gpu.upload('bench:x', randomValues(m * k, k));
+  const w = gpu.upload('bench:w', encode(dtype, randomValues(n * k, n)));
+  const y = gpu.createBuffer('bench:y', m * n * 4, GPUBufferUsage.STORAGE);
+  try {
+    const prepared = await prepareLinear(gpu, { m, k, n, weightDType: dtype }, x, w, null, y);
+    try {
+      return { timing: await timeOnGpu(gpu, label, (pass) => prepared.encode(pass), timing), weightBytes: w.size };
+    } finally {
+      prepared.destroy();
+    }
+  } finally {
+    for (const b of [x, w, y]) b.destroy();
+  }
+}
+
 export async function modelSuite(env: BenchEnv, kernels: ReadonlySet<string>, dtypes: DType[]): Promise<void> {
   const gpu = env.gpu;
   if (!gpu) return;
@@ -39,19 +58,10 @@ export async function modelSuite(env: BenchEnv, kernels: ReadonlySet<string>, dt
     for (const [k, n] of [[896, 4864], [4864, 896]] as const) {
       for (const dtype of dtypes) {
         await runCase(env, `linear ${m}x${k}x${n} ${dtype}`, async () => {
-          const x = gpu.upload('bench:x', randomValues(m * k, k));
-          const w = gpu.upload('bench:w', encode(dtype, randomValues(n * k, n)));
-          const y = gpu.createBuffer('bench:y', m * n * 4, usage);
-          try {
-            const prepared = await prepareLinear(gpu, { m, k, n, weightDType: dtype }, x, w, null, y);
-            const t = await timeOnGpu(gpu, 'linear', (pass) => prepared.encode(pass), timing);
-            prepared.destroy();
-            const row = rowFromSamples({ kernel: 'linear', backend: 'webgpu', dtype, shape: [m, k, n], device: env.gpuDevice, method: t.method, note: 'y = x·Wᵀ, no bias' }, t.samples, 0, null);
-            row.gflops = (2 * m * k * n) / (row.medianMs / 1000) / 1e9;
-            env.rows.push(withMatmulCeiling(env, row));
-          } finally {
-            for (const b of [x, w, y]) b.destroy();
-          }
+          const { timing: t } = await timeLinear(gpu, 'linear', { m, k, n }, dtype, timing);
+          const row = rowFromSamples({ kernel: 'linear', backend: 'webgpu', dtype, shape: [m, k, n], device: env.gpuDevice, method: t.method, note: 'y = x·Wᵀ, no bias' }, t.samples, 0, null);
+          row.gflops = (2 * m * k * n) / (row.medianMs / 1000) / 1e9;
+          env.rows.push(withMatmulCeiling(env, row));
         });
       }
     }
@@ -62,22 +72,13 @@ export async function modelSuite(env: BenchEnv, kernels: ReadonlySet<string>, dt
       for (const [k, n] of shapes as [number, number][]) {
         for (const dtype of dtypes) {
           await runCase(env, `linear_decode ${m}x${k}x${n} ${dtype}`, async () => {
-            const x = gpu.upload('bench:x', randomValues(m * k, k));
-            const w = gpu.upload('bench:w', encode(dtype, randomValues(n * k, n)));
-            const y = gpu.createBuffer('bench:y', m * n * 4, usage);
-            try {
-              const prepared = await prepareLinear(gpu, { m, k, n, weightDType: dtype }, x, w, null, y);
-              const t = await timeOnGpu(gpu, 'linear_decode', (pass) => prepared.encode(pass), timing);
-              prepared.destroy();
-              const plan = linearPlan({ m, k, n }, gpu.maxBindingBytes);
-              const moved = w.size + (m * k + m * n) * 4;
-              const note = plan.kernel === 'rows' ? `linear_rows_main, ${plan.lanes} lanes a column` : `32-row tiles, k in ${plan.splits} ranges`;
-              const row = rowFromSamples({ kernel: 'linear_decode', backend: 'webgpu', dtype, shape: [m, k, n], device: env.gpuDevice, method: t.method, note }, t.samples, moved, null);
-              row.gflops = (2 * m * k * n) / (row.medianMs / 1000) / 1e9;
-              env.rows.push(withBandwidthCeiling(row, env.ceilings.gpuCopy));
-            } finally {
-              for (const b of [x, w, y]) b.destroy();
-            }
+            const { timing: t, weightBytes } = await timeLinear(gpu, 'linear_decode', { m, k, n }, dtype, timing);
+            const plan = linearPlan({ m, k, n }, gpu.maxBindingBytes);
+            const moved = weightBytes + (m * k + m * n) * 4;
+            const note = plan.kernel === 'rows' ? `linear_rows_main, ${plan.lanes} lanes a column` : `32-row tiles, k in ${plan.splits} ranges`;
+            const row = rowFromSamples({ kernel: 'linear_decode', backend: 'webgpu', dtype, shape: [m, k, n], device: env.gpuDevice, method: t.method, note }, t.samples, moved, null);
+            row.gflops = (2 * m * k * n) / (row.medianMs / 1000) / 1e9;
+            env.rows.push(withBandwidthCeiling(row, env.ceilings.gpuCopy));
           });
         }
       }

@@ -394,17 +394,17 @@ export class PolicyModel {
       // picks token s + 1. Each submission's picks go on the GPU to the next step's input and to
       // a readback buffer, so submissions run DECODE_STEPS_IN_FLIGHT ahead of the host reading
       // them: the GPU has a step queued while the host reads one. Positions and seeds do not
-      // depend on the picks and are written ahead (queue writes land in submission order). A sequence that has ended
-      // keeps being computed until every one has (its extra tokens are dropped, and rows never
-      // mix), so the result is the same as one step at a time.
+      // depend on the picks and are written ahead (queue writes land in submission order). A
+      // sequence that has ended keeps being computed until every one has (its extra tokens are
+      // dropped, and rows never mix), so the result is the same as one step at a time.
       const lastStep = maxNew - 2;
       const pickBytes = batch * 4;
       for (let i = 0; i < Math.min(DECODE_STEPS_IN_FLIGHT, lastStep + 2); i++) {
         readbacks.push(this.ctx.createBuffer(`policy_generate:picks.${i}`, 3 * pickBytes, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST));
       }
-      const [first, step] = [prefill, decode];
+      const [first, firstPicker, step] = [prefill, prefillPicker, decode];
       const submit = async (s: number): Promise<void> => {
-        const picker = s < 0 ? prefillPicker! : step.picker;
+        const picker = s < 0 ? firstPicker : step.picker;
         const readback = readbacks[(s + 1) % readbacks.length]!;
         const after = (encoder: GPUCommandEncoder) => {
           if (s < lastStep) encoder.copyBufferToBuffer(picker.ids, 0, step.tokens, 0, pickBytes);

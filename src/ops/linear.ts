@@ -11,7 +11,7 @@ import { BYTES_PER_ELEMENT, checkHostArray, parseDType, type DType, type HostArr
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { DispatchList, bindingOf, runOnHost } from './bindings.js';
-import { splitReduction } from './split.js';
+import { lanesFor, splitReduction } from './split.js';
 
 export interface LinearShape {
   /** Rows of x and y (tokens). */
@@ -74,7 +74,7 @@ export interface LinearPlan {
  * A few rows (m ≤ 8) run on linear_rows_main instead, unsplit.
  */
 export function linearPlan({ m, k, n }: Pick<LinearShape, 'm' | 'k' | 'n'>, maxBindingBytes: number): LinearPlan {
-  const lanes = Math.min(32, Math.max(4, 2 ** Math.ceil(Math.log2(Math.ceil(k / 4 / 8)))));
+  const lanes = lanesFor(Math.ceil(k / 4), 8, 4, 32);
   if (m <= ROWS_MAX && Math.ceil(n / (ROWS_WORKGROUP / lanes)) <= GUARANTEED_WORKGROUPS) return { kernel: 'rows', lanes, tileM: 32, splits: 1, kPerSplit: k };
   const tileM = m <= SMALL_M ? 32 : 64;
   const tiles = Math.ceil(n / TILE_N) * Math.ceil(m / tileM);

@@ -6,6 +6,7 @@
 import { BYTES_PER_ELEMENT, checkHostArray, parseDType, type DType, type HostArray } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
+import { lanesFor } from './split.js';
 import { grid } from './token-stats/plan.js';
 import { bindingOf, boundDispatch, runOnHost } from './bindings.js';
 
@@ -28,7 +29,7 @@ const WORKGROUP_SIZE = 256;
  * short however long the row.
  */
 export function rmsNormLanes(hidden: number, least: number): number {
-  return Math.min(WORKGROUP_SIZE, Math.max(least, 2 ** Math.ceil(Math.log2(Math.ceil(hidden / 64)))));
+  return lanesFor(hidden, 64, least, WORKGROUP_SIZE);
 }
 
 function checkShape(shape: RmsNormShape): { rows: number; hidden: number; eps: number; weightDType: DType } {

@@ -31,3 +31,13 @@ export function splitReduction(rule: SplitRule): { splits: number; range: number
   const range = Math.ceil(Math.ceil(rule.length / wanted) / rule.multiple) * rule.multiple;
   return { splits: Math.ceil(rule.length / range), range };
 }
+
+/**
+ * Lanes that share one reduction of `length` terms inside a workgroup: the power of two that
+ * leaves each lane at most `perLane` terms, within [least, most] (powers of two), so a lane's
+ * sequential sum stays short however long the reduction, and short ones leave room for more
+ * outputs per workgroup.
+ */
+export function lanesFor(length: number, perLane: number, least: number, most: number): number {
+  return Math.min(most, Math.max(least, 2 ** Math.ceil(Math.log2(Math.ceil(length / perLane)))));
+}
