@@ -7,7 +7,7 @@
  * dispatches, so the total exceeds the time of the one pass; the shares still show where the time
  * goes, and the dispatch counts what a step is made of.
  */
-import { BackendUnavailableError, InvalidArgumentError } from '../errors.js';
+import { BackendUnavailableError, InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from './context.js';
 
 export interface DispatchProfileRow {
@@ -66,6 +66,8 @@ function record(encode: (pass: GPUComputePassEncoder) => void): RecordedDispatch
 
 /** Per-kernel GPU time of the dispatches `encode` records (see the file comment). Needs timestamp queries. */
 export async function profileDispatches(ctx: GpuContext, name: string, encode: (pass: GPUComputePassEncoder) => void, { repeats = 3 } = {}): Promise<DispatchProfile> {
+  if (typeof encode !== 'function') throw new InvalidArgumentError('encode', 'a function recording dispatches into a pass', describe(encode));
+  if (!Number.isSafeInteger(repeats) || repeats < 1) throw new InvalidArgumentError('repeats', 'a positive integer', describe(repeats));
   if (!ctx.hasTimestamps) throw new BackendUnavailableError('webgpu', 'profiling needs the timestamp-query feature, which this adapter lacks');
   const dispatches = record(encode);
   const times = dispatches.map(() => [] as number[]);

@@ -43,7 +43,9 @@ describeGpu('profileDispatches (WebGPU timestamps)', () => {
     }
   });
 
-  test('a pass that uses what the replay cannot reproduce is refused by name', async () => {
+  test('bad arguments, and a pass that uses what the replay cannot reproduce, are refused by name', async () => {
+    await expect(profileDispatches(ctx, 'test', null as unknown as () => void)).rejects.toThrow(/encode: expected a function recording dispatches into a pass, got null/);
+    await expect(profileDispatches(ctx, 'test', () => undefined, { repeats: 0 })).rejects.toThrow(/repeats: expected a positive integer, got 0/);
     await expect(profileDispatches(ctx, 'test', (pass) => pass.dispatchWorkgroupsIndirect(null as unknown as GPUBuffer, 0))).rejects.toThrow(/encode: expected a pass of setPipeline, setBindGroup and dispatchWorkgroups calls, got a call to dispatchWorkgroupsIndirect/);
   });
 });
