@@ -16,7 +16,8 @@ python3 -c "import torch, importlib.util as u; print('torch', torch.__version__,
 # 1. Correctness on NVIDIA: fixture logits, greedy generation, gradients vs transformers' float64.
 if has check; then
   timeout 170 node --experimental-vm-modules node_modules/jest/bin/jest.js dist/test/model/training.test.js dist/test/model/policy.test.js dist/test/model/generate.test.js \
-    dist/test/ops/attention.test.js dist/test/ops/linear.test.js > "$OUT/jest.txt" 2>&1
+    dist/test/ops/attention.test.js dist/test/ops/linear.test.js dist/test/ops/kv-cache.test.js dist/test/ops/token-stats.test.js \
+    dist/test/model/logits-chunks.test.js > "$OUT/jest.txt" 2>&1
   echo "jest exit $?" | tee -a "$OUT/jest.txt"
   grep -E "^(Tests|Test Suites):|✕" "$OUT/jest.txt"
   # A checkpoint intuitor wrote (devfixtures/sft-checkpoint, made by `intuitor sft` on the fixture) loads in transformers unchanged.
@@ -44,8 +45,16 @@ PY
 
 # 3. intuitor's benchmarks, ratios against the peers measured above (PEERS may point at an earlier phase's file).
 if has bench; then
+  # The card's clocks, power and throttle reasons every 100 ms beside the samples (rows keep
+  # samplesMs in order): an earlier run had one kernel 2x slower for whole passes, unexplained.
+  CLOCK_FIELDS=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,pstate,clocks_event_reasons.active
+  nvidia-smi --query-gpu=$CLOCK_FIELDS --format=csv -c 1 > /dev/null 2>&1 || CLOCK_FIELDS=${CLOCK_FIELDS/clocks_event_reasons/clocks_throttle_reasons}
+  nvidia-smi --query-gpu=$CLOCK_FIELDS --format=csv -lms 100 > "$OUT/clocks.csv" 2>&1 &
+  CLOCK_LOG=$!
   timeout 330 node bin/intuitor.js bench --backends webgpu --rows 8,2048 --dtypes f32,bf16 \
     --peers "${PEERS:-$OUT/peers.json}" --profile --json "$OUT/bench.json" --markdown "$OUT/bench.md" > "$OUT/bench.txt" 2>&1
   echo "bench exit $?"; tail -5 "$OUT/bench.txt"
+  kill $CLOCK_LOG 2> /dev/null
+  echo "clock samples $(wc -l < "$OUT/clocks.csv"); SM MHz min/max $(cut -d, -f2 "$OUT/clocks.csv" | grep -o '[0-9]*' | sort -n | sed -n '1p;$p' | paste -sd/)"
   grep -E "^\| (token_stats|linear|attention|train_step|decode|matmul)" "$OUT/bench.md" | cut -c1-240
 fi

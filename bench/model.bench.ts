@@ -110,7 +110,7 @@ export async function modelSuite(env: BenchEnv, kernels: ReadonlySet<string>, dt
           const row = rowFromSamples({ kernel: 'attention', backend, dtype: 'f32', shape: [s.batch, s.seqLen, s.heads, s.kvHeads, s.headDim], device: env.gpuDevice, method: t.method, note }, t.samples, 0, null);
           // Causal: half of the T×T score and value products, 2 FLOPs each, per head.
           row.gflops = (2 * 2 * s.batch * s.heads * s.headDim * (s.seqLen * (s.seqLen + 1)) / 2) / (row.medianMs / 1000) / 1e9;
-          env.rows.push(row);
+          env.rows.push(withMatmulCeiling(env, row));
         } finally {
           for (const b of Object.values(buffers)) b.destroy();
         }

@@ -83,6 +83,10 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const env = await openEnvironment(quick, new Set<BenchBackend>(backends), options.profile ?? false);
   try {
     await measureCeilings(env);
+    // On NVIDIA the best f32 matmul is cuBLAS (through PyTorch, same card, same session) when its
+    // rows came along: every FLOP/s fraction is then of it.
+    const cublas = peerRows.find((r) => r.kernel === 'matmul' && r.backend === 'torch-cublas' && r.gflops);
+    if (cublas) env.ceilings.gpuMatmul = { name: `cuBLAS f32 matmul ${cublas.shape[0]}³ (PyTorch)`, gflops: cublas.gflops! };
     await tokenStatsSuite(env, {
       kernels: new Set(kernels),
       rows: options.rows ?? (quick ? [8, 256] : [8, 256, 2048]),
@@ -96,9 +100,6 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   }
   const rows = [...env.rows, ...peerRows];
   addRatios(rows);
-  // On NVIDIA the best f32 matmul is cuBLAS (through PyTorch) when its rows came along.
-  const cublas = peerRows.find((r) => r.kernel === 'matmul' && r.backend === 'torch-cublas' && r.gflops);
-  if (cublas) env.ceilings.gpuMatmul = { name: `cuBLAS f32 matmul ${cublas.shape[0]}³ (PyTorch)`, gflops: cublas.gflops! };
   const report: BenchReport = {
     version: PACKAGE_VERSION, timestamp: new Date().toISOString(), quick,
     devices: { gpu: env.gpuDevice, cpu: env.cpuDevice }, ceilings: env.ceilings, skipped: env.skipped, rows, profiles: env.profiles,

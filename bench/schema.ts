@@ -17,6 +17,8 @@ export interface BenchRow {
   p20Ms: number;
   p80Ms: number;
   samples: number;
+  /** Every sample's time, in the order taken (so a mode change during a run shows where it began). */
+  samplesMs?: number[];
   gbps: number | null;
   gflops: number | null;
   rowsPerSecond: number | null;
@@ -35,7 +37,7 @@ export function rowFromSamples(base: Pick<BenchRow, 'kernel' | 'backend' | 'dtyp
   const medianMs = median(samplesMs);
   return {
     ...base,
-    medianMs, p20Ms: quantile(samplesMs, 0.2), p80Ms: quantile(samplesMs, 0.8), samples: samplesMs.length,
+    medianMs, p20Ms: quantile(samplesMs, 0.2), p80Ms: quantile(samplesMs, 0.8), samples: samplesMs.length, samplesMs: [...samplesMs],
     gbps: bytes > 0 ? bytes / (medianMs / 1000) / 1e9 : null, gflops: null,
     rowsPerSecond: rows === null ? null : rows / (medianMs / 1000),
     ceiling: null, fractionOfCeiling: null, ratios: {}, version: PACKAGE_VERSION, timestamp: new Date().toISOString(),

@@ -80,7 +80,9 @@ async function webgpuCases(env: BenchEnv, opts: TokenStatsSuiteOptions, rows: nu
           const note = `${count} rotated inputs${gpu.variant.subgroups ? ', subgroup reduction' : ''}`;
           const moved = kernel === 'token_stats_forward' ? bytes : bytes + gradBytes;
           env.rows.push(withBandwidthCeiling(rowFromSamples({ kernel, backend, dtype, shape, device: env.gpuDevice, method: t.method, note }, t.samples, moved, rows), env.ceilings.gpuCopy));
-          if (minChunk === undefined) {
+          if (minChunk === undefined && moved / 2 > gpu.maxBindingBytes) {
+            env.skipped.push(`token_stats ${kernel} ${dtype} N=${rows}: no same-traffic copy row (${(moved / 2 / 2 ** 20).toFixed(0)} MiB each way exceeds one ${(gpu.maxBindingBytes / 2 ** 20).toFixed(0)} MiB binding)`);
+          } else if (minChunk === undefined) {
             // The copy kernel moving the same traffic (half read, half written): at small sizes its
             // launch latency bounds it too, so the ratio "webgpu-copy" (copy time / this time) is
             // the fraction of the copy's bandwidth at this size.

@@ -42,6 +42,8 @@
 //                   BK 16, GQA packing, TILE_MAJOR, PREFETCH (15.4 KiB);
 //           q32k32: 32 threads, BQ 32, BK 32, 4 × 8 score tiles (half the barriers and softmax
 //                   passes per key), GQA packing, TILE_MAJOR (21.6 KiB);
+//           q32k16-s8: q32k16 with 4 × 8 score tiles, PARTS 2 (17.9 KiB);
+//           q32k8: q32k16 with BK 8, PARTS 2 (13.8 KiB);
 //   D ≤ 128: 64 threads, BQ 32, BK 16, P 1, PARTS 2, K then V (29.9 KiB);
 //   D ≤ 256: 64 threads, BQ 16, BK 8, P 1, PARTS 8, K then V (30.4 KiB).
 // Rows are padded by one vec4 so that threads reading one column of consecutive rows hit different

@@ -4,7 +4,8 @@
 //   logsumexp, selfCertainty = KL(U‖p) = lse − mean(x) − log(validCount),
 //   entropy = −Σ p log p, logprob = x[id] − lse, validCount = number of finite entries
 // where −inf entries are masked out of both p and U, and a row holding NaN or +inf (or no
-// finite entry) gets NaN statistics. Reference: src/ops/token-stats/reference.ts (float64).
+// finite entry) gets NaN statistics. selfCertainty and entropy are clamped at 0, and are exactly
+// 0 for one finite entry. Reference: src/ops/token-stats/reference.ts (float64).
 //
 // Two entry points, dispatched back to back in one compute pass:
 //   partials: one workgroup (WG threads) per work item = one chunk of one row. Each thread
@@ -231,8 +232,10 @@ fn finalize_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
   let lse = acc.m + logS;
   let n = f32(acc.count);
   outLogsumexp[row] = bitcast<u32>(lse);
-  outSelfCertainty[row] = bitcast<u32>(lse - acc.sum / n - log(n));
-  outEntropy[row] = bitcast<u32>(logS - acc.u / acc.s);
+  // ≥ 0, and exactly 0 for one finite entry, as in the reference (rounding may go a hair below).
+  let single = acc.count == 1u;
+  outSelfCertainty[row] = bitcast<u32>(select(max(lse - acc.sum / n - log(n), 0.0), 0.0, single));
+  outEntropy[row] = bitcast<u32>(select(max(logS - acc.u / acc.s, 0.0), 0.0, single));
   if (hasIds) {
     let id = finIds[row];
     let c = finChosen[row];

@@ -969,8 +969,10 @@ void finishRow(const ForwardJob& job, const InvT& inv, size_t r, const Partial& 
   const double lse = p.m + logS;
   const double n = double(p.count);
   job.logsumexp[r] = float(lse);
-  job.selfCertainty[r] = float(lse - inv.value * p.sumZ / n - std::log(n));
-  job.entropy[r] = float(logS - p.u / p.s);
+  // ≥ 0, and exactly 0 for one finite entry, as in the reference (rounding may go a hair below).
+  const bool single = p.count == 1;
+  job.selfCertainty[r] = single ? 0.0f : float(std::max(lse - inv.value * p.sumZ / n - std::log(n), 0.0));
+  job.entropy[r] = single ? 0.0f : float(std::max(logS - p.u / p.s, 0.0));
   if (job.logprob && job.ids) {
     const void* row = static_cast<const char*>(job.logits) + r * job.vocab * elementSize(job.dtype);
     const float z = loadScalar(job.dtype, row, size_t(job.ids[r]));

@@ -17,7 +17,7 @@ export { openSafetensors, writeSafetensors, type SafetensorsFile, type Safetenso
 export type { HostTensor, TensorDType } from './io/tensor.js';
 export { parseModelConfig, loadModelConfig, ropeInverseFrequencies, type ModelConfig, type Architecture, type RopeScaling } from './model/config.js';
 export { PolicyTokenizer, type ChatMessage } from './model/tokenizer.js';
-export { loadWeights, expectedParameters, type ModelWeights, type LayerWeights, type GpuTensor, type LoadWeightsOptions } from './model/weights.js';
+export { loadWeights, expectedParameters, hasOutputProjectionBias, type ModelWeights, type LayerWeights, type GpuTensor, type LoadWeightsOptions } from './model/weights.js';
 export { PolicyModel, type PreparedForward, type PreparedDecode, type KvCache, type GenerateOptions, type Generation } from './model/policy.js';
 export { argmax, prepareArgmax, referenceArgmax } from './ops/argmax.js';
 export { prepareAttentionDecode } from './ops/kv-cache.js';

@@ -1,6 +1,7 @@
 /** `intuitor generate`: a continuation of a prompt with the policy (KV-cache decoding, tokens picked on WebGPU). */
 import { InvalidArgumentError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
+import { loadModelConfig } from '../model/config.js';
 import { PolicyModel } from '../model/policy.js';
 import { PolicyTokenizer } from '../model/tokenizer.js';
 import { checkSamplingOptions, type SamplingOptions } from '../sampling/sample.js';
@@ -16,6 +17,7 @@ export interface GenerateCommandOptions {
   topP?: string;
   minP?: string;
   seed: string;
+  weights: string;
   json?: boolean;
 }
 
@@ -38,12 +40,21 @@ export async function generateCommand(options: GenerateCommandOptions): Promise<
   const sampling = samplingOf(options);
   const maxNewTokens = positiveIntOption('--max-new-tokens', options.maxNewTokens);
   const seed = numberOption('--seed', options.seed, { min: 0, integer: true });
+  if (options.weights !== 'as-stored' && options.weights !== 'f32') throw new InvalidArgumentError('--weights', 'as-stored or f32', JSON.stringify(options.weights));
   const tokenizer = PolicyTokenizer.load(options.model);
   const promptIds = tokenizer.encode(options.prompt);
   if (promptIds.length === 0) throw new InvalidArgumentError('--prompt', 'text that encodes to at least one token', JSON.stringify(options.prompt));
+  const limit = loadModelConfig(options.model).maxPositionEmbeddings;
+  if (promptIds.length >= limit) {
+    throw new InvalidArgumentError('--prompt', `fewer than ${limit} tokens (max_position_embeddings), room left for a new token`, `${promptIds.length} tokens`);
+  }
+  if (promptIds.length + maxNewTokens > limit) {
+    throw new InvalidArgumentError('--max-new-tokens', `at most ${limit - promptIds.length} after a ${promptIds.length}-token prompt (max_position_embeddings ${limit})`, String(maxNewTokens));
+  }
   const ctx = await GpuContext.create();
   try {
-    const model = await PolicyModel.load(ctx, options.model);
+    const model = await PolicyModel.load(ctx, options.model, { dtype: options.weights });
+    process.stderr.write(`intuitor generate: ${model.config.architecture}, ${(model.weights.bytes / 2 ** 20).toFixed(1)} MiB of ${options.weights} weights on ${ctx.adapter?.description ?? 'the GPU'}\n`);
     try {
       const { tokens: [newIds], logprobs: [logprobs], selfCertainty: [selfCertainty] } = await model.generate([promptIds], { maxNewTokens, sampling, seeds: [seed] });
       const text = tokenizer.decode(newIds!);

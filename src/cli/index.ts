@@ -1,8 +1,12 @@
 /**
- * The intuitor command line. Bad input exits with status 2 and one line naming the argument,
- * what was expected and what came; other failures exit 1.
+ * The intuitor command line. Every failure is one line on stderr. Bad input (our typed argument
+ * and file errors, and system errors on a path: a missing file, an existing one in the way, no
+ * permission, a full disk) exits with status 2, naming the argument or file, what was expected
+ * and what came; anything else is an internal error and exits 1, its stack printed only with
+ * INTUITOR_DEBUG=1.
  */
 import { Command, CommanderError } from 'commander';
+import { getSystemErrorMap } from 'node:util';
 import { GRPO_DEFAULTS } from '../rl/config.js';
 import { IntuitorError, InvalidArgumentError, FileFormatError } from '../errors.js';
 import { PACKAGE_VERSION } from '../paths.js';
@@ -161,6 +165,7 @@ function program(): Command {
     .option('--top-p <p>', 'keep the smallest set with mass ≥ p (1 = off)')
     .option('--min-p <p>', 'keep tokens with p ≥ min-p · p_max (0 = off)')
     .option('--seed <n>', 'sampling seed', '0')
+    .option('--weights <how>', 'as-stored (16-bit stays 16-bit) or f32 (upcast on load)', 'as-stored')
     .option('--json', 'print {"prompt_ids", "new_ids", "text", "mean_logprob", "mean_self_certainty"}')
     .action(generateCommand);
 
@@ -189,6 +194,50 @@ function program(): Command {
   return cli;
 }
 
+/** What a system call on a path was doing, for the error line. */
+const SYSCALL_WORDS: Record<string, string> = {
+  open: 'cannot open', mkdir: 'cannot create the folder', rmdir: 'cannot remove the folder', rm: 'cannot remove', unlink: 'cannot remove',
+  scandir: 'cannot list the folder', opendir: 'cannot list the folder', stat: 'cannot read', lstat: 'cannot read', read: 'cannot read',
+  write: 'cannot write', rename: 'cannot rename', copyfile: 'cannot copy', cp: 'cannot copy', access: 'cannot access', chmod: 'cannot change the mode of',
+  symlink: 'cannot link', link: 'cannot link', readlink: 'cannot read the link', realpath: 'cannot resolve', utime: 'cannot set the times of',
+};
+
+/** A Node system error about a file: EEXIST, EISDIR, ENOENT, EACCES, ENOSPC, ... with the path it concerns. */
+interface SystemPathError extends Error {
+  code: string;
+  path: string;
+  errno?: number;
+  syscall?: string;
+  dest?: string;
+}
+
+// Duck-typed, not `instanceof Error`: errors from another realm (a vm context, a worker) count too.
+function isSystemPathError(err: unknown): err is SystemPathError {
+  const e = err as Partial<SystemPathError> | null;
+  return typeof e === 'object' && e !== null && typeof e.code === 'string' && /^E[A-Z0-9]+$/.test(e.code) && typeof e.path === 'string';
+}
+
+function errorText(err: unknown): { message: string; stack?: string } {
+  const e = err as { message?: unknown; stack?: unknown } | null;
+  if (typeof e !== 'object' || e === null || typeof e.message !== 'string') return { message: String(err) };
+  return { message: e.message, stack: typeof e.stack === 'string' ? e.stack : undefined };
+}
+
+/** The one stderr line (without "intuitor: error: ") and the exit status of a failure. */
+export function describeFailure(err: unknown, debug = false): { message: string; exitCode: number; stack?: string } {
+  if (err instanceof InvalidArgumentError || err instanceof FileFormatError) return { message: err.message, exitCode: 2 };
+  if (err instanceof IntuitorError) return { message: err.message, exitCode: 1 };
+  const { message, stack: fullStack } = errorText(err);
+  const stack = debug ? fullStack : undefined;
+  if (isSystemPathError(err)) {
+    // libuv's wording ("file already exists", "no space left on device"), else the code itself.
+    const words = (err.errno === undefined ? undefined : getSystemErrorMap().get(err.errno)?.[1]) ?? err.code;
+    const action = err.syscall === undefined ? '' : `${SYSCALL_WORDS[err.syscall] ?? `${err.syscall} failed`}${err.dest === undefined ? '' : ` to ${err.dest}`}: `;
+    return { message: `${err.path}: ${action}${words} (${err.code})`, exitCode: 2, stack };
+  }
+  return { message: `internal error: ${message}${debug ? '' : ' (set INTUITOR_DEBUG=1 for the stack)'}`, exitCode: 1, stack };
+}
+
 export async function main(argv: string[]): Promise<void> {
   try {
     await program().parseAsync(argv);
@@ -197,8 +246,9 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = err.exitCode === 0 ? 0 : 2;
       return;
     }
-    const bad = err instanceof InvalidArgumentError || err instanceof FileFormatError;
-    process.stderr.write(`intuitor: error: ${err instanceof IntuitorError ? err.message : (err as Error).stack ?? String(err)}\n`);
-    process.exitCode = bad ? 2 : 1;
+    const { message, exitCode, stack } = describeFailure(err, process.env.INTUITOR_DEBUG === '1');
+    // One line: a message with line breaks (a parser's excerpt, a native error) is folded.
+    process.stderr.write(`intuitor: error: ${message.replace(/\s*\n\s*/g, ' ')}\n${stack === undefined ? '' : `${stack}\n`}`);
+    process.exitCode = exitCode;
   }
 }

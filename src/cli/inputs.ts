@@ -17,8 +17,8 @@ export interface LogitsInput {
   shape: number[];
 }
 
-async function readTensor(path: string, tensorName: string | undefined): Promise<HostTensor> {
-  if (!existsSync(path)) throw new FileFormatError(path, 'an existing .npy or .safetensors file', 'no such file');
+async function readTensor(flag: string, path: string, tensorName: string | undefined): Promise<HostTensor> {
+  if (!existsSync(path)) throw new FileFormatError(path, `an existing .npy or .safetensors file for ${flag}`, 'no such file');
   const ext = extname(path).toLowerCase();
   if (ext === '.npy') {
     if (tensorName !== undefined) throw new InvalidArgumentError('--tensor', 'no value for a .npy file', JSON.stringify(tensorName));
@@ -45,7 +45,7 @@ async function readTensor(path: string, tensorName: string | undefined): Promise
 
 export async function readLogits(path: string, options: { dtype?: string; tensor?: string }): Promise<LogitsInput> {
   const requested = options.dtype === undefined ? undefined : parseDType(options.dtype, '--dtype');
-  const t = await readTensor(path, options.tensor);
+  const t = await readTensor('--logits', path, options.tensor);
   if (t.shape.length === 0) throw new FileFormatError(path, 'logits with at least one axis (..., V)', 'a scalar');
   if (t.shape.at(-1) === 0) throw new FileFormatError(path, 'logits with a vocabulary axis (last) of at least 1', `shape [${t.shape.join(', ')}]`);
   const from = (dtype: DType, data: HostArray): LogitsInput => {
@@ -72,7 +72,7 @@ export async function readLogits(path: string, options: { dtype?: string; tensor
 }
 
 export async function readIds(path: string, rowShape: readonly number[], vocab: number): Promise<Int32Array | BigInt64Array | Uint32Array> {
-  const t = await readTensor(path, undefined);
+  const t = await readTensor('--ids', path, undefined);
   if (t.dtype !== 'i32' && t.dtype !== 'i64' && t.dtype !== 'u32') {
     throw new FileFormatError(path, 'ids of dtype int32, int64 or uint32', t.dtype);
   }
@@ -99,7 +99,8 @@ export function positiveIntOption(flag: string, value: string): number {
  * strictly greater) and at most `max`.
  */
 export function numberOption(flag: string, value: string, { min = -Infinity, above = -Infinity, max = Infinity, integer = false }: { min?: number; above?: number; max?: number; integer?: boolean } = {}): number {
-  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
+  // Decimal notation only: Number() would also take "0x10", "0b1" and "Infinity".
+  const n = typeof value === 'string' && /^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i.test(value) ? Number(value) : NaN;
   const ok = Number.isFinite(n) && n >= min && n > above && n <= max && (!integer || Number.isSafeInteger(n));
   if (!ok) {
     const kind = integer ? (min === 1 ? 'a positive integer' : `an integer`) : 'a number';

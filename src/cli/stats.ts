@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
 import { writeNpy } from '../io/npy.js';
 import { BACKENDS, tokenStats, type Backend } from '../ops/token-stats.js';
-import { readIds, readLogits } from './inputs.js';
+import { numberOption, readIds, readLogits } from './inputs.js';
 
 export interface StatsOptions {
   logits: string;
@@ -24,10 +24,7 @@ function jsonNumbers(values: Float32Array | null): (number | string)[] | null {
 
 export async function statsCommand(options: StatsOptions): Promise<void> {
   if (!(BACKENDS as readonly string[]).includes(options.backend)) throw new InvalidArgumentError('--backend', BACKENDS.join(' | '), JSON.stringify(options.backend));
-  const temperature = Number(options.temperature);
-  if (options.temperature.trim() === '' || !Number.isFinite(temperature) || temperature <= 0) {
-    throw new InvalidArgumentError('--temperature', 'a finite number > 0', JSON.stringify(options.temperature));
-  }
+  const temperature = numberOption('--temperature', options.temperature, { above: 0 });
   if (!options.json && options.out === undefined) throw new InvalidArgumentError('--out', 'an output directory (or --json)', 'none');
   const logits = await readLogits(options.logits, { dtype: options.dtype, tensor: options.tensor });
   const rowShape = logits.shape.slice(0, -1);

@@ -23,6 +23,7 @@ export function tokenizeCommand(options: TokenizeOptions): void {
   const ids = parts.map(Number);
   const bad = parts.findIndex((p, i) => !/^\d+$/.test(p) || !Number.isSafeInteger(ids[i]));
   if (bad >= 0 || ids.length === 0) throw new InvalidArgumentError('--ids', 'non-negative integer token ids separated by commas or spaces', JSON.stringify(parts[bad] ?? options.ids));
+  tokenizer.checkIds(ids, '--ids');
   const text = tokenizer.decode(ids);
   process.stdout.write(options.json ? `${JSON.stringify({ text })}\n` : `${text}\n`);
 }

@@ -297,9 +297,17 @@ export class GpuContext {
     }
   }
 
-  /** A buffer of at least `size` bytes (a multiple of 16), counted in `memory` until destroyed. */
+  /**
+   * A buffer of at least `size` bytes (a multiple of 16), counted in `memory` until destroyed. A
+   * size over the device's maxBufferSize throws here, naming the buffer (Dawn would only report
+   * it asynchronously, as an error with no op attached).
+   */
   createBuffer(label: string, size: number, usage: GPUBufferUsageFlags): GPUBuffer {
-    const buffer = this.device.createBuffer({ label, size: Math.max(16, Math.ceil(size / 16) * 16), usage });
+    const bytes = Math.max(16, Math.ceil(size / 16) * 16);
+    if (bytes > this.device.limits.maxBufferSize) {
+      throw new GpuError(label, 'out-of-memory', `needs one buffer of ${bytes} bytes; this device allows at most ${this.device.limits.maxBufferSize} (maxBufferSize)`);
+    }
+    const buffer = this.device.createBuffer({ label, size: bytes, usage });
     this.liveBytes += buffer.size;
     this.peakBytes = Math.max(this.peakBytes, this.liveBytes);
     const destroy = buffer.destroy.bind(buffer);
@@ -310,6 +318,28 @@ export class GpuContext {
       destroy();
     };
     return buffer;
+  }
+
+  /**
+   * Buffers made together (an op's activations), inside the op's error scopes. Running out of
+   * memory frees the ones made and throws a GpuError saying how much they needed in all, beside
+   * what was already in use.
+   */
+  async allocate(op: string, specs: readonly { label: string; bytes: number; usage: GPUBufferUsageFlags }[]): Promise<GPUBuffer[]> {
+    const made: GPUBuffer[] = [];
+    const inUse = this.liveBytes;
+    try {
+      return await this.scoped(op, () => {
+        for (const spec of specs) made.push(this.createBuffer(spec.label, spec.bytes, spec.usage));
+        return made;
+      });
+    } catch (err) {
+      made.forEach((b) => b.destroy());
+      if (!(err instanceof GpuError) || err.kind !== 'out-of-memory') throw err;
+      const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+      const needed = specs.reduce((sum, spec) => sum + Math.max(16, Math.ceil(spec.bytes / 16) * 16), 0);
+      throw new GpuError(op, 'out-of-memory', `needs ${mib(needed)} of GPU memory in ${specs.length} buffers, beside the ${mib(inUse)} this context already holds (${err.message.replace(/^.*?error: /, '')})`);
+    }
   }
 
   /**

@@ -3,7 +3,9 @@
  * the model needs is read and checked; anything this implementation does not support (another
  * architecture, activation, RoPE scaling, sliding windows, MLP bias) is refused by name, never
  * approximated. RoPE theta is read from a top-level `rope_theta` (transformers v4 files) or
- * `rope_parameters.rope_theta` (v5 files).
+ * `rope_parameters.rope_theta` (v5 files). The architecture comes from `architectures` and/or
+ * `model_type`; where both are present they must agree. A model folder's optional
+ * `generation_config.json` adds its `eos_token_id`s, as transformers' generate uses them.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -29,13 +31,15 @@ export interface ModelConfig {
   bosTokenId: number | null;
   eosTokenIds: number[];
   tieWordEmbeddings: boolean;
-  /** q/k/v projections carry a bias (always for Qwen2; `attention_bias` for Llama). */
+  /** q/k/v projections carry a bias: always for Qwen2; with `attention_bias` for Llama, whose o_proj then has one too. */
   attentionBias: boolean;
   ropeTheta: number;
   ropeScaling: RopeScaling;
 }
 
 const ARCHITECTURES: Record<string, Architecture> = { Qwen2ForCausalLM: 'qwen2', LlamaForCausalLM: 'llama' };
+/** config.json's `model_type` of each architecture (transformers' names). */
+const MODEL_TYPES: Record<string, Architecture> = { qwen2: 'qwen2', llama: 'llama' };
 
 type Json = Record<string, unknown>;
 
@@ -62,12 +66,7 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
     return list as number[];
   };
 
-  const architectures = c.architectures;
-  const name = Array.isArray(architectures) && architectures.length === 1 ? String(architectures[0]) : undefined;
-  const architecture = name === undefined ? undefined : ARCHITECTURES[name];
-  if (architecture === undefined) {
-    throw new FileFormatError(source, `"architectures": one of ${Object.keys(ARCHITECTURES).join(', ')}`, JSON.stringify(architectures ?? null));
-  }
+  const architecture = architectureOf(c, source);
   if ((c.hidden_act ?? 'silu') !== 'silu') refuse('"hidden_act" (silu)', c.hidden_act);
   if (c.use_sliding_window === true) refuse('attention ("use_sliding_window": false)', c.use_sliding_window);
   if (Array.isArray(c.layer_types) && c.layer_types.some((t) => t !== 'full_attention')) refuse('"layer_types" (full_attention only)', c.layer_types);
@@ -122,16 +121,71 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
   };
 }
 
-export function loadModelConfig(dir: string): ModelConfig {
-  const path = join(dir, 'config.json');
-  if (!existsSync(path)) throw new FileFormatError(path, 'a Hugging Face config.json in the model folder', 'no such file');
-  let json: unknown;
+/**
+ * The architecture named by `architectures` (one class) and `model_type`: either may be missing,
+ * not both, and where both are present they must name the same architecture.
+ */
+function architectureOf(c: Json, source: string): Architecture {
+  const absent = (v: unknown) => v === undefined || v === null;
+  const { architectures, model_type: modelType } = c;
+  const supportedTypes = Object.keys(MODEL_TYPES).join(', ');
+  if (absent(architectures) && absent(modelType)) {
+    throw new FileFormatError(source, `"architectures" (one of ${Object.keys(ARCHITECTURES).join(', ')}) or "model_type" (one of ${supportedTypes})`, 'neither');
+  }
+  const fromType = typeof modelType === 'string' && Object.hasOwn(MODEL_TYPES, modelType) ? MODEL_TYPES[modelType] : undefined;
+  if (absent(architectures)) {
+    if (fromType === undefined) throw new FileFormatError(source, `"model_type": one of ${supportedTypes}`, JSON.stringify(modelType));
+    return fromType;
+  }
+  const name = Array.isArray(architectures) && architectures.length === 1 ? String(architectures[0]) : undefined;
+  const architecture = name !== undefined && Object.hasOwn(ARCHITECTURES, name) ? ARCHITECTURES[name] : undefined;
+  if (architecture === undefined) {
+    throw new FileFormatError(source, `"architectures": one of ${Object.keys(ARCHITECTURES).join(', ')}`, JSON.stringify(architectures));
+  }
+  if (!absent(modelType) && fromType !== architecture) {
+    const expected = Object.keys(MODEL_TYPES).find((t) => MODEL_TYPES[t] === architecture)!;
+    throw new FileFormatError(source, `"model_type" agreeing with "architectures" ("${expected}" for ${name}; supported model types: ${supportedTypes})`,
+      `"model_type": ${JSON.stringify(modelType)} with "architectures": ${JSON.stringify(architectures)}`);
+  }
+  return architecture;
+}
+
+function readJsonFile(path: string): unknown {
   try {
-    json = JSON.parse(readFileSync(path, 'utf8'));
+    return JSON.parse(readFileSync(path, 'utf8'));
   } catch (err) {
     throw new FileFormatError(path, 'JSON', (err as Error).message);
   }
-  return parseModelConfig(json, path);
+}
+
+/**
+ * The `eos_token_id`s of a folder's optional generation_config.json (an id or a list of them;
+ * none when the file or the field is absent).
+ */
+function generationEosTokenIds(dir: string): number[] {
+  const path = join(dir, 'generation_config.json');
+  if (!existsSync(path)) return [];
+  const json = readJsonFile(path);
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new FileFormatError(path, 'a JSON object', describe(json));
+  const v = (json as Json).eos_token_id;
+  if (v === undefined || v === null) return [];
+  const list = Array.isArray(v) ? v : [v];
+  if (!list.every((id) => Number.isSafeInteger(id) && id >= 0)) throw new FileFormatError(path, '"eos_token_id": a token id or a list of them', JSON.stringify(v));
+  return list as number[];
+}
+
+/**
+ * config.json of a model folder. `eosTokenIds` is config.json's EOS ids followed by those that
+ * only generation_config.json lists (Qwen2.5-Instruct: 151645 in config.json, [151645, 151643]
+ * there): generation stops at any of them, as in transformers.
+ */
+export function loadModelConfig(dir: string): ModelConfig {
+  const path = join(dir, 'config.json');
+  if (!existsSync(path)) throw new FileFormatError(path, 'a Hugging Face config.json in the model folder', 'no such file');
+  const config = parseModelConfig(readJsonFile(path), path);
+  const eos = new Set(config.eosTokenIds);
+  for (const id of generationEosTokenIds(dir)) eos.add(id);
+  return { ...config, eosTokenIds: [...eos] };
 }
 
 /**

@@ -99,9 +99,13 @@ export interface PreparedForward {
   lengths: GPUBuffer;
   /** With lastTokenOnly: (batch) u32, the row of each sequence's last token, written by `run`; else null. */
   lastTokenRows: GPUBuffer | null;
-  /** (batch, seqLen, vocab) f32 logits, or (batch, vocab) with lastTokenOnly. */
+  /** With logitWindow: (window) u32, the token rows (b · seqLen + t) whose logits to compute, written by the caller; else null. */
+  windowRows: GPUBuffer | null;
+  /** (batch, seqLen, vocab) f32 logits, (batch, vocab) with lastTokenOnly, (window, vocab) with logitWindow. */
   logits: GPUBuffer;
   encode(pass: GPUComputePassEncoder): void;
+  /** Only the lm_head (and its row gather): new logits from the hidden states the last run left. */
+  encodeLogits(pass: GPUComputePassEncoder): void;
   destroy(): void;
 }
 
@@ -110,6 +114,17 @@ export interface PreparedForward {
  * while the host reads step s and records step s + 2.
  */
 const DECODE_STEPS_IN_FLIGHT = 2;
+
+/** `ids` as u32, each checked to be a token id in [0, vocab) (named by its index in errors). */
+function tokenIds(ids: ArrayLike<number>, vocab: number): Uint32Array {
+  const out = new Uint32Array(ids.length);
+  for (let i = 0; i < ids.length; i++) {
+    const id = Number(ids[i]);
+    if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new InvalidArgumentError(`ids[${i}]`, `a token id in [0, ${vocab})`, String(ids[i]));
+    out[i] = id;
+  }
+  return out;
+}
 
 function release(steps: Step[], buffers: GPUBuffer[]): void {
   for (const step of steps) step.destroy();
@@ -141,42 +156,37 @@ export class PolicyModel {
    * RoPE dispatch also stores its keys and values there (token row r is sequence r / seqLen).
    * `attend` records the attention of layer `index`, the only part in which a prefill and a
    * decode step differ. With `logitRows` < rows, only the rows listed in the returned
-   * `logitIndex` (logitRows u32) go through the lm_head, in that order.
+   * `logitIndex` (logitRows u32) go through the lm_head, in that order. The last `headSteps` steps
+   * are that gather and the lm_head.
    */
   private async buildDecoder(label: string, rows: number,
     attend: (index: number, a: { q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; out: GPUBuffer }) => Promise<Step>,
     positionsOf: (row: number) => number, { cache, seqLen = 1, logitRows = rows }: { cache?: KvCache; seqLen?: number; logitRows?: number } = {},
-  ): Promise<{ tokens: GPUBuffer; positions: GPUBuffer; logitIndex: GPUBuffer | null; logits: GPUBuffer; steps: Step[]; buffers: GPUBuffer[] }> {
+  ): Promise<{ tokens: GPUBuffer; positions: GPUBuffer; logitIndex: GPUBuffer | null; logits: GPUBuffer; steps: Step[]; headSteps: number; buffers: GPUBuffer[] }> {
     const ctx = this.ctx;
     const c = this.config;
     const qWidth = c.numHeads * c.headDim;
     const kvWidth = c.numKeyValueHeads * c.headDim;
-    const buffers: GPUBuffer[] = [];
     const steps: Step[] = [];
-    const f32 = (name: string, elements: number): GPUBuffer => {
-      const b = ctx.createBuffer(`${label}:${name}`, elements * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST);
-      buffers.push(b);
-      return b;
+    // Every activation at once, so running out of memory says how much the forward needs.
+    const gathered = logitRows !== rows;
+    const elements = {
+      tokens: rows, positions: rows, x: rows * c.hiddenSize, h: rows * c.hiddenSize, q: rows * qWidth, k: rows * kvWidth, v: rows * kvWidth,
+      attn: rows * qWidth, gate: rows * c.intermediateSize, up: rows * c.intermediateSize, act: rows * c.intermediateSize,
+      logits: logitRows * c.vocabSize, logit_rows: gathered ? logitRows : 0, h_logit_rows: gathered ? logitRows * c.hiddenSize : 0,
     };
+    const names = (Object.keys(elements) as (keyof typeof elements)[]).filter((name) => elements[name] > 0);
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    const buffers = await ctx.allocate(label, names.map((name) => ({ label: `${label}:${name}`, bytes: 4 * elements[name], usage })));
+    const [tokens, positions, x, h, q, k, v, attn, gate, up, act, logits, logitIndex, picked] = buffers as [GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer,
+      GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer | undefined, GPUBuffer | undefined];
+    ctx.writeBuffer(positions, 0, Uint32Array.from({ length: rows }, (_, i) => positionsOf(i)));
     try {
-      const tokens = f32('tokens', rows);
-      const positions = ctx.upload(`${label}:positions`, Uint32Array.from({ length: rows }, (_, i) => positionsOf(i)), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
-      buffers.push(positions);
-      const x = f32('x', rows * c.hiddenSize);
-      const h = f32('h', rows * c.hiddenSize);
-      const q = f32('q', rows * qWidth);
-      const k = f32('k', rows * kvWidth);
-      const v = f32('v', rows * kvWidth);
-      const attn = f32('attn', rows * qWidth);
-      const gate = f32('gate', rows * c.intermediateSize);
-      const up = f32('up', rows * c.intermediateSize);
-      const act = f32('act', rows * c.intermediateSize);
-      const logits = f32('logits', logitRows * c.vocabSize);
       const linear = (input: GPUBuffer, kIn: number, w: GpuTensor, bias: GpuTensor | null, output: GPUBuffer, m = rows) =>
         prepareLinear(ctx, { m, k: kIn, n: w.shape[0]!, weightDType: w.dtype, biasDType: bias?.dtype }, input, w.buffer, bias?.buffer ?? null, output);
-      // x += linear(input): the residual connection in the projection's own dispatch.
-      const residualLinear = (input: GPUBuffer, kIn: number, w: GpuTensor) =>
-        prepareLinear(ctx, { m: rows, k: kIn, n: w.shape[0]!, weightDType: w.dtype }, input, w.buffer, null, x, { accumulate: true });
+      // x += linear(input) (+ bias): the residual connection in the projection's own dispatch.
+      const residualLinear = (input: GPUBuffer, kIn: number, w: GpuTensor, bias: GpuTensor | null) =>
+        prepareLinear(ctx, { m: rows, k: kIn, n: w.shape[0]!, weightDType: w.dtype, biasDType: bias?.dtype }, input, w.buffer, bias?.buffer ?? null, x, { accumulate: true });
       const norm = (w: GpuTensor, output: GPUBuffer) =>
         prepareRmsNorm(ctx, { rows, hidden: c.hiddenSize, eps: c.rmsNormEps, weightDType: w.dtype }, x, w.buffer, output);
 
@@ -189,24 +199,22 @@ export class PolicyModel {
         steps.push(await prepareRopeQk(ctx, { tokens: rows, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim, cache: cache && { seqLen, maxLen: cache.maxLen } },
           { q, k, positions, invFreq: this.invFreq, ...(cache && { v, kCache: cache.k[index]!, vCache: cache.v[index]! }) }));
         steps.push(await attend(index, { q, k, v, out: attn }));
-        steps.push(await residualLinear(attn, qWidth, layer.o));
+        steps.push(await residualLinear(attn, qWidth, layer.o, layer.oBias));
         steps.push(await norm(layer.postNorm, h));
         steps.push(await linear(h, c.hiddenSize, layer.gate, null, gate));
         steps.push(await linear(h, c.hiddenSize, layer.up, null, up));
         steps.push(await prepareSwiglu(ctx, { rows, intermediate: c.intermediateSize }, gate, up, act));
-        steps.push(await residualLinear(act, c.intermediateSize, layer.down));
+        steps.push(await residualLinear(act, c.intermediateSize, layer.down, null));
       }
       steps.push(await norm(this.weights.finalNorm, h));
       if (logitRows === rows) {
         steps.push(await linear(h, c.hiddenSize, this.weights.lmHead, null, logits));
-        return { tokens, positions, logitIndex: null, logits, steps, buffers };
+        return { tokens, positions, logitIndex: null, logits, steps, headSteps: 1, buffers };
       }
       // The lm_head's rows are gathered first (a lookup in h as the table), so it costs logitRows, not rows.
-      const logitIndex = f32('logit_rows', logitRows);
-      const picked = f32('h_logit_rows', logitRows * c.hiddenSize);
-      steps.push(await prepareEmbedding(ctx, { tokens: logitRows, vocab: rows, hidden: c.hiddenSize, dtype: 'f32' }, logitIndex, h, picked));
-      steps.push(await linear(picked, c.hiddenSize, this.weights.lmHead, null, logits, logitRows));
-      return { tokens, positions, logitIndex, logits, steps, buffers };
+      steps.push(await prepareEmbedding(ctx, { tokens: logitRows, vocab: rows, hidden: c.hiddenSize, dtype: 'f32' }, logitIndex!, h, picked!));
+      steps.push(await linear(picked!, c.hiddenSize, this.weights.lmHead, null, logits, logitRows));
+      return { tokens, positions, logitIndex: logitIndex!, logits, steps, headSteps: 2, buffers };
     } catch (err) {
       release(steps, buffers);
       throw err;
@@ -217,11 +225,16 @@ export class PolicyModel {
    * Allocates activations and records every dispatch of a forward over (batch, seqLen); with a
    * cache, also fills it. With `lastTokenOnly`, logits are (batch, vocab): each sequence's last
    * token only (what a prefill before decoding needs), so the lm_head costs batch rows, not
-   * batch · seqLen.
+   * batch · seqLen. With `logitWindow` = W, logits are (W, vocab) for the token rows the caller
+   * writes into `windowRows`, and `encodeLogits` recomputes them for other rows after a run
+   * (logits larger than one binding, in windows).
    */
-  async prepareForward(batch: number, seqLen: number, { cache, lastTokenOnly = false }: { cache?: KvCache; lastTokenOnly?: boolean } = {}): Promise<PreparedForward> {
+  async prepareForward(batch: number, seqLen: number, { cache, lastTokenOnly = false, logitWindow }: { cache?: KvCache; lastTokenOnly?: boolean; logitWindow?: number } = {}): Promise<PreparedForward> {
     for (const [name, v] of [['batch', batch], ['seqLen', seqLen]] as const) {
       if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(name, 'a positive integer', describe(v));
+    }
+    if (logitWindow !== undefined && (lastTokenOnly || !Number.isSafeInteger(logitWindow) || logitWindow < 1 || logitWindow >= batch * seqLen)) {
+      throw new InvalidArgumentError('logitWindow', `an integer in [1, ${batch * seqLen}) rows, without lastTokenOnly`, describe(logitWindow));
     }
     if (seqLen > this.config.maxPositionEmbeddings) {
       throw new InvalidArgumentError('seqLen', `at most max_position_embeddings (${this.config.maxPositionEmbeddings})`, String(seqLen));
@@ -234,18 +247,23 @@ export class PolicyModel {
     try {
       built = await this.buildDecoder('policy', batch * seqLen,
         (_, { q, k, v, out }) => prepareAttention(ctx, { batch, seqLen, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim }, { q, k, v, lengths, out, lse }),
-        (row) => row % seqLen, { cache, seqLen, logitRows: lastTokenOnly ? batch : batch * seqLen });
+        (row) => row % seqLen, { cache, seqLen, logitRows: lastTokenOnly ? batch : logitWindow ?? batch * seqLen });
     } catch (err) {
       lengths.destroy();
       lse.destroy();
       throw err;
     }
-    const { tokens, logitIndex, logits, steps, buffers } = built;
+    const { tokens, logitIndex, logits, steps, headSteps, buffers } = built;
     buffers.push(lengths, lse);
     return {
-      batch, seqLen, ids: tokens, lengths, lastTokenRows: logitIndex, logits,
+      batch, seqLen, ids: tokens, lengths, logits,
+      lastTokenRows: lastTokenOnly ? logitIndex : null,
+      windowRows: logitWindow === undefined ? null : logitIndex,
       encode(pass) {
         for (const step of steps) step.encode(pass);
+      },
+      encodeLogits(pass) {
+        for (const step of steps.slice(-headSteps)) step.encode(pass);
       },
       destroy() {
         release(steps, buffers);
@@ -253,16 +271,17 @@ export class PolicyModel {
     };
   }
 
-  createCache(batch: number, maxLen: number): KvCache {
+  async createCache(batch: number, maxLen: number): Promise<KvCache> {
     const c = this.config;
+    if (!Number.isSafeInteger(batch) || batch < 1) throw new InvalidArgumentError('batch', 'a positive integer', describe(batch));
     if (!Number.isSafeInteger(maxLen) || maxLen < 1 || maxLen > c.maxPositionEmbeddings) {
       throw new InvalidArgumentError('maxLen', `an integer in [1, ${c.maxPositionEmbeddings}] (max_position_embeddings)`, describe(maxLen));
     }
     const bytes = batch * maxLen * c.numKeyValueHeads * c.headDim * 4;
-    const make = (kind: string): GPUBuffer[] => Array.from({ length: c.numLayers }, (_, l) => this.ctx.createBuffer(`policy:${kind}_cache.${l}`, bytes, GPUBufferUsage.STORAGE));
-    const k = make('k');
-    const v = make('v');
-    return { batch, maxLen, k, v, destroy: () => [...k, ...v].forEach((b) => b.destroy()) };
+    const specs = ['k', 'v'].flatMap((kind) => Array.from({ length: c.numLayers }, (_, l) => ({ label: `policy:${kind}_cache.${l}`, bytes, usage: GPUBufferUsage.STORAGE })));
+    const buffers = await this.ctx.allocate('policy:kv_cache', specs);
+    const [k, v] = [buffers.slice(0, c.numLayers), buffers.slice(c.numLayers)];
+    return { batch, maxLen, k, v, destroy: () => buffers.forEach((b) => b.destroy()) };
   }
 
   /** Records the pick of one token per row of `logits` (rows, vocab). */
@@ -336,6 +355,9 @@ export class PolicyModel {
     const eos = new Set(options.eosTokenIds ?? c.eosTokenIds);
     const promptLen = Math.max(...prompts.map((p) => p.length));
     const maxLen = promptLen + maxNew;
+    if (promptLen >= c.maxPositionEmbeddings) {
+      throw new InvalidArgumentError('prompts', `prompts of fewer than ${c.maxPositionEmbeddings} tokens (max_position_embeddings), room left for a new token`, `a ${promptLen}-token prompt`);
+    }
     if (maxLen > c.maxPositionEmbeddings) {
       throw new InvalidArgumentError('maxNewTokens', `at most ${c.maxPositionEmbeddings - promptLen} for a ${promptLen}-token prompt (max_position_embeddings ${c.maxPositionEmbeddings})`, String(maxNew));
     }
@@ -364,7 +386,7 @@ export class PolicyModel {
     }
     const padded = new Array<number>(batch * promptLen).fill(0);
     prompts.forEach((p, b) => p.forEach((id: number, t: number) => (padded[b * promptLen + t] = id)));
-    const cache = this.createCache(batch, maxLen);
+    const cache = await this.createCache(batch, maxLen);
     const readbacks: GPUBuffer[] = [];
     const inFlight: Promise<ArrayBuffer>[] = [];
     let prefill: PreparedForward | undefined;
@@ -447,12 +469,7 @@ export class PolicyModel {
     { pass: more, after }: { pass?: (pass: GPUComputePassEncoder) => void; after?: (encoder: GPUCommandEncoder) => void } = {}): Promise<void> {
     const { batch, seqLen } = prepared;
     if (ids.length !== batch * seqLen) throw new InvalidArgumentError('ids', `${batch * seqLen} token ids (batch · seqLen)`, `${ids.length}`);
-    const idArray = new Uint32Array(ids.length);
-    for (let i = 0; i < ids.length; i++) {
-      const id = Number(ids[i]);
-      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) throw new InvalidArgumentError(`ids[${i}]`, `a token id in [0, ${this.config.vocabSize})`, String(ids[i]));
-      idArray[i] = id;
-    }
+    const idArray = tokenIds(ids, this.config.vocabSize);
     const lens = Uint32Array.from(lengths ?? new Array<number>(batch).fill(seqLen));
     const least = prepared.lastTokenRows ? 1 : 0;
     if (lens.length !== batch || lens.some((n) => n < least || n > seqLen)) throw new InvalidArgumentError('lengths', `${batch} lengths in [${least}, ${seqLen}]`, `[${Array.from(lens).join(', ')}]`);
@@ -465,14 +482,60 @@ export class PolicyModel {
     }, { after });
   }
 
-  /** Logits (batch, seqLen, vocab) as float32 on the host. */
+  /**
+   * Logits (batch, seqLen, vocab) as float32 on the host, of any size: sequences go through the
+   * decoder in chunks whose activations fit one storage binding, and logits larger than one
+   * binding are computed in windows of rows from the chunk's final hidden states.
+   */
   async logits(ids: ArrayLike<number>, batch: number, seqLen: number, lengths?: ArrayLike<number>): Promise<Float32Array> {
-    const prepared = await this.prepareForward(batch, seqLen);
+    for (const [name, v] of [['batch', batch], ['seqLen', seqLen]] as const) {
+      if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(name, 'a positive integer', describe(v));
+    }
+    if (ids === null || typeof ids !== 'object' || ids.length !== batch * seqLen) {
+      throw new InvalidArgumentError('ids', `${batch * seqLen} token ids (batch · seqLen)`, describe(ids));
+    }
+    if (lengths !== undefined && (lengths === null || typeof lengths !== 'object' || lengths.length !== batch)) {
+      throw new InvalidArgumentError('lengths', `${batch} lengths (one per sequence)`, describe(lengths));
+    }
+    const c = this.config;
+    const allIds = tokenIds(ids, c.vocabSize);
+    const binding = this.ctx.maxBindingBytes;
+    const rowBytes = 4 * c.vocabSize;
+    const widest = 4 * Math.max(c.hiddenSize, c.numHeads * c.headDim, c.intermediateSize);
+    if (seqLen * widest > binding) {
+      throw new InvalidArgumentError('seqLen', `at most ${Math.floor(binding / widest)} tokens per sequence (its widest activation, ${widest / 4} float32 per token, must fit one ${binding}-byte storage binding)`, String(seqLen));
+    }
+    const windowRows = Math.floor(binding / rowBytes);
+    const chunk = Math.min(batch, Math.floor(binding / (seqLen * widest)), Math.max(1, Math.floor(windowRows / seqLen)));
+    const out = new Float32Array(batch * seqLen * c.vocabSize);
+    const prepared = new Map<number, PreparedForward>();
     try {
-      await this.run(prepared, ids, lengths);
-      return new Float32Array(await this.ctx.read('policy_forward', prepared.logits, batch * seqLen * this.config.vocabSize * 4));
+      for (let first = 0; first < batch; first += chunk) {
+        const n = Math.min(chunk, batch - first);
+        const rows = n * seqLen;
+        const window = rows > windowRows ? windowRows : undefined;
+        if (!prepared.has(n)) prepared.set(n, await this.prepareForward(n, seqLen, { logitWindow: window }));
+        const forward = prepared.get(n)!;
+        const chunkIds = allIds.subarray(first * seqLen, first * seqLen + rows);
+        const chunkLengths = lengths && Array.from({ length: n }, (_, b) => lengths[first + b]!);
+        const at = first * seqLen * c.vocabSize;
+        if (window === undefined) {
+          await this.run(forward, chunkIds, chunkLengths);
+          out.set(new Float32Array(await this.ctx.read('policy_forward', forward.logits, rows * rowBytes)), at);
+          continue;
+        }
+        for (let start = 0; start < rows; start += window) {
+          const count = Math.min(window, rows - start);
+          // The last window repeats its last row past `count` (those logits are not read).
+          this.ctx.writeBuffer(forward.windowRows!, 0, Uint32Array.from({ length: window }, (_, i) => start + Math.min(i, count - 1)));
+          if (start === 0) await this.run(forward, chunkIds, chunkLengths);
+          else await this.ctx.runPass('policy_logits', (pass) => forward.encodeLogits(pass));
+          out.set(new Float32Array(await this.ctx.read('policy_forward', forward.logits, count * rowBytes)), at + start * c.vocabSize);
+        }
+      }
+      return out;
     } finally {
-      prepared.destroy();
+      for (const forward of prepared.values()) forward.destroy();
     }
   }
 

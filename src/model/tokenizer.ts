@@ -2,7 +2,8 @@
  * The policy's tokenizer, from a Hugging Face model folder: `tokenizer.json` (+ the optional
  * `tokenizer_config.json` and its chat template), through @huggingface/tokenizers (the pure-JS
  * port of Hugging Face tokenizers) and @huggingface/jinja for chat templates: BPE and template
- * rendering are not written here.
+ * rendering are not written here. The chat template is compiled on first use, so a broken one
+ * does not stop encoding and decoding.
  */
 import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
@@ -32,16 +33,48 @@ function tokenText(token: unknown): string {
   return '';
 }
 
+/** Where a chat template was read from, for its error messages. */
+interface TemplateSource {
+  path: string;
+  /** The field holding it ('' for a chat_template.jinja file). */
+  field: string;
+}
+
+/**
+ * The template text of a `chat_template`: a string, or transformers' list of named templates
+ * [{ "name", "template" }], of which the one named "default" is used.
+ */
+function templateText(spec: unknown, source: TemplateSource): { text: string; field: string } {
+  if (typeof spec === 'string') return { text: spec, field: source.field };
+  const listForm = '"chat_template": a string or a list of {"name", "template"} strings';
+  if (!Array.isArray(spec)) throw new FileFormatError(source.path, listForm, describe(spec));
+  const bad = spec.findIndex((t) => typeof t?.name !== 'string' || typeof t?.template !== 'string');
+  if (bad >= 0) throw new FileFormatError(source.path, listForm, `entry ${bad}: ${JSON.stringify(spec[bad])?.slice(0, 80)}`);
+  const named = spec as { name: string; template: string }[];
+  const chosen = named.find((t) => t.name === 'default');
+  if (chosen === undefined) {
+    throw new FileFormatError(source.path, '"chat_template": a list with a template named "default" (the one used when none is named)',
+      `only ${named.map((t) => JSON.stringify(t.name)).join(', ') || 'an empty list'}`);
+  }
+  return { text: chosen.template, field: `${source.field} "default"` };
+}
+
 export class PolicyTokenizer {
   private readonly tokenizer: Tokenizer;
-  private readonly chatTemplate: Template | null;
   private readonly config: Record<string, unknown>;
+  private readonly templateSource: TemplateSource;
+  /** Compiled on first use, so a broken template only fails what renders it. */
+  private chatTemplate: Template | undefined;
+  /** One past the largest token id, added tokens included. */
+  readonly vocabSize: number;
 
-  private constructor(tokenizer: Tokenizer, config: Record<string, unknown>) {
+  private constructor(tokenizer: Tokenizer, config: Record<string, unknown>, templateSource: TemplateSource) {
     this.tokenizer = tokenizer;
     this.config = config;
-    const template = config.chat_template;
-    this.chatTemplate = typeof template === 'string' ? new Template(template) : null;
+    this.templateSource = templateSource;
+    let largest = -1;
+    for (const id of tokenizer.get_vocab(true).values()) largest = Math.max(largest, id);
+    this.vocabSize = largest + 1;
   }
 
   static load(dir: string): PolicyTokenizer {
@@ -50,7 +83,11 @@ export class PolicyTokenizer {
     const configPath = join(dir, 'tokenizer_config.json');
     const config = existsSync(configPath) ? readJson(configPath) : {};
     const templatePath = join(dir, 'chat_template.jinja');
-    if (config.chat_template === undefined && existsSync(templatePath)) config.chat_template = readFileSync(templatePath, 'utf8');
+    let templateSource: TemplateSource = { path: configPath, field: '"chat_template"' };
+    if (config.chat_template === undefined && existsSync(templatePath)) {
+      config.chat_template = readFileSync(templatePath, 'utf8');
+      templateSource = { path: templatePath, field: '' };
+    }
     let tokenizer: Tokenizer;
     try {
       tokenizer = new Tokenizer(readJson(tokenizerPath), config);
@@ -58,7 +95,7 @@ export class PolicyTokenizer {
       if (err instanceof FileFormatError) throw err;
       throw new FileFormatError(tokenizerPath, 'a tokenizer.json that @huggingface/tokenizers supports', (err as Error).message);
     }
-    return new PolicyTokenizer(tokenizer, config);
+    return new PolicyTokenizer(tokenizer, config, templateSource);
   }
 
   /** Token ids of `text`, without added special tokens unless asked. */
@@ -67,6 +104,20 @@ export class PolicyTokenizer {
     return this.tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? false }).ids;
   }
 
+  /** Refuses anything but token ids in [0, vocabSize), naming `argument`, the id and its index. */
+  checkIds(ids: readonly number[], argument = 'ids'): void {
+    if (!Array.isArray(ids)) throw new InvalidArgumentError(argument, 'an array of token ids', describe(ids));
+    const bad = ids.findIndex((id) => !Number.isSafeInteger(id) || id < 0 || id >= this.vocabSize);
+    if (bad >= 0) {
+      throw new InvalidArgumentError(argument, `token ids in [0, ${this.vocabSize}) (the tokenizer's vocabulary)`, `${describe(ids[bad])} at index ${bad}`);
+    }
+  }
+
+  /**
+   * The text of token ids. Ids past the tokenizer's vocabulary (a model's embedding rows beyond it,
+   * as in Qwen2.5's 151,936 against 151,665, which sampling can pick) decode to nothing, as in
+   * transformers; user input goes through checkIds first.
+   */
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
     if (!Array.isArray(ids) || !ids.every((id) => Number.isSafeInteger(id) && id >= 0)) {
       throw new InvalidArgumentError('ids', 'an array of non-negative integer token ids', describe(ids));
@@ -84,18 +135,36 @@ export class PolicyTokenizer {
     return text === '' ? undefined : (_, ids) => this.decode(ids).includes(text);
   }
 
+  /** Whether the model declares a chat template (applyChatTemplate still refuses a broken one). */
   get hasChatTemplate(): boolean {
-    return this.chatTemplate !== null;
+    return this.config.chat_template !== undefined && this.config.chat_template !== null;
+  }
+
+  private template(): Template {
+    if (this.chatTemplate) return this.chatTemplate;
+    if (!this.hasChatTemplate) throw new InvalidArgumentError('messages', 'a tokenizer with a chat template (tokenizer_config.json "chat_template")', 'none in this model');
+    const { text, field } = templateText(this.config.chat_template, this.templateSource);
+    try {
+      this.chatTemplate = new Template(text);
+    } catch (err) {
+      throw new FileFormatError(this.templateSource.path, `${field ? `${field}: ` : ''}a Jinja template that @huggingface/jinja parses`, `${(err as Error).name}: ${(err as Error).message}`);
+    }
+    return this.chatTemplate;
   }
 
   /** Renders the chat template (as transformers' apply_chat_template with tokenize=False). */
   applyChatTemplate(messages: ChatMessage[], options: { addGenerationPrompt?: boolean } = {}): string {
-    if (!this.chatTemplate) throw new InvalidArgumentError('messages', 'a tokenizer with a chat template (tokenizer_config.json "chat_template")', 'none in this model');
-    return this.chatTemplate.render({
-      messages,
-      add_generation_prompt: options.addGenerationPrompt ?? true,
-      bos_token: tokenText(this.config.bos_token),
-      eos_token: tokenText(this.config.eos_token),
-    });
+    const template = this.template();
+    try {
+      return template.render({
+        messages,
+        add_generation_prompt: options.addGenerationPrompt ?? true,
+        bos_token: tokenText(this.config.bos_token),
+        eos_token: tokenText(this.config.eos_token),
+      });
+    } catch (err) {
+      // Templates refuse conversations they do not support (raise_exception) and fail on missing fields.
+      throw new InvalidArgumentError('messages', `a conversation that the chat template of ${this.templateSource.path} renders`, `${(err as Error).name}: ${(err as Error).message}`);
+    }
   }
 }

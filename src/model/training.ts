@@ -99,7 +99,7 @@ export class TrainingGraph {
       }
     };
     add(w.embed);
-    for (const l of w.layers) for (const t of [l.inputNorm, l.q, l.qBias, l.k, l.kBias, l.v, l.vBias, l.o, l.postNorm, l.gate, l.up, l.down]) add(t);
+    for (const l of w.layers) for (const t of [l.inputNorm, l.q, l.qBias, l.k, l.kBias, l.v, l.vBias, l.o, l.oBias, l.postNorm, l.gate, l.up, l.down]) add(t);
     add(w.finalNorm);
     add(w.lmHead);
     for (const t of tensors) {
@@ -187,7 +187,7 @@ export class TrainingGraph {
         forward.push(await linear(s.h1, H, layer.v, layer.vBias, s.v));
         forward.push(await prepareRopeQk(ctx, { tokens: rows, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim }, { q: s.q, k: s.k, positions, invFreq: this.model.invFreq }));
         forward.push(await prepareAttention(ctx, attnShape, { q: s.q, k: s.k, v: s.v, lengths, out: s.attn, lse: s.lse }));
-        forward.push(await linear(s.attn, qWidth, layer.o, null, proj));
+        forward.push(await linear(s.attn, qWidth, layer.o, layer.oBias, proj));
         forward.push(await prepareAdd(ctx, { n: rows * H }, s.xIn, proj, s.xMid));
         forward.push(await prepareRmsNorm(ctx, normShape, s.xMid, layer.postNorm.buffer, s.h2));
         forward.push(await linear(s.h2, H, layer.gate, null, s.gate));
@@ -227,7 +227,7 @@ export class TrainingGraph {
         backward.push(await linearBack(s.h2, H, layer.up, null, dUp, dH, true));
         backward.push(await prepareRmsNormBackward(ctx, normShape, { x: s.xMid, weight: layer.postNorm.buffer, dy: dH, dx: dX, dWeight: this.grad(layer.postNorm) }));
         // dX now holds dL/dxMid = dL/d(xIn + o(attn)).
-        backward.push(await linearBack(s.attn, qWidth, layer.o, null, dX, dAttn));
+        backward.push(await linearBack(s.attn, qWidth, layer.o, layer.oBias, dX, dAttn));
         backward.push(await prepareAttentionBackward(ctx, attnShape, { q: s.q, k: s.k, v: s.v, out: s.attn, lse: s.lse, lengths, dOut: dAttn, dq: dQ, dk: dK, dv: dV }));
         backward.push(await prepareRopeQk(ctx, { tokens: rows, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim }, { q: dQ, k: dK, positions, invFreq: this.model.invFreq }, true));
         backward.push(await linearBack(s.h1, H, layer.q, layer.qBias, dQ, dH));

@@ -3,10 +3,13 @@
  * or the shards that `model.safetensors.index.json` lists.
  *
  * - Every file's header is read and checked first: each parameter the architecture needs must be
- *   present with the shape the config implies, nothing it does not use may be there (a q/k/v bias
- *   on a Llama without `attention_bias`, a layer past `num_hidden_layers`, ...), and every dtype
- *   must be F32, BF16 or F16. Only then is anything uploaded, so a bad checkpoint costs no GPU
- *   memory.
+ *   present with the shape the config implies, nothing it does not use may be there (an attention
+ *   bias on a Llama without `attention_bias`, an o_proj bias on a Qwen2, a layer past
+ *   `num_hidden_layers`, ...), and every dtype must be F32, BF16 or F16. Only then is anything
+ *   uploaded, so a bad checkpoint costs no GPU memory.
+ * - Attention biases follow transformers: Qwen2 always has q/k/v biases and never an o_proj one;
+ *   a Llama with `attention_bias` has all four (LlamaAttention builds q/k/v/o_proj with
+ *   `bias=config.attention_bias`), a Llama without it none.
  * - Tensors are then read one at a time (never a whole file) and uploaded to one buffer each,
  *   labelled with the Hugging Face name. 16-bit weights stay 16-bit on the GPU (raw bit patterns,
  *   two per 32-bit word) unless `dtype: 'f32'` asks for them to be decoded on the host.
@@ -46,6 +49,8 @@ export interface LayerWeights {
   kBias: GpuTensor | null;
   vBias: GpuTensor | null;
   o: GpuTensor;
+  /** Only on a Llama with `attention_bias` (see hasOutputProjectionBias). */
+  oBias: GpuTensor | null;
   postNorm: GpuTensor;
   gate: GpuTensor;
   up: GpuTensor;
@@ -86,6 +91,11 @@ const WEIGHT_DTYPES: ReadonlySet<string> = new Set<WeightDType>(['f32', 'bf16', 
 
 const layerPrefix = (i: number) => `model.layers.${i}`;
 
+/** Whether o_proj carries a bias: Llama's follows `attention_bias` like q/k/v; Qwen2's o_proj never has one. */
+export function hasOutputProjectionBias(config: Pick<ModelConfig, 'architecture' | 'attentionBias'>): boolean {
+  return config.architecture === 'llama' && config.attentionBias;
+}
+
 /** The parameters a config implies, in load order: Hugging Face name → shape. */
 export function expectedParameters(config: ModelConfig): Map<string, number[]> {
   const { hiddenSize: h, intermediateSize: inter, vocabSize: vocab, numHeads, numKeyValueHeads, headDim } = config;
@@ -105,6 +115,7 @@ export function expectedParameters(config: ModelConfig): Map<string, number[]> {
       params.set(`${p}.self_attn.v_proj.bias`, [kvDim]);
     }
     params.set(`${p}.self_attn.o_proj.weight`, [h, qDim]);
+    if (hasOutputProjectionBias(config)) params.set(`${p}.self_attn.o_proj.bias`, [h]);
     params.set(`${p}.post_attention_layernorm.weight`, [h]);
     params.set(`${p}.mlp.gate_proj.weight`, [inter, h]);
     params.set(`${p}.mlp.up_proj.weight`, [inter, h]);
@@ -249,8 +260,9 @@ function list(names: string[]): string {
 
 /** Why the architecture has no use for `name`, where a reason is easy to tell. */
 function unusedReason(name: string, config: ModelConfig): string {
-  if (/\.self_attn\.[qkv]_proj\.bias$/.test(name) && !config.attentionBias) return ' (the config has no attention bias: "attention_bias" is false)';
-  if (/\.(mlp\.\w+|self_attn\.o_proj)\.bias$/.test(name)) return ' (biases there are not supported)';
+  if (/\.self_attn\.[qkvo]_proj\.bias$/.test(name) && !config.attentionBias) return ' (the config has no attention bias: "attention_bias" is false)';
+  if (/\.self_attn\.o_proj\.bias$/.test(name) && config.architecture === 'qwen2') return ' (Qwen2 has q/k/v biases but no o_proj bias)';
+  if (/\.mlp\.\w+\.bias$/.test(name)) return ' (MLP biases are not supported: "mlp_bias" is false)';
   const layer = /^model\.layers\.(\d+)\./.exec(name);
   if (layer && Number(layer[1]) >= config.numLayers) return ` (the config has "num_hidden_layers": ${config.numLayers})`;
   return '';
@@ -403,6 +415,7 @@ async function upload(
       kBias: optional(`${p}.self_attn.k_proj.bias`),
       vBias: optional(`${p}.self_attn.v_proj.bias`),
       o: get(`${p}.self_attn.o_proj.weight`),
+      oBias: optional(`${p}.self_attn.o_proj.bias`),
       postNorm: get(`${p}.post_attention_layernorm.weight`),
       gate: get(`${p}.mlp.gate_proj.weight`),
       up: get(`${p}.mlp.up_proj.weight`),

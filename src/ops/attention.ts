@@ -32,8 +32,12 @@ export const MAX_HEAD_DIM = 256;
  *   16-key tiles, packed, tile-major, prefetch; 15 KiB of workgroup memory, so ~2× the workgroups fit.
  * - `q32k32`: 32 threads, 32 rows × 32-key tiles (4 × 8 score tiles per thread: half the barriers
  *   and softmax corrections per key), packed, tile-major; K then V staged without prefetch (registers).
+ * - `q32k16-s8`: q32k16 with 4 × 8 score tiles over half the head each (two threads per tile): 12
+ *   workgroup-memory loads per 128 score FMAs instead of 16, for 16 more registers per thread.
+ * - `q32k8`: q32k16 with 8-key tiles (4 staged vec4 per thread instead of 8, scores split over two
+ *   threads): fewer registers, so more workgroups per SM, for twice the barriers per key.
  */
-export const ATTENTION_VARIANTS = ['q64k16', 'q64k16-classic', 'q64k16-packed', 'q32k16', 'q32k32'] as const;
+export const ATTENTION_VARIANTS = ['q64k16', 'q64k16-classic', 'q64k16-packed', 'q32k16', 'q32k32', 'q32k16-s8', 'q32k8'] as const;
 export type AttentionVariant = (typeof ATTENTION_VARIANTS)[number];
 
 /** How prepareAttention runs the D ≤ 64 class; larger heads have one configuration each and ignore it. */
@@ -67,6 +71,8 @@ const D64_CONFIGS: Record<AttentionVariant, AttentionConfig> = {
   q64k16: { dimClass: 64, threads: 64, keysPerTile: 16, scoreKeys: 4, prefetch: true, kvTogether: false, packHeads: true, tileMajor: true },
   q32k16: { dimClass: 64, threads: 32, keysPerTile: 16, scoreKeys: 4, prefetch: true, kvTogether: false, packHeads: true, tileMajor: true },
   q32k32: { dimClass: 64, threads: 32, keysPerTile: 32, scoreKeys: 8, prefetch: false, kvTogether: false, packHeads: true, tileMajor: true },
+  'q32k16-s8': { dimClass: 64, threads: 32, keysPerTile: 16, scoreKeys: 8, prefetch: true, kvTogether: false, packHeads: true, tileMajor: true },
+  q32k8: { dimClass: 64, threads: 32, keysPerTile: 8, scoreKeys: 4, prefetch: true, kvTogether: false, packHeads: true, tileMajor: true },
 };
 
 /** The configuration for a head size (D ≤ 64, ≤ 128 or ≤ 256, padded with zeros up to it). */

@@ -49,7 +49,7 @@ test('--quick writes the JSON, Markdown and chart it was asked for', async () =>
   expect(r.stdout).toContain('## token_stats_forward');
 }, 300_000);
 
-(SKIP_GPU ? test.skip : test)('the policy suites time a training step and greedy decoding (batch 1 and 4) of a small model, and --profile breaks both down by kernel', async () => {
+(SKIP_GPU ? test.skip : test)('the policy suites time a training step and greedy decoding (batch 1 and 32) of a small model, and --profile breaks both down by kernel', async () => {
   const r = await cli(['bench', '--quick', '--kernels', 'train_step,decode', '--backends', 'webgpu', '--profile', '--json', join(dir, 'p.json')], undefined, 280_000);
   expectSuccess(r);
   const report = JSON.parse(readFileSync(join(dir, 'p.json'), 'utf8')) as BenchReport;
@@ -57,9 +57,9 @@ test('--quick writes the JSON, Markdown and chart it was asked for', async () =>
   expect(step.rowsPerSecond).toBeGreaterThan(0);
   expect(step.gflops).toBeGreaterThan(0);
   expect(step.note).toMatch(/GPU memory peak \d+\.\d+ GiB/);
-  expect(report.rows.filter((row) => row.kernel === 'decode').map((row) => row.shape[0])).toEqual([1, 4]);
+  expect(report.rows.filter((row) => row.kernel === 'decode').map((row) => row.shape[0])).toEqual([1, 32]);
   expect(report.rows.filter((row) => row.kernel === 'decode_step').every((row) => row.rowsPerSecond! > 0)).toBe(true);
-  expect(report.profiles.map((p) => p.name)).toEqual(['train_step 2×64 (one micro-batch: forward + backward)', 'decode_step batch 1, 24 cached keys', 'decode_step batch 4, 24 cached keys']);
+  expect(report.profiles.map((p) => p.name)).toEqual(['train_step 2×64 (one micro-batch: forward + backward)', 'decode_step batch 1, 24 cached keys', 'decode_step batch 32, 24 cached keys']);
   const decode = report.profiles[1]!;
   expect(decode.rows.reduce((n, row) => n + row.dispatches, 0)).toBe(decode.dispatches);
   expect(decode.rows.some((row) => row.kernel.startsWith('attention_decode:'))).toBe(true);

@@ -150,6 +150,20 @@ describe('intuitor stats on the Hugging Face fixture (tiny-qwen2)', () => {
   });
 });
 
+describe('intuitor stats --backend auto (the default)', () => {
+  test('runs on webgpu where Dawn finds an adapter, and on native where it finds none', async () => {
+    const f = await fixture();
+    const args = ['stats', '--logits', f.logitsPath, '--ids', f.idsPath, '--json'];
+    // A Vulkan loader pointed at no driver: Dawn sees no adapter at all.
+    const [found, none] = await Promise.all([cli(args), cli([...args, '--backend', 'auto'], undefined, undefined, { VK_ICD_FILENAMES: '/nonexistent/icd.json' })]);
+    const chosen = parseStats(found).backend;
+    if (!SKIP_GPU) expect(chosen).toBe('webgpu');
+    const fallback = parseStats(none);
+    expect(fallback.backend).toBe(SKIP_NATIVE ? 'js' : 'native');
+    expectClose('selfCertainty', numbers(fallback.selfCertainty), f.refSelfCertainty, TOLERANCES.fixture);
+  });
+});
+
 describe('intuitor stats --json', () => {
   let results: Promise<[CliResult, CliResult, CliResult]>;
   beforeAll(() => {
@@ -406,7 +420,7 @@ describe('bad input exits 2 with one line naming the argument, what was expected
     {
       name: 'a missing ids file',
       args: (d) => stats('--logits', join(d, 'good.npy'), '--ids', join(d, 'no_ids.npy'), '--out', 'out'),
-      expected: [/no_ids\.npy/, /expected an existing/, /no such file/],
+      expected: [/no_ids\.npy/, /expected an existing \.npy or \.safetensors file for --ids/, /no such file/],
     },
     {
       name: 'a truncated .npy',
@@ -423,10 +437,10 @@ describe('bad input exits 2 with one line naming the argument, what was expected
       args: (d) => stats('--logits', join(d, 'garbage.npy'), '--out', 'out'),
       expected: [/garbage\.npy/, /magic/, /not a \.npy file/],
     },
-    ...['0', '-1', 'nan', 'inf', 'abc'].map((t): BadCase => ({
-      name: `--temperature ${t}`,
+    ...['0', '-1', 'nan', 'inf', 'Infinity', 'abc', '0x10', ''].map((t): BadCase => ({
+      name: `--temperature ${JSON.stringify(t)}`,
       args: (d) => stats('--logits', join(d, 'good.npy'), '--temperature', t, '--out', 'out'),
-      expected: [/--temperature/, /finite number > 0/, new RegExp(`got "${t}"`)],
+      expected: [/--temperature/, /a number > 0/, new RegExp(`got "${t}"`)],
     })),
     {
       name: 'an unknown --backend',

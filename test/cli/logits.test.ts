@@ -41,7 +41,7 @@ describeGpu('intuitor logits', () => {
     const cases: [string, RegExp][] = [
       [floatIds, /float\.npy: expected token ids of dtype int32 or int64, got f32/],
       [flat, /flat\.npy: expected ids of shape \(B, T\), got shape \[3\]/],
-      [big, /ids\[1\]: expected a token id in \[0, 384\), got 384/],
+      [big, /big\.npy: expected token ids in \[0, 384\) \(the model's vocab_size\), got 384 at \(b, t\) = \(0, 1\)/],
     ];
     for (const [path, message] of cases) {
       const out = join(dir, 'never');
@@ -63,11 +63,14 @@ describeGpu('intuitor logits', () => {
   });
 
   test.each([
-    [['--max-new-tokens', '0', '--greedy'], /--max-new-tokens: expected a positive integer, got "0"/],
-    [['--max-new-tokens', '4'], /--greedy or --temperature: expected one of them/],
-    [['--greedy', '--top-k', '5'], /--greedy: expected no sampling flags beside it, got --top-k/],
-    [['--prompt', '', '--greedy'], /--prompt: expected text that encodes to at least one token, got ""/],
-  ])('generate refuses %j', async (args, message) => {
+    ['--max-new-tokens 0', ['--max-new-tokens', '0', '--greedy'], /--max-new-tokens: expected a positive integer, got "0"/],
+    ['no --greedy or --temperature', ['--max-new-tokens', '4'], /--greedy or --temperature: expected one of them/],
+    ['--greedy with --top-k', ['--greedy', '--top-k', '5'], /--greedy: expected no sampling flags beside it, got --top-k/],
+    ['an empty --prompt', ['--prompt', '', '--greedy'], /--prompt: expected text that encodes to at least one token, got ""/],
+    ['--max-new-tokens past max_position_embeddings', ['--max-new-tokens', '300', '--greedy'], /--max-new-tokens: expected at most 254 after a 2-token prompt \(max_position_embeddings 256\), got 300/],
+    ['a 900-token --prompt', ['--prompt', 'Hi '.repeat(300), '--greedy'], /--prompt: expected fewer than 256 tokens \(max_position_embeddings\), room left for a new token, got 900 tokens/],
+    ['--weights f16', ['--greedy', '--weights', 'f16'], /--weights: expected as-stored or f32, got "f16"/],
+  ])('generate refuses %s', async (_label, args, message) => {
     const r = await cli(['generate', '--model', model, '--prompt', 'Hi', ...args]);
     expect(r.status).toBe(2);
     expect(r.messages.join('\n')).toMatch(message);

@@ -55,6 +55,32 @@ describeGpu('GpuContext', () => {
     await expect(ctx.pipeline('token_stats_forward', 'no_such_entry')).rejects.toThrow(GpuError);
   });
 
+  test('a buffer over the device limit is refused at once, naming the buffer and both sizes', async () => {
+    const limit = ctx.device.limits.maxBufferSize;
+    const rounded = Math.ceil((limit + 1) / 16) * 16;
+    expect(() => ctx.createBuffer('huge', limit + 1, GPUBufferUsage.STORAGE))
+      .toThrow(`huge: GPU out-of-memory error: needs one buffer of ${rounded} bytes; this device allows at most ${limit} (maxBufferSize)`);
+    // Nothing was left pending: the next op runs.
+    const r = await tokenStats({ logits: new Float32Array([1, 2]), shape: [1, 2] }, { backend: 'webgpu', context: ctx });
+    expect(r.logsumexp[0]).toBeCloseTo(Math.log(Math.exp(1) + Math.exp(2)), 5);
+  });
+
+  test('allocate: running out of memory frees what was made and says how much was needed', async () => {
+    // A context whose scopes report out-of-memory after the buffers were made, as Dawn does.
+    const tight = Object.create(ctx) as GpuContext;
+    tight.scoped = async <T>(op: string, encode: () => T): Promise<T> => {
+      encode();
+      throw new GpuError(op, 'out-of-memory', 'allocation failed');
+    };
+    const before = tight.memory.liveBytes;
+    const specs = [{ label: 'a', bytes: 2 ** 20, usage: GPUBufferUsage.STORAGE }, { label: 'b', bytes: 3 * 2 ** 20 - 5, usage: GPUBufferUsage.STORAGE }];
+    await expect(tight.allocate('my_op', specs)).rejects.toThrow(new RegExp(`^my_op: GPU out-of-memory error: needs 4\\.0 MiB of GPU memory in 2 buffers, beside the ${(before / 2 ** 20).toFixed(1)} MiB this context already holds \\(allocation failed\\)$`));
+    expect(tight.memory.liveBytes).toBe(before);
+    const made = await ctx.allocate('my_op', specs);
+    expect(made.map((b) => [b.label, b.size])).toEqual([['a', 2 ** 20], ['b', 3 * 2 ** 20]]);
+    made.forEach((b) => b.destroy());
+  });
+
   test('an error outside any scope surfaces on the next op', async () => {
     ctx.device.createBuffer({ label: 'unscoped-bad', size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.STORAGE });
     await ctx.device.queue.onSubmittedWorkDone();

@@ -15,7 +15,10 @@ export const LLAMA_CONFIG = {
   rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 },
 };
 
-/** Writes config.json and a model.safetensors of N(0, 0.2²) matrices and 1 + N(0, 0.1²) norms into `dir`. */
+/** LLAMA_CONFIG with `attention_bias`: transformers' LlamaAttention then gives q, k, v AND o_proj a bias. */
+export const LLAMA_BIAS_CONFIG = { ...LLAMA_CONFIG, attention_bias: true };
+
+/** Writes config.json and a model.safetensors of N(0, 0.2²) matrices and biases and 1 + N(0, 0.1²) norms into `dir`. */
 export async function writeRandomCheckpoint(dir: string, json: Record<string, unknown>, seed = 7): Promise<ModelConfig> {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'config.json'), JSON.stringify(json));

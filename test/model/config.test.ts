@@ -1,4 +1,6 @@
 /** Hugging Face config.json parsing for Qwen2 and Llama checkpoints (src/model/config.ts). */
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileFormatError } from '../../src/errors.js';
 import { loadModelConfig, parseModelConfig, ropeInverseFrequencies } from '../../src/model/config.js';
@@ -42,9 +44,56 @@ describe('parseModelConfig', () => {
     ['MLP bias', { ...llama, mlp_bias: true }, /mlp_bias/],
     ['heads not divisible by key/value heads', { ...llama, num_key_value_heads: 4 }, /a multiple of "num_key_value_heads", got 6 and 4/],
     ['a missing size', { ...llama, hidden_size: undefined }, /"hidden_size": a positive integer, got undefined/],
+    ['a model_type that disagrees with architectures', { ...llama, architectures: ['Qwen2ForCausalLM'], model_type: 'qwen3' },
+      /"model_type" agreeing with "architectures" \("qwen2" for Qwen2ForCausalLM; supported model types: qwen2, llama\), got "model_type": "qwen3" with "architectures": \["Qwen2ForCausalLM"\]$/],
+    ['a known model_type of the other architecture', { ...llama, model_type: 'qwen2' }, /got "model_type": "qwen2" with "architectures": \["LlamaForCausalLM"\]$/],
+    ['an unknown model_type alone', { ...llama, architectures: undefined, model_type: 'mistral' }, /"model_type": one of qwen2, llama, got "mistral"$/],
+    ['a model_type that is not a string', { ...llama, architectures: undefined, model_type: 7 }, /"model_type": one of qwen2, llama, got 7$/],
+    ['neither architectures nor model_type', { ...llama, architectures: undefined, model_type: undefined },
+      /"architectures" \(one of Qwen2ForCausalLM, LlamaForCausalLM\) or "model_type" \(one of qwen2, llama\), got neither$/],
   ])('refuses %s by name', (_name, json, message) => {
     expect(() => parseModelConfig(json)).toThrow(FileFormatError);
     expect(() => parseModelConfig(json)).toThrow(message);
+  });
+
+  test('model_type alone names the architecture', () => {
+    expect(parseModelConfig({ ...llama, architectures: undefined }).architecture).toBe('llama');
+    expect(parseModelConfig({ ...llama, architectures: null, model_type: 'qwen2', attention_bias: undefined })).toMatchObject({ architecture: 'qwen2', attentionBias: true });
+    // A v4 file without model_type still loads from architectures alone.
+    expect(parseModelConfig({ ...llama, model_type: undefined }).architecture).toBe('llama');
+  });
+});
+
+describe('loadModelConfig with generation_config.json', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'intuitor-config-'));
+    copyFileSync(join(FIXTURES, 'tiny-qwen2', 'config.json'), join(dir, 'config.json')); // eos_token_id 0
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  const generation = (json: unknown) => writeFileSync(join(dir, 'generation_config.json'), typeof json === 'string' ? json : JSON.stringify(json));
+
+  test.each([
+    ['no generation_config.json', undefined, [0]],
+    ['no eos_token_id in it (the fixture\'s)', { _from_model_config: true, use_cache: true }, [0]],
+    ['eos_token_id null', { eos_token_id: null }, [0]],
+    ['one more id', { eos_token_id: 7 }, [0, 7]],
+    // Qwen2.5-Instruct's shape: config.json's id first, then the others, no duplicates.
+    ['a list that repeats config.json\'s id', { eos_token_id: [5, 0, 5, 9] }, [0, 5, 9]],
+  ])('%s: eosTokenIds is the union with config.json\'s', (_name, json, eos) => {
+    if (json !== undefined) generation(json);
+    expect(loadModelConfig(dir).eosTokenIds).toEqual(eos);
+  });
+
+  test.each([
+    ['not JSON', '{ "eos_token_id": ', /generation_config\.json: expected JSON, got /],
+    ['not an object', '[1, 2]', /generation_config\.json: expected a JSON object, got array of length 2$/],
+    ['a negative id', { eos_token_id: [1, -2] }, /generation_config\.json: expected "eos_token_id": a token id or a list of them, got \[1,-2\]$/],
+    ['a string id', { eos_token_id: '2' }, /generation_config\.json: expected "eos_token_id": a token id or a list of them, got "2"$/],
+  ])('a malformed generation_config.json (%s) is refused naming the file', (_name, json, message) => {
+    generation(json);
+    expect(() => loadModelConfig(dir)).toThrow(FileFormatError);
+    expect(() => loadModelConfig(dir)).toThrow(message);
   });
 });
 

@@ -1,10 +1,12 @@
 /**
  * The WebGPU forward pass against transformers (the tiny-qwen2 fixture) and against the float64
- * reference forward on a Llama layout the fixture doesn't cover.
+ * reference forward on Llama layouts the fixture doesn't cover (without attention biases, and
+ * with `attention_bias`: q/k/v/o biases), and greedy KV-cache decoding on the latter.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { GpuError } from '../../src/errors.js';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { readNpy } from '../../src/io/npy.js';
 import { PolicyModel } from '../../src/model/policy.js';
@@ -12,7 +14,7 @@ import { tokenStats } from '../../src/ops/token-stats.js';
 import { mulberry32 } from '../../src/util/random.js';
 import { FIXTURES, describeGpu, fixtureNextToken, openGpu } from '../helpers.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';
-import { LLAMA_CONFIG, bf16Fixture, writeRandomCheckpoint } from './checkpoints.js';
+import { LLAMA_BIAS_CONFIG, LLAMA_CONFIG, bf16Fixture, writeRandomCheckpoint } from './checkpoints.js';
 import { loadReferenceWeights, referenceModelForward } from './reference-forward.js';
 
 const fixture = join(FIXTURES, 'tiny-qwen2');
@@ -117,13 +119,17 @@ describeGpu('PolicyModel forward (WebGPU)', () => {
     }
   });
 
-  test('Llama layout (explicit head_dim, no q/k/v bias, untied lm_head, θ = 500000 with Llama 3 scaling), padded batch', async () => {
-    const dir = join(tmp, 'llama');
-    const config = await writeRandomCheckpoint(dir, LLAMA_CONFIG);
+  test.each([
+    ['no attention bias', 'llama', LLAMA_CONFIG],
+    ['attention_bias: q/k/v/o biases, the o bias added by the residual projection', 'llama-bias', LLAMA_BIAS_CONFIG],
+  ] as const)('Llama layout (explicit head_dim, untied lm_head, θ = 500000 with Llama 3 scaling), %s, padded batch', async (_, name, json) => {
+    const dir = join(tmp, name);
+    const config = await writeRandomCheckpoint(dir, json);
     const rand = mulberry32(8);
     const model = await PolicyModel.load(ctx, dir);
     try {
       expect(model.weights.tied).toBe(false);
+      expect(model.weights.layers.every((l) => (l.oBias !== null) === json.attention_bias && (l.qBias !== null) === json.attention_bias)).toBe(true);
       const [batch, seq] = [2, 9];
       const lengths = [9, 5];
       const tokens = Int32Array.from({ length: batch * seq }, () => Math.floor(rand() * 101));
@@ -138,12 +144,67 @@ describeGpu('PolicyModel forward (WebGPU)', () => {
     }
   });
 
+  // A batch of two prompts of different lengths: the prefill runs the tile kernel, each decode
+  // step (2 rows) linear_rows_main, both adding the o bias into the residual; with head_dim 256
+  // the prefill and decode attention run their largest head class.
+  test.each([
+    ['with attention_bias', LLAMA_BIAS_CONFIG],
+    ['with head_dim 256', { ...LLAMA_CONFIG, head_dim: 256 }],
+  ] as const)('Llama %s: greedy KV-cache decoding picks the argmax of the full forward at every step', async (name, json) => {
+    const dir = join(tmp, `llama-generate-${name.replace(/\W+/g, '-')}`);
+    const config = await writeRandomCheckpoint(dir, json, 13);
+    const weight = await loadReferenceWeights(join(dir, 'model.safetensors'));
+    const rand = mulberry32(9);
+    const model = await PolicyModel.load(ctx, dir);
+    try {
+      const V = model.config.vocabSize;
+      const prompts = [5, 2].map((n) => Array.from({ length: n }, () => Math.floor(rand() * V)));
+      const { tokens } = await model.generate(prompts, { maxNewTokens: 6, eosTokenIds: [] });
+      for (const [b, prompt] of prompts.entries()) {
+        expect(tokens[b]).toHaveLength(6);
+        const full = [...prompt, ...tokens[b]!];
+        const argmax = (logits: ArrayLike<number>, r: number) => {
+          let best = 0;
+          for (let j = 1; j < V; j++) if (logits[r * V + j]! > logits[r * V + best]!) best = j;
+          return best;
+        };
+        // The WebGPU full forward, and the float64 one (so a bias both paths dropped would show).
+        for (const logits of [await model.logits(full, 1, full.length), referenceModelForward(config, weight, full, 1, full.length, [full.length])]) {
+          expect(tokens[b]).toEqual(tokens[b]!.map((_, i) => argmax(logits, prompt.length - 1 + i)));
+        }
+      }
+    } finally {
+      model.destroy();
+    }
+  });
+
   test('bad ids and shapes are refused before any GPU work', async () => {
     const model = await PolicyModel.load(ctx, fixture);
     try {
       await expect(model.logits([1, 2, 999], 1, 3)).rejects.toThrow(/ids\[2\]: expected a token id in \[0, 384\), got 999/);
       await expect(model.logits([1, 2], 1, 3)).rejects.toThrow(/ids: expected 3 token ids/);
       await expect(model.logits(new Array(300).fill(1), 1, 300)).rejects.toThrow(/seqLen: expected at most max_position_embeddings \(256\), got 300/);
+      await expect(model.generate([new Array(256).fill(1)], { maxNewTokens: 1 })).rejects.toThrow(/prompts: expected prompts of fewer than 256 tokens \(max_position_embeddings\), room left for a new token, got a 256-token prompt/);
+      await expect(model.generate([[1, 2]], { maxNewTokens: 255 })).rejects.toThrow(/maxNewTokens: expected at most 254 for a 2-token prompt/);
+    } finally {
+      model.destroy();
+    }
+  });
+
+  test('a forward or a cache that does not fit in GPU memory says how much it needs', async () => {
+    // A context whose activation allocations run out of memory the way Dawn reports it.
+    const tight = Object.create(ctx) as GpuContext;
+    tight.scoped = async <T>(op: string, encode: () => T): Promise<T> => {
+      if (op !== 'policy' && op !== 'policy:kv_cache') return ctx.scoped(op, encode);
+      encode();
+      throw new GpuError(op, 'out-of-memory', 'allocation failed');
+    };
+    const model = await PolicyModel.load(tight, fixture);
+    try {
+      // 2 × 24 tokens: x, h, q, attn (64 wide), k, v (32), gate, up, act (176), tokens, positions; logits (384).
+      const needed = (4 * 2 * 24 * (4 * 64 + 2 * 32 + 3 * 176 + 2 + 384)) / 2 ** 20;
+      await expect(model.logits(new Array(48).fill(1), 2, 24)).rejects.toThrow(`policy: GPU out-of-memory error: needs ${needed.toFixed(1)} MiB of GPU memory in 12 buffers`);
+      await expect(model.createCache(2, 24)).rejects.toThrow(/^policy:kv_cache: GPU out-of-memory error: needs 0\.0 MiB of GPU memory in 4 buffers, beside the 0\.\d MiB this context already holds \(allocation failed\)$/);
     } finally {
       model.destroy();
     }

@@ -1,12 +1,14 @@
 /**
- * A float64 reference of the whole decoder forward (Qwen2/Llama), composed from the ops' float64
- * references, reading weights straight from the safetensors file (16-bit decoded exactly). Used to
- * check the WebGPU forward on layouts the Hugging Face fixture doesn't cover, and on bf16 weights.
+ * A float64 reference of the whole decoder forward (Qwen2/Llama, with the attention biases
+ * src/model/weights.ts expects), composed from the ops' float64 references, reading weights
+ * straight from the safetensors file (16-bit decoded exactly). Used to check the WebGPU forward
+ * on layouts the Hugging Face fixture doesn't cover, and on bf16 weights.
  */
 import { elementReader } from '../../src/dtype.js';
 import { openSafetensors } from '../../src/io/safetensors.js';
 import type { ModelConfig } from '../../src/model/config.js';
 import { ropeInverseFrequencies } from '../../src/model/config.js';
+import { hasOutputProjectionBias } from '../../src/model/weights.js';
 import { referenceAttention } from '../../src/ops/attention.js';
 import { referenceLinear } from '../../src/ops/linear.js';
 import { referenceRmsNorm } from '../../src/ops/rmsnorm.js';
@@ -51,7 +53,7 @@ export function referenceModelForward(c: ModelConfig, weight: (name: string) => 
     const k = referenceRope(linear(h, `${p}.self_attn.k_proj`, H, kvWidth, c.attentionBias), positions, invFreq, { tokens: rows, heads: c.numKeyValueHeads, headDim: c.headDim });
     const v = linear(h, `${p}.self_attn.v_proj`, H, kvWidth, c.attentionBias);
     const a = referenceAttention(q, k, v, lengths, { batch, seqLen, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim }).out;
-    const o = linear(a, `${p}.self_attn.o_proj`, qWidth, H, false);
+    const o = linear(a, `${p}.self_attn.o_proj`, qWidth, H, hasOutputProjectionBias(c));
     x = x.map((value, i) => value + o[i]!);
     const h2 = referenceRmsNorm(x, weight(`${p}.post_attention_layernorm.weight`), { rows, hidden: H, eps: c.rmsNormEps });
     const act = referenceSwiglu(linear(h2, `${p}.mlp.gate_proj`, H, c.intermediateSize, false), linear(h2, `${p}.mlp.up_proj`, H, c.intermediateSize, false));

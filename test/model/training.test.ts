@@ -1,8 +1,10 @@
 /**
  * The training graph's gradients: `intuitor grad` against transformers' float64 gradients (the
  * tiny-qwen2 fixture: Qwen2 layout, tied embeddings, q/k/v bias), and the graph against float64
- * finite differences of the reference forward on a Llama layout (untied lm_head, no bias,
- * explicit head_dim, a padded batch) with a loss on both log-probs and self-certainty.
+ * finite differences of the reference forward on Llama layouts (untied lm_head, explicit
+ * head_dim, a padded batch; no bias, and `attention_bias`'s q/k/v/o biases) with a loss on both
+ * log-probs and self-certainty. A training session on the biased Llama trains the o bias without
+ * weight decay and saves it under its Hugging Face name.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,12 +13,15 @@ import type { GpuContext } from '../../src/gpu/context.js';
 import { openSafetensors } from '../../src/io/safetensors.js';
 import { PolicyModel } from '../../src/model/policy.js';
 import { TrainingGraph } from '../../src/model/training.js';
+import { expectedParameters } from '../../src/model/weights.js';
 import { nextTokenBatch } from '../../src/train/batch.js';
+import { DEFAULT_OPTIMIZER } from '../../src/train/optimizer.js';
+import { TrainingSession } from '../../src/train/session.js';
 import { mulberry32 } from '../../src/util/random.js';
 import { cli, expectSuccess } from '../cli/run-cli.js';
 import { FIXTURES, describeGpu, openGpu } from '../helpers.js';
 import { TOLERANCES } from '../tolerances.js';
-import { LLAMA_CONFIG, bf16Fixture, writeRandomCheckpoint } from './checkpoints.js';
+import { LLAMA_BIAS_CONFIG, LLAMA_CONFIG, bf16Fixture, writeRandomCheckpoint } from './checkpoints.js';
 import { loadReferenceWeights, referenceModelForward } from './reference-forward.js';
 
 const fixture = join(FIXTURES, 'tiny-qwen2');
@@ -65,9 +70,12 @@ describeGpu('training graph gradients', () => {
     }
   });
 
-  test('Llama layout, padded batch, loss on log-probs and self-certainty: float64 finite differences', async () => {
-    const dir = join(tmp, 'llama');
-    const config = await writeRandomCheckpoint(dir, LLAMA_CONFIG, 11);
+  test.each([
+    ['no bias', 'llama', LLAMA_CONFIG],
+    ['attention_bias (q/k/v/o biases)', 'llama-bias', LLAMA_BIAS_CONFIG],
+  ] as const)('Llama layout, %s, padded batch, loss on log-probs and self-certainty: float64 finite differences', async (_, name, json) => {
+    const dir = join(tmp, name);
+    const config = await writeRandomCheckpoint(dir, json, 11);
     const [batch, seqLen, V] = [2, 7, config.vocabSize];
     const rand = mulberry32(5);
     const sequences = [Array.from({ length: 7 }, () => Math.floor(rand() * V)), Array.from({ length: 4 }, () => Math.floor(rand() * V))];
@@ -86,7 +94,9 @@ describeGpu('training graph gradients', () => {
         await graph.zeroGrads();
         await graph.forwardBackward(step);
         const grads = await graph.readGrads();
-        expect([...grads.keys()]).toContain('lm_head.weight');
+        // Every parameter of the checkpoint is trained (the o bias included when there is one), biases and norms without decay.
+        expect([...grads.keys()].sort()).toEqual([...expectedParameters(config).keys()].sort());
+        for (const p of graph.parameters) expect([p.name, p.decay]).toEqual([p.name, p.shape.length === 2]);
 
         const weight = await loadReferenceWeights(join(dir, 'model.safetensors'));
         const loss = (): number => {
@@ -124,6 +134,45 @@ describeGpu('training graph gradients', () => {
     } finally {
       graph.destroy();
       model.destroy();
+    }
+  });
+
+  test('Llama with attention_bias: a session trains the o bias without weight decay, saves it under its Hugging Face name, and resumes', async () => {
+    const dir = join(tmp, 'llama-bias-session');
+    const config = await writeRandomCheckpoint(dir, LLAMA_BIAS_CONFIG, 17);
+    const out = join(tmp, 'llama-bias-session-out');
+    const options = { model: dir, out, resume: false, keep: 2, optimizer: { ...DEFAULT_OPTIMIZER, lr: 0.1, totalSteps: 1, weightDecay: 0.5 } };
+    const bias = 'model.layers.1.self_attn.o_proj.bias';
+    const matrix = 'model.layers.1.self_attn.o_proj.weight';
+    const source = await loadReferenceWeights(join(dir, 'model.safetensors'));
+    let saved: string;
+    let lr: number;
+    const session = await TrainingSession.open(ctx, options);
+    try {
+      // Zero gradients: AdamW moves nothing, so only the decoupled decay changes a parameter.
+      await session.graph.zeroGrads();
+      ({ lr } = await session.optimizer.update(1));
+      saved = await session.save(1, {});
+    } finally {
+      session.destroy();
+    }
+    const file = await openSafetensors(join(saved, 'model.safetensors'));
+    try {
+      expect([...file.entries.keys()].sort()).toEqual([...expectedParameters(config).keys()].sort());
+      expect(file.entries.get(bias)!.shape).toEqual([config.hiddenSize]);
+      expect(Array.from(file.tensor(bias).data as Float32Array)).toEqual(Array.from(source(bias)));
+      const decayed = file.tensor(matrix).data as Float32Array;
+      const factor = 1 - lr * 0.5;
+      for (const [i, v] of source(matrix).entries()) expect(Math.abs(decayed[i]! - factor * v)).toBeLessThanOrEqual(1e-6 * Math.abs(v) + 1e-12);
+    } finally {
+      file.close();
+    }
+    const resumed = await TrainingSession.open(ctx, { ...options, resume: true });
+    try {
+      expect(resumed.startStep).toBe(1);
+      expect(resumed.model.weights.layers.every((l) => l.oBias !== null)).toBe(true);
+    } finally {
+      resumed.destroy();
     }
   });
 

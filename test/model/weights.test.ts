@@ -34,6 +34,7 @@ const llamaJson = {
   attention_bias: false, rope_theta: 500000,
 };
 const llama: ModelConfig = parseModelConfig(llamaJson);
+const llamaBias: ModelConfig = parseModelConfig({ ...llamaJson, attention_bias: true });
 
 function randomTensors(config: ModelConfig, seed = 7): Record<string, HostTensor> {
   const rand = mulberry32(seed);
@@ -66,6 +67,16 @@ describe('expectedParameters', () => {
     expect(params.get('lm_head.weight')).toEqual([50, 32]);
     expect([...params.keys()].some((n) => n.endsWith('.bias'))).toBe(false);
     expect(params.size).toBe(1 + 2 * 9 + 1 + 1);
+  });
+
+  test('Llama with attention_bias: q/k/v AND o_proj biases (transformers\' LlamaAttention); Qwen2: q/k/v only', () => {
+    const params = expectedParameters(llamaBias);
+    expect(params.get('model.layers.1.self_attn.q_proj.bias')).toEqual([64]);
+    expect(params.get('model.layers.1.self_attn.k_proj.bias')).toEqual([32]);
+    expect(params.get('model.layers.1.self_attn.v_proj.bias')).toEqual([32]);
+    expect(params.get('model.layers.1.self_attn.o_proj.bias')).toEqual([32]);
+    expect(params.size).toBe(1 + 2 * 13 + 1 + 1);
+    expect([...expectedParameters(loadModelConfig(FIXTURE)).keys()].filter((n) => n.includes('o_proj.bias'))).toEqual([]);
   });
 });
 
@@ -235,6 +246,17 @@ describeGpu('loadWeights', () => {
     await expectFileBytes(w, tensors);
   });
 
+  test('Llama with attention_bias: the o_proj bias loads as oBias, beside the q/k/v biases', async () => {
+    const tensors = randomTensors(llamaBias);
+    const w = await load(await checkpoint(tensors, 2), llamaBias);
+    for (const [i, l] of w.layers.entries()) {
+      expect(l.oBias).toMatchObject({ name: `model.layers.${i}.self_attn.o_proj.bias`, shape: [32], dtype: 'f32' });
+      expect([l.qBias?.shape, l.kBias?.shape, l.vBias?.shape]).toEqual([[64], [32], [32]]);
+    }
+    expect(allTensors(w)).toHaveLength(expectedParameters(llamaBias).size);
+    await expectFileBytes(w, tensors);
+  });
+
   test('a tied checkpoint carrying an identical lm_head.weight: uploaded once', async () => {
     const withCopy = { ...fixtureF32, 'lm_head.weight': fixtureF32['model.embed_tokens.weight']! };
     const w = await load(await checkpoint(withCopy), fixtureConfig);
@@ -282,12 +304,23 @@ describeGpu('loadWeights', () => {
       await loadError(await checkpoint(tensors), llama, /tensor "model\.layers\.1\.self_attn\.k_proj\.weight" of shape \[32, 32\], got shape \[64, 32\]/);
     });
 
-    test('a parameter the architecture does not use: a bias on a Llama without attention_bias, an extra layer', async () => {
+    test('a parameter the architecture does not use: a q or o bias on a Llama without attention_bias, an extra layer', async () => {
       const tensors = randomTensors(llama);
       tensors['model.layers.0.self_attn.q_proj.bias'] = { dtype: 'f32', shape: [64], data: new Float32Array(64) };
       await loadError(await checkpoint(tensors), llama, /only parameters the llama config uses, got 1 it does not use: "model\.layers\.0\.self_attn\.q_proj\.bias" \(.*"attention_bias" is false\)/);
+      delete tensors['model.layers.0.self_attn.q_proj.bias'];
+      tensors['model.layers.1.self_attn.o_proj.bias'] = { dtype: 'f32', shape: [32], data: new Float32Array(32) };
+      await loadError(await checkpoint(tensors), llama, /got 1 it does not use: "model\.layers\.1\.self_attn\.o_proj\.bias" \(.*"attention_bias" is false\)/);
       const deeper = { ...fixtureF32, 'model.layers.2.input_layernorm.weight': fixtureF32['model.norm.weight']! };
       await loadError(await checkpoint(deeper), fixtureConfig, /"model\.layers\.2\.input_layernorm\.weight" \(the config has "num_hidden_layers": 2\)/);
+    });
+
+    test('an o_proj bias on Qwen2 (which has none) is refused, naming the tensor and why; so is an MLP bias', async () => {
+      const withOBias = { ...fixtureF32, 'model.layers.1.self_attn.o_proj.bias': { dtype: 'f32', shape: [64], data: new Float32Array(64).fill(0.5) } as HostTensor };
+      await loadError(await checkpoint(withOBias), fixtureConfig,
+        /only parameters the qwen2 config uses, got 1 it does not use: "model\.layers\.1\.self_attn\.o_proj\.bias" \(Qwen2 has q\/k\/v biases but no o_proj bias\)/);
+      const withMlpBias = { ...randomTensors(llamaBias), 'model.layers.0.mlp.up_proj.bias': { dtype: 'f32', shape: [48], data: new Float32Array(48) } as HostTensor };
+      await loadError(await checkpoint(withMlpBias), llamaBias, /"model\.layers\.0\.mlp\.up_proj\.bias" \(MLP biases are not supported: "mlp_bias" is false\)/);
     });
 
     test('an index that points at a missing shard; an index entry its shard lacks', async () => {

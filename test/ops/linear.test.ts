@@ -63,6 +63,7 @@ describeGpu('linear (WebGPU, y = x · Wᵀ + b)', () => {
     [3, 5, 7, 'f16', 'f16', 'rows: linear_rows_main adds into y'],
     [20, 40, 70, 'f32', 'f32', 'one dispatch: the tile kernel adds into y'],
     [70, 1001, 67, 'bf16', null, 'split 7: the reduction adds into y'],
+    [13, 1001, 67, 'f32', 'bf16', 'split 7 with a bias (an o_proj with attention_bias): the reduction adds the bias, then the residual'],
   ] as Case[])('accumulate: y = r + (x · Wᵀ + b), (%i × %i) · (%i × k)ᵀ, W %s, bias %s: %s', async (m, k, n, weightDType, biasDType) => {
     const { x, weight, bias, weightValues, biasValues } = inputs(m, k, n, weightDType, biasDType);
     const shape = { m, k, n, weightDType, biasDType: biasDType ?? undefined };

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DTYPES, type DType, type HostArray } from '../../src/dtype.js';
+import { DTYPES, elementReader, encode, type DType, type HostArray } from '../../src/dtype.js';
 import { InvalidArgumentError } from '../../src/errors.js';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { parseNpy } from '../../src/io/npy.js';
@@ -72,35 +72,54 @@ describe.each(backends)('token statistics, %s backend', (backend) => {
     });
   });
 
-  test('rows with NaN, +inf or only −inf are NaN and leave the other rows exact', async () => {
-    const vocab = 37;
-    const { logits, ids } = makeLogits({ rows: 6, vocab, dtype: 'f32', seed: 99 });
-    const clean = logits.slice() as Float32Array;
-    const bad = logits as Float32Array;
-    bad[1 * vocab + 5] = NaN;
-    bad[2 * vocab + 30] = Infinity;
-    bad.fill(-Infinity, 3 * vocab, 4 * vocab);
-    bad[4 * vocab + ids[4]!] = -Infinity; // chosen token masked: logprob −inf, the rest finite
-    const got = await tokenStats({ logits: bad, shape: [6, vocab], ids }, options(backend));
-    for (const r of [1, 2, 3]) {
-      for (const key of ['logsumexp', 'selfCertainty', 'entropy', 'logprob'] as const) expect(got[key]![r]).toBeNaN();
+  test.each([...DTYPES])('%s: one finite entry (V = 1, or the rest −inf) gives self-certainty and entropy of exactly 0', async (dtype) => {
+    // V = 1; then V = 5, a row with one finite entry (the chosen one) above a row with four.
+    for (const [vocab, rows, values] of [[1, 1, [2.75]], [5, 2, [-Infinity, 2.75, -Infinity, -Infinity, -Infinity, -1.5, 0.25, -Infinity, 0.5, 1]]] as const) {
+      const logits = encode(dtype, values);
+      const got = await tokenStats({ logits, shape: [rows, vocab], dtype, ids: new Array<number>(rows).fill(vocab === 1 ? 0 : 1), temperature: TEMPERATURE }, options(backend));
+      expect([got.selfCertainty[0], got.entropy[0]]).toEqual([0, 0]);
+      expect(got.logprob![0]).toBeCloseTo(0, 6);
     }
-    expect(got.logprob![4]).toBe(-Infinity);
-    expect(Number.isFinite(got.selfCertainty[4]!)).toBe(true);
-    const want = referenceForward('f32', clean, 6, vocab, ids, 1);
-    for (const r of [0, 5]) {
-      expect(Math.abs(got.selfCertainty[r]! - want.selfCertainty[r]!)).toBeLessThan(1e-5);
-      expect(Math.abs(got.logprob![r]! - want.logprob![r]!)).toBeLessThan(1e-5);
-    }
-    const grad = await tokenStatsBackward({ logits: bad, shape: [6, vocab], ids, logsumexp: got.logsumexp, validCount: got.validCount,
-      gLogprob: new Float32Array(6).fill(1), gSelfCertainty: new Float32Array(6).fill(1) }, options(backend));
-    expect(grad.subarray(vocab, 4 * vocab).every(Number.isNaN)).toBe(true);
-    // Valid rows, the one whose chosen entry is masked included, match the reference exactly as usual.
-    const ref = referenceForward('f32', bad, 6, vocab, ids, 1);
-    const wantGrad = referenceBackward('f32', bad, 6, vocab, ids, 1, ref.logsumexp, ref.validCount, new Float32Array(6).fill(1), new Float32Array(6).fill(1));
-    for (const r of [0, 4, 5]) {
-      expectClose(`${backend} grad row ${r}`, grad.subarray(r * vocab, (r + 1) * vocab), wantGrad.subarray(r * vocab, (r + 1) * vocab), TOLERANCES.tokenStatsBackward);
-    }
+  });
+
+  // V = 37: one chunk per row; V = 50021: each row split into chunks on webgpu and native (the bad
+  // entry sits in a late chunk, so it reaches the row's result through the combination of partials).
+  describe.each([...DTYPES])('%s', (dtype: DType) => {
+    test.each([37, 50021])('rows with NaN, +inf or only −inf are NaN and leave the other rows exact (V = %d)', async (vocab) => {
+      const rows = 6;
+      const { logits, ids } = makeLogits({ rows, vocab, dtype, seed: 99 + vocab });
+      const bad = logits.slice();
+      const [nan, inf, minusInf] = encode(dtype, [NaN, Infinity, -Infinity]);
+      const late = vocab - 7;
+      bad[1 * vocab + late] = nan!;
+      bad[2 * vocab + late] = inf!;
+      bad.fill(minusInf!, 3 * vocab, 4 * vocab);
+      bad[4 * vocab + ids[4]!] = minusInf!; // chosen token masked: logprob −inf, the rest finite
+      const got = await tokenStats({ logits: bad, shape: [rows, vocab], dtype, ids }, options(backend));
+      for (const key of ['logsumexp', 'selfCertainty', 'entropy', 'logprob'] as const) {
+        expectNoPoison(key, got[key]!);   // POISON_BITS is itself a NaN: the bad rows must have been written
+        for (const r of [1, 2, 3]) expect(got[key]![r]).toBeNaN();
+      }
+      expect(got.logprob![4]).toBe(-Infinity);
+      expect(Number.isFinite(got.selfCertainty[4]!)).toBe(true);
+      const want = referenceForward(dtype, logits, rows, vocab, ids, 1);
+      for (const r of [0, 5]) {
+        for (const key of ['logsumexp', 'selfCertainty', 'entropy', 'logprob'] as const) {
+          expectClose(`${backend}/${dtype} ${key} row ${r}`, [got[key]![r]!], [want[key]![r]!], TOLERANCES.tokenStatsForward);
+        }
+      }
+      const ones = new Float32Array(rows).fill(1);
+      const grad = await tokenStatsBackward({ logits: bad, shape: [rows, vocab], dtype, ids, logsumexp: got.logsumexp, validCount: got.validCount,
+        gLogprob: ones, gSelfCertainty: ones }, options(backend));
+      expectNoPoison('grad', grad);
+      expect(grad.subarray(vocab, 4 * vocab).every(Number.isNaN)).toBe(true);
+      // Valid rows, the one whose chosen entry is masked included, match the reference exactly as usual.
+      const ref = referenceForward(dtype, bad, rows, vocab, ids, 1);
+      const wantGrad = referenceBackward(dtype, bad, rows, vocab, ids, 1, ref.logsumexp, ref.validCount, ones, ones);
+      for (const r of [0, 4, 5]) {
+        expectClose(`${backend}/${dtype} grad row ${r}`, grad.subarray(r * vocab, (r + 1) * vocab), wantGrad.subarray(r * vocab, (r + 1) * vocab), TOLERANCES.tokenStatsBackward);
+      }
+    });
   });
 
   test('backward matches central finite differences of the float64 forward', async () => {
@@ -145,6 +164,41 @@ describe.each(backends)('token statistics, %s backend', (backend) => {
     expectClose('logprob', got.logprob!, load('ref_next_logprob.npy').data as Float64Array, TOLERANCES.fixture);
     expectClose('selfCertainty', got.selfCertainty, load('ref_self_certainty.npy').data as Float64Array, TOLERANCES.fixture);
     expectClose('entropy', got.entropy, load('ref_entropy.npy').data as Float64Array, TOLERANCES.fixture);
+  });
+
+  // The fixture's logits rounded to 16 bits: each statistic stays within what the rounding explains,
+  // to first order (×2 for the rest), per row: with δ = max_j |round(z_j) − z_j|, logsumexp moves by
+  // ≤ δ, so logprob and self-certainty (a difference of two such terms) by ≤ 2δ; entropy
+  // H = lse − Σ p z moves by Σ_j p_j |z_j − E_p z| · δ ≤ σ_p(z) · δ.
+  test.each(['f16', 'bf16'] as const)('matches the Hugging Face fixture from %s logits, within their rounding', async (dtype) => {
+    const dir = join(FIXTURES, 'tiny-qwen2');
+    const load = (name: string) => parseNpy(readFileSync(join(dir, name)), name);
+    const { logits, ids, shape } = fixtureNextToken(load('ref_logits_f64.npy') as { shape: number[]; data: Float64Array }, load('ref_input_ids.npy').data as Int32Array);
+    const rounded = encode(dtype, logits);
+    const got = await tokenStats({ logits: rounded, shape, dtype, ids }, options(backend));
+    const vocab = shape[2]!;
+    const read = elementReader(dtype, rounded);
+    const want = { logprob: load('ref_next_logprob.npy').data, selfCertainty: load('ref_self_certainty.npy').data, entropy: load('ref_entropy.npy').data };
+    for (let r = 0; r < ids.length; r++) {
+      let delta = 0;
+      let max = -Infinity;
+      for (let j = 0; j < vocab; j++) {
+        delta = Math.max(delta, Math.abs(read(r * vocab + j) - logits[r * vocab + j]!));
+        max = Math.max(max, logits[r * vocab + j]!);
+      }
+      let [sum, mean, square] = [0, 0, 0];
+      for (let j = 0; j < vocab; j++) {
+        const z = logits[r * vocab + j]!;
+        const e = Math.exp(z - max);
+        [sum, mean, square] = [sum + e, mean + e * z, square + e * z * z];
+      }
+      const sigma = Math.sqrt(Math.max(0, square / sum - (mean / sum) ** 2));
+      const bounds = { logprob: 2 * 2 * delta, selfCertainty: 2 * 2 * delta, entropy: 2 * sigma * delta };
+      for (const key of ['logprob', 'selfCertainty', 'entropy'] as const) {
+        const error = Math.abs(got[key]![r]! - Number(want[key][r]));
+        if (!(error <= bounds[key] + TOLERANCES.fixture.atol)) throw new Error(`${dtype} ${key} row ${r}: off by ${error}, rounding bound ${bounds[key]}`);
+      }
+    }
   });
 });
 

@@ -171,7 +171,8 @@ describeGpu('base model', () => {
 
     const config = loadModelConfig(SHIPPED);
     const tokenizer = PolicyTokenizer.load(SHIPPED);
-    expect(tokenizer.encode(EOS_TOKEN)).toEqual(config.eosTokenIds);
+    // config.json's EOS first; generation_config.json adds '\n', where transformers' generate stops too.
+    expect(config.eosTokenIds).toEqual([...tokenizer.encode(EOS_TOKEN), ...tokenizer.encode('\n')]);
     expect(config.vocabSize).toBe(ALPHABET.length + 1);
     expect(tokenizer.decode(tokenizer.encode('12+345=357\n'))).toBe('12+345=357\n');
     const model = await PolicyModel.load(ctx, SHIPPED);
@@ -203,7 +204,7 @@ describeGpu('base model', () => {
     const config = loadModelConfig(out);
     expect(config).toMatchObject({
       architecture: 'qwen2', hiddenSize: BASE_MODEL_DEFAULTS.architecture.hiddenSize, numLayers: BASE_MODEL_DEFAULTS.architecture.numLayers,
-      vocabSize: ALPHABET.length + 1, eosTokenIds: [ALPHABET.length], tieWordEmbeddings: true, maxPositionEmbeddings: 32,
+      vocabSize: ALPHABET.length + 1, eosTokenIds: [ALPHABET.length, ALPHABET.indexOf('\n')], tieWordEmbeddings: true, maxPositionEmbeddings: 32,
     });
     const tokenizer = PolicyTokenizer.load(out);
     ALPHABET.forEach((ch, id) => expect(tokenizer.encode(ch)).toEqual([id]));

@@ -9,6 +9,8 @@
  *   - logsumexp = m + log Σ e^{x−m}, m = max x;
  *   - entropy = −Σ p log p = log s − Σ (x−m)e^{x−m} / s, with s = Σ e^{x−m};
  *   - logprob = x[id] − logsumexp (−inf when the chosen entry is masked).
+ *   - selfCertainty and entropy are clamped at 0 (rounding can take either a hair below), and
+ *     are exactly 0 in a row with one finite entry (every backend does the same).
  *   - A row holding NaN or +inf, or only −inf entries, is invalid: all its statistics are NaN
  *     (validCount still counts its finite entries). Other rows are unaffected.
  *
@@ -83,8 +85,10 @@ export function referenceForward(
     }
     const lse = max + Math.log(s);
     out.logsumexp[r] = lse;
-    out.selfCertainty[r] = lse - sum / count - Math.log(count);
-    out.entropy[r] = Math.log(s) - u / s;
+    // Both are ≥ 0, and exactly 0 for one finite entry (p = U = a point mass): rounding may not
+    // push them below.
+    out.selfCertainty[r] = count === 1 ? 0 : Math.max(0, lse - sum / count - Math.log(count));
+    out.entropy[r] = count === 1 ? 0 : Math.max(0, Math.log(s) - u / s);
     if (out.logprob && ids) out.logprob[r] = read(base + ids[r]!) * invT - lse;
   }
   return out;
