@@ -51,6 +51,12 @@ export class GpuError extends IntuitorError {
   }
 }
 
+/** `value` if it is a positive safe integer; else an InvalidArgumentError naming `name`. */
+export function positiveInteger(name: string, value: unknown): number {
+  if (!Number.isSafeInteger(value) || (value as number) < 1) throw new InvalidArgumentError(name, 'a positive integer', describe(value));
+  return value as number;
+}
+
 /** Describes a value briefly for an error message. */
 export function describe(value: unknown): string {
   if (value === null) return 'null';

@@ -17,7 +17,7 @@
  * and min-p) along with their log-probs and self-certainty. The picks feed the next step on the
  * GPU; the host reads them (three numbers per sequence) while later steps already run.
  */
-import { InvalidArgumentError, describe } from '../errors.js';
+import { InvalidArgumentError, describe, positiveInteger } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { prepareAttention } from '../ops/attention.js';
 import { prepareEmbedding } from '../ops/embedding.js';
@@ -230,9 +230,8 @@ export class PolicyModel {
    * (logits larger than one binding, in windows).
    */
   async prepareForward(batch: number, seqLen: number, { cache, lastTokenOnly = false, logitWindow }: { cache?: KvCache; lastTokenOnly?: boolean; logitWindow?: number } = {}): Promise<PreparedForward> {
-    for (const [name, v] of [['batch', batch], ['seqLen', seqLen]] as const) {
-      if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(name, 'a positive integer', describe(v));
-    }
+    positiveInteger('batch', batch);
+    positiveInteger('seqLen', seqLen);
     if (logitWindow !== undefined && (lastTokenOnly || !Number.isSafeInteger(logitWindow) || logitWindow < 1 || logitWindow >= batch * seqLen)) {
       throw new InvalidArgumentError('logitWindow', `an integer in [1, ${batch * seqLen}) rows, without lastTokenOnly`, describe(logitWindow));
     }
@@ -273,7 +272,7 @@ export class PolicyModel {
 
   async createCache(batch: number, maxLen: number): Promise<KvCache> {
     const c = this.config;
-    if (!Number.isSafeInteger(batch) || batch < 1) throw new InvalidArgumentError('batch', 'a positive integer', describe(batch));
+    positiveInteger('batch', batch);
     if (!Number.isSafeInteger(maxLen) || maxLen < 1 || maxLen > c.maxPositionEmbeddings) {
       throw new InvalidArgumentError('maxLen', `an integer in [1, ${c.maxPositionEmbeddings}] (max_position_embeddings)`, describe(maxLen));
     }
@@ -488,9 +487,8 @@ export class PolicyModel {
    * binding are computed in windows of rows from the chunk's final hidden states.
    */
   async logits(ids: ArrayLike<number>, batch: number, seqLen: number, lengths?: ArrayLike<number>): Promise<Float32Array> {
-    for (const [name, v] of [['batch', batch], ['seqLen', seqLen]] as const) {
-      if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(name, 'a positive integer', describe(v));
-    }
+    positiveInteger('batch', batch);
+    positiveInteger('seqLen', seqLen);
     if (ids === null || typeof ids !== 'object' || ids.length !== batch * seqLen) {
       throw new InvalidArgumentError('ids', `${batch * seqLen} token ids (batch · seqLen)`, describe(ids));
     }

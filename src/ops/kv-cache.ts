@@ -4,7 +4,7 @@
  * The cache is filled by the RoPE dispatch of each layer (prepareRopeQk in ./rope.ts, with a cache).
  * It takes every head size the prefill attention takes (MAX_HEAD_DIM).
  */
-import { InvalidArgumentError, describe } from '../errors.js';
+import { InvalidArgumentError, positiveInteger } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { MAX_HEAD_DIM } from './attention.js';
 import { boundDispatch } from './bindings.js';
@@ -12,10 +12,6 @@ import { boundDispatch } from './bindings.js';
 interface Prepared {
   encode(pass: GPUComputePassEncoder): void;
   destroy(): void;
-}
-
-function positive(values: Record<string, number>): void {
-  for (const [k, v] of Object.entries(values)) if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(k, 'a positive integer', describe(v));
 }
 
 function need(name: string, buffer: GPUBuffer, bytes: number): void {
@@ -37,7 +33,7 @@ export interface DecodeAttentionShape {
  */
 export async function prepareAttentionDecode(ctx: GpuContext, s: DecodeAttentionShape,
   buffers: { q: GPUBuffer; kCache: GPUBuffer; vCache: GPUBuffer; lengths: GPUBuffer; out: GPUBuffer }): Promise<Prepared> {
-  positive({ batch: s.batch, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, maxLen: s.maxLen });
+  for (const key of ['batch', 'heads', 'kvHeads', 'headDim', 'maxLen'] as const) positiveInteger(key, s[key]);
   if (s.heads % s.kvHeads !== 0) throw new InvalidArgumentError('heads', `a multiple of kvHeads (${s.kvHeads})`, String(s.heads));
   if (s.headDim > MAX_HEAD_DIM) throw new InvalidArgumentError('headDim', `at most ${MAX_HEAD_DIM}`, String(s.headDim));
   const qBytes = s.batch * s.heads * s.headDim * 4;

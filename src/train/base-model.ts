@@ -13,7 +13,7 @@
 import { mkdtempSync, promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { InvalidArgumentError, describe } from '../errors.js';
+import { InvalidArgumentError, describe, positiveInteger } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import type { HostTensor } from '../io/tensor.js';
@@ -126,11 +126,6 @@ export const BASE_MODEL_RECORD = 'base_model.json';
 /** Enough for every answer of the built-in tasks a base model serves, plus its stop. */
 export const EVAL_MAX_NEW_TOKENS = 8;
 
-function positiveInt(name: string, value: unknown): number {
-  if (!Number.isSafeInteger(value) || (value as number) < 1) throw new InvalidArgumentError(name, 'a positive integer', describe(value));
-  return value as number;
-}
-
 function positiveNumber(name: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new InvalidArgumentError(name, 'a positive finite number', describe(value));
   return value;
@@ -146,14 +141,14 @@ function resolveSettings(options: BuildBaseModelOptions): BaseModelSettings {
   };
   if (!Number.isSafeInteger(s.seed) || s.seed < 0) throw new InvalidArgumentError('seed', 'an integer ≥ 0', describe(s.seed));
   if (!Number.isSafeInteger(s.evalSeed) || s.evalSeed < 0) throw new InvalidArgumentError('evalSeed', 'an integer ≥ 0', describe(s.evalSeed));
-  for (const key of ['steps', 'batchSize', 'trainExamples', 'evalPrompts'] as const) positiveInt(key, s[key]);
+  for (const key of ['steps', 'batchSize', 'trainExamples', 'evalPrompts'] as const) positiveInteger(key, s[key]);
   if (!Number.isSafeInteger(s.warmupSteps) || s.warmupSteps < 0) throw new InvalidArgumentError('warmupSteps', 'an integer ≥ 0', describe(s.warmupSteps));
   positiveNumber('lr', s.lr);
   positiveNumber('initStd', s.initStd);
   if (!(s.weightDecay >= 0)) throw new InvalidArgumentError('weightDecay', 'a number ≥ 0', describe(s.weightDecay));
   if (s.schedule !== 'constant' && s.schedule !== 'cosine') throw new InvalidArgumentError('schedule', "'constant' or 'cosine'", describe(s.schedule));
   for (const key of Object.keys(s.architecture) as (keyof TinyArchitecture)[]) {
-    (key === 'ropeTheta' ? positiveNumber : positiveInt)(`architecture.${key}`, s.architecture[key]);
+    (key === 'ropeTheta' ? positiveNumber : positiveInteger)(`architecture.${key}`, s.architecture[key]);
   }
   return s;
 }

@@ -7,7 +7,7 @@
  * seeded shuffled order that restarts each epoch. Checkpoints hold the order and the position in
  * it, so `resume` continues bit-identically: same batches, same metrics.
  */
-import { FileFormatError, InvalidArgumentError, describe } from '../errors.js';
+import { FileFormatError, InvalidArgumentError, describe, positiveInteger } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { readJsonlLines, stringField } from '../io/jsonl.js';
 import { NonFiniteError } from '../model/training.js';
@@ -67,11 +67,6 @@ interface Example {
   completionStart: number;
 }
 
-function positiveInt(name: string, value: unknown): number {
-  if (!Number.isSafeInteger(value) || (value as number) < 1) throw new InvalidArgumentError(name, 'a positive integer', describe(value));
-  return value as number;
-}
-
 /** Tokenizes the dataset; every problem names the line. */
 export async function loadSftExamples(path: string, tokenizer: PolicyTokenizer, eos: number | null, maxLength: number): Promise<Example[]> {
   return (await readJsonlLines(path)).map((record) => {
@@ -88,9 +83,9 @@ export async function loadSftExamples(path: string, tokenizer: PolicyTokenizer, 
 
 /** Runs SFT; returns the folder of the last checkpoint and the last record. */
 export async function runSft(ctx: GpuContext, options: SftOptions): Promise<{ checkpoint: string; last: SftRecord | null }> {
-  const steps = positiveInt('steps', options.steps);
-  const batchSize = positiveInt('batchSize', options.batchSize ?? 8);
-  const gradAccum = positiveInt('gradAccum', options.gradAccum ?? 1);
+  const steps = positiveInteger('steps', options.steps);
+  const batchSize = positiveInteger('batchSize', options.batchSize ?? 8);
+  const gradAccum = positiveInteger('gradAccum', options.gradAccum ?? 1);
   const saveEvery = options.saveEvery ?? 0;
   if (!Number.isSafeInteger(saveEvery) || saveEvery < 0) throw new InvalidArgumentError('saveEvery', 'an integer ≥ 0 (0: only at the end)', describe(saveEvery));
   const config = loadModelConfig(options.model);
