@@ -19,7 +19,9 @@ import { logitsCommand } from './logits.js';
 import { SHIPPED_BASE_MODEL, SHIPPED_BASE_TASK, MAIN_JOB_DEFAULTS, experimentRewardsCommand, runCommand } from './run.js';
 import { throughputCommand } from './throughput.js';
 import { scoreCommand } from './score.js';
+import { serveCommand } from './serve.js';
 import { evalCommand, trainCommand, trainOptions } from './train.js';
+import { API_KEY_ENV, SERVE_DEFAULTS } from '../serve/server.js';
 import { sftCommand } from './sft.js';
 import { statsCommand } from './stats.js';
 import { tokenizeCommand } from './tokenize.js';
@@ -95,6 +97,23 @@ function program(): Command {
     .option('--seed <n>', 'sampling seed', '0')
     .option('--out <file>', 'where the scored candidates go (default: PROMPTS.scored.jsonl)')
     .action(scoreCommand);
+
+  cli.command('serve')
+    .description('a scoring server: POST /score, /get_reward (OpenRLHF remote reward model), /reload; GET /health, /metrics; requests merged into GPU batches')
+    .requiredOption('--model <dir>', 'Hugging Face model folder to serve')
+    .option('--host <address>', 'address to bind (loopback by default)', SERVE_DEFAULTS.host)
+    .option('--port <n>', 'port (0: any free one)', String(SERVE_DEFAULTS.port))
+    .option('--api-key <key>', `require "Authorization: Bearer <key>" on every request (or set ${API_KEY_ENV}, which keeps it out of the process list)`)
+    .option('--allow-reload', 'enable POST /reload {"model": DIR} for folders under --models-root (needs an API key)')
+    .option('--models-root <dir>', 'the folder whose subfolders /reload may load')
+    .option('--reward <name>', '/get_reward\'s reward: self-certainty | logprob | neg-entropy (means over the response tokens)', SERVE_DEFAULTS.reward)
+    .option('--temperature <t>', 'statistics of z / T, for every request', String(SERVE_DEFAULTS.temperature))
+    .option('--max-batch-tokens <n>', 'tokens (prompt + completion) merged into one GPU batch, and rows per forward pass', String(SERVE_DEFAULTS.maxBatchTokens))
+    .option('--max-wait-ms <ms>', 'longest an idle server waits for more requests to join a batch', String(SERVE_DEFAULTS.maxWaitMs))
+    .option('--max-queue <n>', 'items waiting for the GPU at most; more get 503 with Retry-After', String(SERVE_DEFAULTS.maxQueue))
+    .option('--body-limit <bytes>', 'largest request body; larger get 413', String(SERVE_DEFAULTS.bodyLimit))
+    .option('--weights <how>', 'as-stored (16-bit stays 16-bit) or f32 (upcast on load)', 'as-stored')
+    .action(serveCommand);
 
   cli.command('throughput')
     .description('token statistics of a built-in batch on every available backend, with throughput')
