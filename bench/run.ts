@@ -13,9 +13,10 @@ import { BENCH_BACKENDS, closeEnvironment, measureCeilings, openEnvironment, typ
 import { addRatios, markdownTable, writeOutput, type BenchRow } from './schema.js';
 import { MODEL_KERNELS, modelSuite } from './model.bench.js';
 import { POLICY_KERNELS, policySuite } from './policy.bench.js';
+import { SERVE_KERNELS, serveSuite } from './serve.bench.js';
 import { TOKEN_STATS_KERNELS, tokenStatsSuite } from './token-stats.bench.js';
 
-export const BENCH_KERNELS = [...TOKEN_STATS_KERNELS, ...MODEL_KERNELS, ...POLICY_KERNELS] as const;
+export const BENCH_KERNELS = [...TOKEN_STATS_KERNELS, ...MODEL_KERNELS, ...POLICY_KERNELS, ...SERVE_KERNELS] as const;
 
 export interface BenchOptions {
   kernels?: string[];
@@ -95,6 +96,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     });
     await modelSuite(env, new Set(kernels), options.dtypes ? dtypes : ['f32', 'bf16']);
     await policySuite(env, new Set(kernels));
+    await serveSuite(env, new Set(kernels));
   } finally {
     closeEnvironment(env);
   }
