@@ -68,6 +68,8 @@ export const TOLERANCES = {
   grpoMicroBatches: { atol: 1e-5, rtol: 1e-4 },
   /** The same f32 forward with fewer rows per dispatch (logits in chunks): the linear kernels may split k differently. */
   chunkedLogits: { atol: 1e-5, rtol: 1e-5 },
+  /** The scoring server's merged batches against each request scored alone: other pass shapes may split k differently. */
+  batchShape: { atol: 1e-5, rtol: 1e-5 },
 } satisfies Record<string, Tolerance>;
 
 /** Index and size of the worst violation, or null when all values pass. Both NaN passes; NaN vs number fails. */
