@@ -244,9 +244,15 @@ export class ScoringServer {
       return this.metrics.registry.metrics();
     });
 
-    // Closing: requests already queued are scored at once, without waiting for company.
+    // Closing: requests already queued are scored at once, without waiting for company, and their
+    // connections close after the answer (a kept-alive one would hold the close for its timeout).
+    let closing = false;
     app.addHook('preClose', async () => {
+      closing = true;
       void this.batcher.drain();
+    });
+    app.addHook('onSend', async (_request, reply) => {
+      if (closing) reply.header('connection', 'close');
     });
     app.addHook('onClose', async () => {
       await this.batcher.drain();
