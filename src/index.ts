@@ -60,3 +60,7 @@ export { readJsonlDataset } from './tasks/dataset.js';
 export { buildBaseModel, BASE_MODEL_DEFAULTS, type BuildBaseModelOptions, type BaseModelRecord } from './train/base-model.js';
 export { charTokenizerJson } from './model/char-tokenizer.js';
 export { linearPlan, type LinearPlan } from './ops/linear.js';
+export { ScoringServer, SERVE_DEFAULTS, SERVE_REWARDS, API_KEY_ENV, type ScoringServerOptions, type ServeReward } from './serve/server.js';
+export { ScoringBatcher, QueueFullError, type BatchingOptions, type ScoreFunction } from './serve/batching.js';
+export { createScoringMetrics, recordBatch, type ScoringMetrics } from './serve/metrics.js';
+export { resolveModelFolder, ModelPathError } from './serve/paths.js';
