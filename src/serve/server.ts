@@ -82,10 +82,10 @@ const SCORE_SCHEMA = {
   type: 'object', required: ['items'], additionalProperties: false,
   properties: { items: { type: 'array', minItems: 1, items: { type: 'object' } }, per_token: { type: 'boolean' } },
 };
-// OpenRLHF may send more than these (labels today); extra fields are ignored, not refused.
+// OpenRLHF may send more than these (labels, null when it has none); extra fields are ignored, not refused.
 const REWARD_SCHEMA = {
   type: 'object', required: ['query', 'prompts'],
-  properties: { query: { type: 'array', minItems: 1, items: { type: 'string' } }, prompts: { type: 'array', items: { type: 'string' } }, labels: { type: 'array' } },
+  properties: { query: { type: 'array', minItems: 1, items: { type: 'string' } }, prompts: { type: 'array', items: { type: 'string' } }, labels: { type: ['array', 'null'] } },
 };
 const RELOAD_SCHEMA = { type: 'object', required: ['model'], additionalProperties: false, properties: { model: { type: 'string', minLength: 1 } } };
 

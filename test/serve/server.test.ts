@@ -183,6 +183,20 @@ describeGpu('scoring server', () => {
       expectClose('rewards', reply.json.rewards as number[], want.map((w) => w.self_certainty as number), TOLERANCES.batchShape);
     });
 
+    test.each([['logprob', (r: Record<string, unknown>) => r.logprob_mean as number], ['neg-entropy', (r: Record<string, unknown>) => -(r.entropy as number)]] as const)(
+      'POST /get_reward with --reward %s', async (reward, expected) => {
+        const server = new ScoringServer({ ctx, scorer, modelDir: fixture, reward });
+        try {
+          const url = await server.listen('127.0.0.1', 0);
+          const reply = await call(url, '/get_reward', { query: ['The cat sat on the mat'], prompts: ['The cat'], labels: null });
+          expect(reply.status).toBe(200);
+          const want = await offline(refA, [{ prompt: 'The cat', completion: ' sat on the mat' }]);
+          expectClose('rewards', reply.json.rewards as number[], want.map(expected), TOLERANCES.batchShape);
+        } finally {
+          await server.close();
+        }
+      });
+
     test('POST /get_reward refuses a query that does not start with its prompt, and unequal lengths', async () => {
       const wrong = await call(urls.open, '/get_reward', { query: ['abc def', 'xyz'], prompts: ['abc', 'q'] });
       expect(wrong.status).toBe(400);
