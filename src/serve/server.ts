@@ -115,6 +115,11 @@ function sendError(reply: FastifyReply, statusCode: number, message: string, fie
 /** SHA-256 of a key: digests have one length, so comparing them in constant time leaks nothing, not even the key's length. */
 const digest = (key: string): Buffer => createHash('sha256').update(key, 'utf8').digest();
 
+/** The default report of a 500: one line on stderr. */
+function reportToStderr(err: unknown, route: string): void {
+  process.stderr.write(`intuitor serve: ${route} failed: ${err instanceof Error ? err.message : String(err)}\n`);
+}
+
 function rewardOf(result: ScoreResult, reward: ServeReward): number {
   switch (reward) {
     case 'self-certainty': return result.selfCertainty;
@@ -145,13 +150,14 @@ export class ScoringServer {
     const app = Fastify({
       bodyLimit: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit,
       // Strict validation: no silent type coercion or dropping of unknown fields.
-      ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+      ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
     });
     this.app = app;
     this.addAuth();
     this.addMetricsHooks();
     this.addErrorHandler();
     this.addRoutes();
+    this.addShutdown();
   }
 
   private addAuth(): void {
@@ -196,8 +202,7 @@ export class ScoringServer {
       // Fastify's own client errors: malformed JSON, empty body, 413, unsupported media type.
       const status = fastifyError.statusCode;
       if (status !== undefined && status >= 400 && status < 500) return sendError(reply, status, error.message);
-      const route = `${request.method} ${request.url}`;
-      (this.options.onInternalError ?? ((err, where) => process.stderr.write(`intuitor serve: ${where} failed: ${(err as Error).message ?? String(err)}\n`)))(error, route);
+      (this.options.onInternalError ?? reportToStderr)(error, `${request.method} ${request.url}`);
       return sendError(reply, 500, `internal error: ${error.message}`);
     });
   }
@@ -243,18 +248,22 @@ export class ScoringServer {
       reply.header('content-type', this.metrics.registry.contentType);
       return this.metrics.registry.metrics();
     });
+  }
 
-    // Closing: requests already queued are scored at once, without waiting for company, and their
-    // connections close after the answer (a kept-alive one would hold the close for its timeout).
+  /**
+   * Closing: requests already queued are scored at once, without waiting for company, and their
+   * connections close after the answer (a kept-alive one would hold the close for its timeout).
+   */
+  private addShutdown(): void {
     let closing = false;
-    app.addHook('preClose', async () => {
+    this.app.addHook('preClose', async () => {
       closing = true;
       void this.batcher.drain();
     });
-    app.addHook('onSend', async (_request, reply) => {
+    this.app.addHook('onSend', async (_request, reply) => {
       if (closing) reply.header('connection', 'close');
     });
-    app.addHook('onClose', async () => {
+    this.app.addHook('onClose', async () => {
       await this.batcher.drain();
     });
   }
