@@ -64,6 +64,19 @@ function settings(o: ServeCommandOptions, env: NodeJS.ProcessEnv) {
   };
 }
 
+/** Listens; an address in use, not on this machine, or not allowed is bad input naming its flag. */
+async function listen(server: ScoringServer, host: string, port: number): Promise<string> {
+  try {
+    return await server.listen(host, port);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw new InvalidArgumentError('--port', `a port free on ${host}`, `${port} (in use)`);
+    if (code === 'EACCES') throw new InvalidArgumentError('--port', 'a port this user may bind (1024 and above without privileges)', String(port));
+    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') throw new InvalidArgumentError('--host', 'an address of this machine', JSON.stringify(host));
+    throw err;
+  }
+}
+
 export async function serveCommand(options: ServeCommandOptions): Promise<void> {
   const s = settings(options, process.env);
   if (s.apiKey === undefined && !LOOPBACK.has(s.host)) {
@@ -78,7 +91,7 @@ export async function serveCommand(options: ServeCommandOptions): Promise<void> 
         process.once('SIGTERM', () => resolve('SIGTERM'));
         process.once('SIGINT', () => resolve('SIGINT'));
       });
-      const url = await server.listen(s.host, s.port);
+      const url = await listen(server, s.host, s.port);
       process.stdout.write(`intuitor serve: listening on ${url} (${scorer.config.architecture}, ${options.model}, reward ${s.reward}${s.apiKey === undefined ? '' : ', API key required'}${s.modelsRoot === undefined ? '' : `, /reload under ${s.modelsRoot}`})\n`);
       const signal = await stopped;
       process.stderr.write(`intuitor serve: ${signal}: finishing the requests in flight\n`);

@@ -4,6 +4,7 @@
  * for 3 seconds, at most 400 requests, on loopback.
  */
 import { spawn } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { SHIPPED_MODEL, serveLoadTest } from '../../bench/serve.bench.js';
@@ -77,6 +78,19 @@ describeGpu('intuitor serve process', () => {
       await expect(fetch(`${url}/health`)).rejects.toThrow();
     } finally {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  });
+
+  test('a port in use: exit 2 naming --port', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (taken.address() as AddressInfo).port;
+      const r = await cli(['serve', '--model', fixture, '--port', String(port)]);
+      expect(r.status).toBe(2);
+      expect(r.messages.at(-1)).toBe(`intuitor: error: --port: expected a port free on 127.0.0.1, got ${port} (in use)`);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
     }
   });
 
