@@ -21,7 +21,7 @@ import { throughputCommand } from './throughput.js';
 import { scoreCommand } from './score.js';
 import { serveCommand } from './serve.js';
 import { evalCommand, trainCommand, trainOptions } from './train.js';
-import { API_KEY_ENV, SERVE_DEFAULTS } from '../serve/server.js';
+import { API_KEY_ENV, RELOAD_KEY_ENV, SERVE_DEFAULTS } from '../serve/server.js';
 import { sftCommand } from './sft.js';
 import { statsCommand } from './stats.js';
 import { tokenizeCommand } from './tokenize.js';
@@ -104,7 +104,8 @@ function program(): Command {
     .option('--host <address>', 'address to bind (loopback by default)', SERVE_DEFAULTS.host)
     .option('--port <n>', 'port (0: any free one)', String(SERVE_DEFAULTS.port))
     .option('--api-key <key>', `require "Authorization: Bearer <key>" on every request (or set ${API_KEY_ENV}, which keeps it out of the process list)`)
-    .option('--allow-reload', 'enable POST /reload {"model": DIR} for folders under --models-root (needs an API key)')
+    .option('--allow-reload', 'enable POST /reload {"model": DIR} for folders under --models-root (needs --reload-key)')
+    .option('--reload-key <key>', `require "Authorization: Bearer <key>" on /reload, which loads files and weights (or set ${RELOAD_KEY_ENV})`)
     .option('--models-root <dir>', 'the folder whose subfolders /reload may load')
     .option('--reward <name>', '/get_reward\'s reward: self-certainty | logprob | neg-entropy (means over the response tokens)', SERVE_DEFAULTS.reward)
     .option('--temperature <t>', 'statistics of z / T, for every request', String(SERVE_DEFAULTS.temperature))

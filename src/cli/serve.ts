@@ -7,7 +7,7 @@ import { statSync } from 'node:fs';
 import { InvalidArgumentError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
 import { Scorer } from '../score/engine.js';
-import { API_KEY_ENV, SERVE_REWARDS, ScoringServer } from '../serve/server.js';
+import { API_KEY_ENV, RELOAD_KEY_ENV, SERVE_REWARDS, ScoringServer } from '../serve/server.js';
 import { choiceOption, numberOption, positiveIntOption } from './inputs.js';
 
 export interface ServeCommandOptions {
@@ -15,6 +15,7 @@ export interface ServeCommandOptions {
   host: string;
   port: string;
   apiKey?: string;
+  reloadKey?: string;
   allowReload?: boolean;
   modelsRoot?: string;
   reward: string;
@@ -32,10 +33,13 @@ const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 function settings(o: ServeCommandOptions, env: NodeJS.ProcessEnv) {
   const apiKey = o.apiKey ?? env[API_KEY_ENV];
   if (apiKey !== undefined && apiKey.trim() === '') throw new InvalidArgumentError(o.apiKey === undefined ? API_KEY_ENV : '--api-key', 'a non-empty key', 'an empty string');
+  const reloadKey = o.reloadKey ?? env[RELOAD_KEY_ENV];
+  if (reloadKey !== undefined && reloadKey.trim() === '') throw new InvalidArgumentError(o.reloadKey === undefined ? RELOAD_KEY_ENV : '--reload-key', 'a non-empty key', 'an empty string');
+  if (o.reloadKey !== undefined && !o.allowReload) throw new InvalidArgumentError('--reload-key', 'no value without --allow-reload', 'a key');
   let modelsRoot: string | undefined;
   if (o.allowReload) {
-    // /reload loads files and weights on a caller's word: only for callers holding the key.
-    if (apiKey === undefined) throw new InvalidArgumentError('--api-key', `a key (or ${API_KEY_ENV}) when --allow-reload is set`, 'none');
+    // /reload loads files and weights on a caller's word: only for callers holding its own key.
+    if (reloadKey === undefined) throw new InvalidArgumentError('--reload-key', `a key (or ${RELOAD_KEY_ENV}) when --allow-reload is set`, 'none');
     if (o.modelsRoot === undefined) throw new InvalidArgumentError('--models-root', 'the folder whose subfolders /reload may load, with --allow-reload', 'none');
     let isFolder = false;
     try {
@@ -54,6 +58,7 @@ function settings(o: ServeCommandOptions, env: NodeJS.ProcessEnv) {
     port: numberOption('--port', o.port, { min: 0, max: 65535, integer: true }),
     apiKey,
     modelsRoot,
+    reloadKey,
     reward: choiceOption('--reward', o.reward, SERVE_REWARDS),
     temperature: numberOption('--temperature', o.temperature, { above: 0 }),
     maxBatchTokens: numberOption('--max-batch-tokens', o.maxBatchTokens, { min: 2, integer: true }),
@@ -92,7 +97,7 @@ export async function serveCommand(options: ServeCommandOptions): Promise<void> 
         process.once('SIGINT', () => resolve('SIGINT'));
       });
       const url = await listen(server, s.host, s.port);
-      process.stdout.write(`intuitor serve: listening on ${url} (${scorer.config.architecture}, ${options.model}, reward ${s.reward}${s.apiKey === undefined ? '' : ', API key required'}${s.modelsRoot === undefined ? '' : `, /reload under ${s.modelsRoot}`})\n`);
+      process.stdout.write(`intuitor serve: listening on ${url} (${scorer.config.architecture}, ${options.model}, reward ${s.reward}${s.apiKey === undefined ? '' : ', API key required'}${s.modelsRoot === undefined ? '' : `, /reload under ${s.modelsRoot} with the reload key`})\n`);
       const signal = await stopped;
       process.stderr.write(`intuitor serve: ${signal}: finishing the requests in flight\n`);
       await server.close();

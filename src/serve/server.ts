@@ -8,7 +8,10 @@
  * - POST /reload      {"model": DIR}: new weights of the same architecture, swapped in between
  *                     batches (only with reload enabled, only folders under the models root)
  * - GET /health, GET /metrics
- * Every request needs `Authorization: Bearer <key>` when a key is set. Every error body is
+ * Scoring and monitoring need `Authorization: Bearer <api key>` when an API key is set; /reload,
+ * which loads files and weights, always needs its own reload key, so a trainer whose reward client
+ * sends no header (OpenRLHF's) can score while only the process that saves checkpoints may swap
+ * them in. Every error body is
  * {"statusCode", "error", "message"[, "field"]}: 400 names the field and index, 401 a missing or
  * wrong key, 403/404 a refused reload path, 413 a body over the limit, 503 a full queue (with
  * Retry-After) or a server shutting down, 500 a failed batch (the server keeps serving).
@@ -42,6 +45,8 @@ export const SERVE_DEFAULTS = {
 
 /** The environment variable that holds the API key when --api-key is not given. */
 export const API_KEY_ENV = 'INTUITOR_API_KEY';
+/** The environment variable that holds the reload key when --reload-key is not given. */
+export const RELOAD_KEY_ENV = 'INTUITOR_RELOAD_KEY';
 
 export interface ScoringServerOptions {
   /** The context the scorer runs on; reloaded models load onto it. */
@@ -51,10 +56,12 @@ export interface ScoringServerOptions {
   modelDir: string;
   /** How reloaded weights are loaded (as the first were). */
   weights?: 'as-stored' | 'f32';
-  /** Every request must carry `Authorization: Bearer <apiKey>`. */
+  /** Every request but /reload must carry `Authorization: Bearer <apiKey>`. */
   apiKey?: string;
-  /** Enables POST /reload for folders under this one. */
+  /** Enables POST /reload for folders under this one (with reloadKey). */
   modelsRoot?: string;
+  /** /reload must carry `Authorization: Bearer <reloadKey>`; required with modelsRoot. */
+  reloadKey?: string;
   reward?: ServeReward;
   temperature?: number;
   maxBatchTokens?: number;
@@ -161,16 +168,22 @@ export class ScoringServer {
   }
 
   private addAuth(): void {
-    const key = this.options.apiKey;
-    if (key === undefined) return;
-    const expected = digest(key);
+    const { apiKey, reloadKey, modelsRoot } = this.options;
+    if (modelsRoot !== undefined && (reloadKey === undefined || reloadKey === '')) {
+      throw new InvalidArgumentError('reloadKey', 'a non-empty key when modelsRoot enables /reload (it loads files and weights)', describe(reloadKey));
+    }
+    const expected = { api: apiKey === undefined ? null : digest(apiKey), reload: reloadKey === undefined ? null : digest(reloadKey) };
     // onRequest runs before the body is read: an unauthenticated client cannot make the server parse anything.
     this.app.addHook('onRequest', async (request, reply) => {
+      const isReload = request.routeOptions.url === '/reload';
+      const want = isReload ? expected.reload : expected.api;
+      if (want === null) return;
       const header = request.headers.authorization;
       const match = typeof header === 'string' ? /^Bearer (.+)$/i.exec(header) : null;
-      if (match && timingSafeEqual(digest(match[1]!), expected)) return;
+      if (match && timingSafeEqual(digest(match[1]!), want)) return;
       reply.header('www-authenticate', 'Bearer');
-      return sendError(reply, 401, match ? 'wrong API key' : 'an Authorization: Bearer <key> header is required');
+      const key = isReload ? 'reload key' : 'API key';
+      return sendError(reply, 401, match ? `wrong ${key}` : `an Authorization: Bearer <${key}> header is required`);
     });
   }
 

@@ -18,9 +18,10 @@ const fixture = join(FIXTURES, 'tiny-qwen2');
 
 describe('intuitor serve flags', () => {
   test.each([
-    ['--allow-reload without a key', ['--allow-reload', '--models-root', ROOT], {}, '--api-key'],
-    ['--allow-reload without --models-root', ['--allow-reload'], { INTUITOR_API_KEY: 'k' }, '--models-root'],
-    ['--models-root that is not a folder', ['--allow-reload', '--api-key', 'k', '--models-root', join(ROOT, 'package.json')], {}, '--models-root'],
+    ['--allow-reload without a reload key', ['--allow-reload', '--models-root', ROOT, '--api-key', 'k'], {}, '--reload-key'],
+    ['--allow-reload without --models-root', ['--allow-reload'], { INTUITOR_RELOAD_KEY: 'k' }, '--models-root'],
+    ['--models-root that is not a folder', ['--allow-reload', '--reload-key', 'k', '--models-root', join(ROOT, 'package.json')], {}, '--models-root'],
+    ['--reload-key without --allow-reload', ['--reload-key', 'k'], {}, '--reload-key'],
     ['--models-root without --allow-reload', ['--models-root', ROOT], {}, '--models-root'],
     ['an empty key', [], { INTUITOR_API_KEY: '' }, 'INTUITOR_API_KEY'],
     ['an unknown reward', ['--reward', 'accuracy'], {}, '--reward'],

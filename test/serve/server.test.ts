@@ -49,6 +49,8 @@ async function call(url: string, path: string, body?: unknown, headers: Record<s
 }
 
 const auth = { authorization: `Bearer ${KEY}` };
+const RELOAD_KEY = 'test-reload-key';
+const reloadAuth = { authorization: `Bearer ${RELOAD_KEY}` };
 
 /** Offline: the request's items scored alone, as the server writes them. */
 async function offline(scorer: Scorer, items: unknown[], perToken = false): Promise<Record<string, unknown>[]> {
@@ -148,7 +150,7 @@ describeGpu('scoring server', () => {
     urls.open = await start({ scorer, bodyLimit: 64 * 1024 });
     urls.gated = await start({ scorer: gated, maxQueue: 3 });
     urls.keyed = await start({ scorer, apiKey: KEY });
-    urls.reload = await start({ scorer: reloadScorer, apiKey: KEY, modelsRoot, modelDir: join(modelsRoot, 'a') });
+    urls.reload = await start({ scorer: reloadScorer, reloadKey: RELOAD_KEY, modelsRoot, modelDir: join(modelsRoot, 'a') });
   });
 
   afterAll(async () => {
@@ -306,8 +308,18 @@ describeGpu('scoring server', () => {
       expect((await call(urls.open, '/reload', { model: 'a' })).status).toBe(404);
     });
 
-    test('/reload needs the key too', async () => {
-      expect((await call(urls.reload, '/reload', { model: 'b' })).status).toBe(401);
+    test('/reload needs its own key; scoring on that server needs none (OpenRLHF sends no header)', async () => {
+      for (const headers of [{}, auth, { authorization: 'Bearer wrong-key' }] as Record<string, string>[]) {
+        const reply = await call(urls.reload, '/reload', { model: 'b' }, headers);
+        expect(reply.status).toBe(401);
+        expect(reply.json.message).toMatch(/reload key/);
+      }
+      expect((await call(urls.reload, '/get_reward', { query: ['1+1=2'], prompts: ['1+1='] })).status).toBe(200);
+      expect((await call(urls.reload, '/health', undefined)).json.model).toBe(join(modelsRoot, 'a'));
+    });
+
+    test('a models root without a reload key is refused when the server is made', async () => {
+      await expect(start({ scorer, modelsRoot })).rejects.toThrow(/reloadKey: expected a non-empty key when modelsRoot enables \/reload/);
     });
 
     test.each([
@@ -319,9 +331,9 @@ describeGpu('scoring server', () => {
       ['a missing folder', () => 'missing', 404],
       ['a model of another architecture', () => 'small', 400],
     ])('/reload refuses %s', async (_, model, status) => {
-      const reply = await call(urls.reload, '/reload', { model: model() }, auth);
+      const reply = await call(urls.reload, '/reload', { model: model() }, reloadAuth);
       expect(reply.status).toBe(status);
-      expect((await call(urls.reload, '/health', undefined, auth)).json.model).toBe(join(modelsRoot, 'a'));
+      expect((await call(urls.reload, '/health', undefined)).json.model).toBe(join(modelsRoot, 'a'));
     });
   });
 
@@ -331,8 +343,8 @@ describeGpu('scoring server', () => {
     const wantB = await Promise.all(bodies.map((b) => offline(refB, b.items)));
     // b differs from a, so the two are told apart.
     expect(bodies.every((_, i) => !sameWithin(wantB[i]!, wantA[i]!))).toBe(true);
-    const inFlight = bodies.map((body, i) => new Promise((r) => setTimeout(r, 3 * i)).then(() => call(urls.reload, '/score', body, auth)));
-    const reload = call(urls.reload, '/reload', { model: 'b' }, auth);
+    const inFlight = bodies.map((body, i) => new Promise((r) => setTimeout(r, 3 * i)).then(() => call(urls.reload, '/score', body)));
+    const reload = call(urls.reload, '/reload', { model: 'b' }, reloadAuth);
     const replies = await Promise.all(inFlight);
     const reloaded = await reload;
     expect(reloaded.status).toBe(200);
@@ -342,7 +354,7 @@ describeGpu('scoring server', () => {
       const got = reply.json.results as Record<string, unknown>[];
       expect(sameWithin(got, wantA[i]!) || sameWithin(got, wantB[i]!)).toBe(true);
     }
-    for (const [i, body] of bodies.entries()) expectSameResults((await call(urls.reload, '/score', body, auth)).json.results, wantB[i]!);
+    for (const [i, body] of bodies.entries()) expectSameResults((await call(urls.reload, '/score', body)).json.results, wantB[i]!);
     expect((await call(urls.reload, '/health', undefined, auth)).json.model).toBe(realpathSync(join(modelsRoot, 'b')));
   });
 
