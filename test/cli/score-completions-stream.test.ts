@@ -27,8 +27,13 @@ function generatedLines(count: number, seed: number, pad = 0): string {
 
 describeGpu('intuitor score-completions over a stream', () => {
   let dir: string;
-  beforeAll(() => {
+  /** An uninterrupted run over kill.jsonl, in chunks of 8 lines: what every interrupted run must end as. */
+  let reference: Buffer;
+  beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'intuitor-score-stream-'));
+    writeFileSync(path('kill.jsonl'), generatedLines(200, 3));
+    expectSuccess(await score(path('kill.jsonl'), path('kill.ref.jsonl'), '--chunk-lines', '8'));
+    reference = readFileSync(path('kill.ref.jsonl'));
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const path = (name: string) => join(dir, name);
@@ -52,11 +57,8 @@ describeGpu('intuitor score-completions over a stream', () => {
   });
 
   test('killed (SIGKILL) at random moments and resumed each time, the output equals an uninterrupted run byte for byte', async () => {
-    writeFileSync(path('kill.jsonl'), generatedLines(200, 3));
     const args = (out: string) => [join(ROOT, 'bin', 'intuitor.js'), 'score-completions', '--model', model, '--input', path('kill.jsonl'), '--out', out, '--chunk-lines', '8', '--resume'];
-    const reference = await score(path('kill.jsonl'), path('kill.ref.jsonl'), '--chunk-lines', '8');
-    expectSuccess(reference);
-    const want = readFileSync(path('kill.ref.jsonl'));
+    const want = reference;
     const out = path('kill.out.jsonl');
     const rand = mulberry32(8);
     let killedMidway = 0;
@@ -85,6 +87,28 @@ describeGpu('intuitor score-completions over a stream', () => {
     expect(killedMidway).toBeGreaterThanOrEqual(3);
     const last = await cli(args(out).slice(1), ROOT, 120_000);
     expectSuccess(last);
+    expect(readFileSync(out).equals(want)).toBe(true);
+  });
+
+  test('SIGTERM finishes the chunks in flight: whole chunks written, exit 143, and --resume completes the file', async () => {
+    const want = reference;
+    const out = path('term.out.jsonl');
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'intuitor.js'), 'score-completions', '--model', model, '--input', path('kill.jsonl'), '--out', out, '--chunk-lines', '8'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (data: Buffer) => { stderr += data.toString(); });
+    const exited = new Promise<number | null>((done) => child.on('exit', (code) => done(code)));
+    while (!(existsSync(out) && statSync(out).size > 0)) await new Promise((wait) => setTimeout(wait, 10));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(143);
+    expect(stderr).toMatch(/SIGTERM: finishing the chunks in flight/);
+    expect(stderr).toMatch(/stopped by SIGTERM: --resume continues/);
+    const written = readFileSync(out);
+    expect(written.at(-1)).toBe(0x0a);
+    expect(written.toString().split('\n').length - 1).toBeLessThan(200);
+    // Every chunk holds 8 scored lines: a stop ends on a whole chunk.
+    expect((written.toString().split('\n').length - 1) % 8).toBe(0);
+    expect(want.subarray(0, written.length).equals(written)).toBe(true);
+    expectSuccess(await score(path('kill.jsonl'), out, '--chunk-lines', '8', '--resume'));
     expect(readFileSync(out).equals(want)).toBe(true);
   });
 });

@@ -134,6 +134,11 @@ describe('scoreFile', () => {
     const foreign = outPath();
     writeFileSync(foreign, '{"something": "else"}\n');
     await expect(scoreFile({ input, out: foreign, scorer: new StandIn(1), resume: true })).rejects.toThrow(FileFormatError);
+    // A last line without a line break is cut only when it begins as a record does.
+    const noBreak = outPath();
+    writeFileSync(noBreak, 'precious');
+    await expect(scoreFile({ input, out: noBreak, scorer: new StandIn(1), resume: true })).rejects.toThrow(/a last line without a line break starting "precio"/);
+    expect(readFileSync(noBreak, 'utf8')).toBe('precious');
   });
 
   test('bad lines are reported in order and skipped; --strict stops at the first after writing the records before it', async () => {
