@@ -54,13 +54,13 @@ class StandIn implements ChunkScorer {
 const records = (path: string) => readFileSync(path, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, number>);
 
 describe('streamLines and lastWholeLine', () => {
-  test('CRLF, a last line without a newline, blank lines, byte offsets', async () => {
-    const path = file('{"a":1}\r\n\n{"b":"é"}\n{"c":3}');
+  test('a byte-order mark, CRLF, a last line without a newline, blank lines, byte offsets', async () => {
+    const path = file('\uFEFF{"a":1}\r\n\n{"b":"é"}\n{"c":3}');
     const got = [];
     for await (const l of streamLines(path)) got.push(l);
     expect(got).toEqual([
-      { line: 1, text: '{"a":1}', end: 9 }, { line: 2, text: '', end: 10 },
-      { line: 3, text: '{"b":"é"}', end: 21 }, { line: 4, text: '{"c":3}', end: 28 },
+      { line: 1, text: '{"a":1}', end: 12 }, { line: 2, text: '', end: 13 },
+      { line: 3, text: '{"b":"é"}', end: 24 }, { line: 4, text: '{"c":3}', end: 31 },
     ]);
   });
   test('a multi-byte character across the one-megabyte read blocks, a line of several blocks', async () => {
