@@ -80,7 +80,7 @@ export async function runScoreFile(scorer: ChunkScorer, o: Pick<ScoreCompletions
       input: o.input, out: o.out, scorer, chunkLines: o.chunkLines, resume: o.resume, strict: o.strict, perToken: o.perToken, signal: stopping.signal,
       onBadLine: (message) => process.stderr.write(`${LABEL}: skipped ${o.input} ${message}\n`),
       onProgress: (p) => {
-        progress ??= createProgress(LABEL, p.bytesTotal, 0, { percent: true });
+        progress ??= createProgress(LABEL, p.bytesTotal, p.bytesDone, { percent: true });
         progress.update(p.bytesDone, { lines: String(p.lines), tokens: String(p.tokens), 'tokens/s': rate(p.tokens, p.seconds) });
       },
     });

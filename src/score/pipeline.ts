@@ -46,7 +46,7 @@ export interface ScoreFileOptions {
   signal?: AbortSignal;
   /** Called once per bad line, in input order, with its message (`line N: ...`). */
   onBadLine?: (message: string) => void;
-  /** Called after each chunk is written. */
+  /** Called at the first line to score, then after each chunk is written. */
   onProgress?: (progress: FileProgress) => void;
 }
 
@@ -232,6 +232,8 @@ export async function scoreFile(options: ScoreFileOptions): Promise<FileSummary>
           progress.bytesDone = lineEnd;
           continue;
         }
+        // The first line to score: progress starts here (past the lines a resumed run skips).
+        if (line === from.line + 1) options.onProgress?.({ ...progress });
         lines.push({ line, text });
         if (line % chunkLines === 0) {
           await submit();

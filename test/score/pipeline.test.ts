@@ -96,7 +96,7 @@ describe('scoreFile', () => {
     expect(records(out)[0]).toEqual({ id: 1, line: 1, tokens: 1, self_certainty: 1 / 7 });
     expect(scorer.mostInFlight).toBe(3);
     expect(scorer.chunks.every(([first, last]) => (first - 1) % 7 === 0 && (last % 7 === 0 || last === 100))).toBe(true);
-    expect(progress.at(-1)).toBe(100);
+    expect([progress[0], progress.at(-1)]).toEqual([0, 100]);
     expect(summary).toMatchObject({ lines: 100, scored: 99, skipped: 0, tokens: 5050 - 50, interrupted: false, resumedAfterLine: 0 });
   });
 
@@ -110,7 +110,10 @@ describe('scoreFile', () => {
     const cut = bytes.indexOf('"line":21') + 5;
     writeFileSync(partial, bytes.subarray(0, cut));
     const scorer = new StandIn(2);
-    const summary = await scoreFile({ input, out: partial, scorer, chunkLines: 8, resume: true });
+    const progress: number[] = [];
+    const summary = await scoreFile({ input, out: partial, scorer, chunkLines: 8, resume: true, onProgress: (p) => progress.push(p.bytesDone) });
+    // Progress starts past the 20 lines skipped.
+    expect(progress[0]).toBe(Buffer.byteLength(inputText(60, [9]).split('\n').slice(0, 20).join('\n')) + 1);
     expect(readFileSync(partial).equals(bytes)).toBe(true);
     expect(scorer.chunks[0]).toEqual([21, 24]);
     expect(summary).toMatchObject({ resumedAfterLine: 20, skippedEarlier: 1, skipped: 0, lines: 40, scored: 40 });
