@@ -28,6 +28,11 @@ function program(): Command {
   const cli = new Command('intuitor')
     .description('Reinforcement learning of language models without external rewards, on WebGPU kernels')
     .version(PACKAGE_VERSION)
+    .option('--verbose', "also print Dawn's harmless warnings (as INTUITOR_DEBUG=1 does)")
+    // The GPU runtime reads the environment, so that library users get the same switch.
+    .hook('preAction', (command) => {
+      if (command.opts().verbose) process.env.INTUITOR_VERBOSE = '1';
+    })
     .exitOverride()
     // Commander's own errors (unknown option, missing --logits, stray arguments) read like ours.
     .configureOutput({ outputError: (text, write) => write(`intuitor: ${text}`) })

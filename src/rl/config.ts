@@ -10,7 +10,7 @@ import { InvalidArgumentError, describe } from '../errors.js';
 import type { SamplingOptions } from '../sampling/sample.js';
 import type { CollapseThresholds } from './monitors.js';
 import type { RewardScaling, RewardAggregation } from './advantages.js';
-import type { KlEstimator, LossType } from './loss.js';
+import { DEFAULT_LOSS_TYPE, type KlEstimator, type LossType } from './loss.js';
 
 export interface GrpoConfig {
   /** Hugging Face model folder the policy (and the reference, when beta > 0) start from. */
@@ -110,7 +110,7 @@ export const GRPO_DEFAULTS: Omit<GrpoConfig, 'model' | 'task' | 'out' | 'rewards
   maxGradNorm: 1.0,
   weightDecay: 0,
   mu: 1,
-  lossType: 'grpo',
+  lossType: DEFAULT_LOSS_TYPE,
   epsilonLow: 0.2,
   epsilonHigh: 0.2,
   beta: 0,
