@@ -115,3 +115,18 @@ export function choiceOption<T extends string>(flag: string, value: string, choi
   if (!choices.includes(value as T)) throw new InvalidArgumentError(flag, `one of ${choices.join(', ')}`, JSON.stringify(value));
   return value as T;
 }
+
+/**
+ * --max-new-tokens: the value given (it must fit after the longest prompt), or by default the
+ * positions the model has left after that prompt, at most `cap`.
+ */
+export function maxNewTokensOption(value: string | undefined, longestPrompt: number, maxPositions: number, cap: number): number {
+  const room = maxPositions - longestPrompt;
+  if (room < 1) {
+    throw new InvalidArgumentError('prompt', `fewer than ${maxPositions} tokens (max_position_embeddings), room left for a new token`, `${longestPrompt} tokens`);
+  }
+  if (value === undefined) return Math.min(cap, room);
+  const n = positiveIntOption('--max-new-tokens', value);
+  if (n > room) throw new InvalidArgumentError('--max-new-tokens', `at most ${room} after a ${longestPrompt}-token prompt (max_position_embeddings ${maxPositions})`, String(n));
+  return n;
+}

@@ -92,7 +92,10 @@ export interface GrpoConfig {
   saveEvery: number;
   /** Checkpoints kept. Default 2. */
   keep: number;
+  /** Continue from the latest checkpoint in `out`. */
   resume: boolean;
+  /** Remove a non-empty `out` first; without it (or `resume`) such a folder is refused, so two runs never mix. */
+  overwrite: boolean;
 }
 
 export type GrpoConfigInput = Pick<GrpoConfig, 'model' | 'task' | 'out' | 'rewards'> & Partial<GrpoConfig>;
@@ -129,6 +132,7 @@ export const GRPO_DEFAULTS: Omit<GrpoConfig, 'model' | 'task' | 'out' | 'rewards
   saveEvery: 0,
   keep: 2,
   resume: false,
+  overwrite: false,
 };
 
 /** Fills defaults and checks the numbers the trainer relies on (rewards and task are checked where they resolve). */

@@ -43,6 +43,8 @@ export interface SftOptions {
   /** Longest prompt + completion + EOS in tokens. Default: max_position_embeddings. */
   maxLength?: number;
   resume?: boolean;
+  /** Remove a non-empty `out` first (see TrainingSession.open). */
+  overwrite?: boolean;
   /** Called after every update, e.g. for a progress bar; may throw to stop the run. */
   onStep?: (record: SftRecord) => void;
 }
@@ -71,8 +73,8 @@ interface Example {
 export async function loadSftExamples(path: string, tokenizer: PolicyTokenizer, eos: number | null, maxLength: number): Promise<Example[]> {
   return (await readJsonlLines(path)).map((record) => {
     const line = record.line;
-    const prompt = tokenizer.encode(stringField(path, record, 'prompt')!);
-    const completion = tokenizer.encode(stringField(path, record, 'completion', { nonEmpty: true })!);
+    const prompt = tokenizer.encode(stringField(path, record, 'prompt')!, { source: `${path}: line ${line}: "prompt"` });
+    const completion = tokenizer.encode(stringField(path, record, 'completion', { nonEmpty: true })!, { source: `${path}: line ${line}: "completion"` });
     if (completion.length === 0) throw new FileFormatError(path, `line ${line}: a completion of at least one token`, 'none');
     const ids = [...prompt, ...completion, ...(eos === null ? [] : [eos])];
     if (ids.length > maxLength) throw new FileFormatError(path, `line ${line}: at most ${maxLength} tokens (prompt + completion + EOS; the model's limit)`, `${ids.length} tokens`);
@@ -98,7 +100,7 @@ export async function runSft(ctx: GpuContext, options: SftOptions): Promise<{ ch
   const seqLen = Math.max(...examples.map((e) => e.ids.length));
 
   const session = await TrainingSession.open(ctx, {
-    model: options.model, out: options.out, resume: options.resume ?? false, keep: options.keep ?? 2,
+    model: options.model, out: options.out, resume: options.resume ?? false, overwrite: options.overwrite ?? false, keep: options.keep ?? 2,
     optimizer: { ...DEFAULT_OPTIMIZER, ...options.optimizer, totalSteps: steps },
   });
   try {
