@@ -48,7 +48,7 @@ function program(): Command {
 
   // The main job and the reward experiment: the same options, the shipped base model by default.
   const comparison = (parent: Command, name: string, description: string, isDefault = false) => trainOptions(parent.command(name, { isDefault })
-    .description(description)
+    .description(`${description}. Takes train's options except --reward (each run has its own) and --data (a built-in --task only)`)
     .addOption(new Option('--model <dir>', 'base model folder').default(SHIPPED_BASE_MODEL, 'the shipped models/addition-base'))
     .option('--task <name>', 'built-in task', SHIPPED_BASE_TASK)
     .option('--steps <n>', 'GRPO steps per run', MAIN_JOB_DEFAULTS.steps)

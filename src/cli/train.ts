@@ -114,7 +114,7 @@ export function grpoInput(o: Omit<TrainCommandOptions, 'reward' | 'out' | 'model
     model: o.model, task: o.task ?? 'math', data: o.data, out: o.out, rewards: o.reward,
     steps: positiveIntOption('--steps', o.steps),
     groupSize: numberOption('--group-size', o.groupSize, { min: 2, integer: true }),
-    promptsPerStep: positiveIntOption('--prompts-per-step', o.promptsPerStep),
+    promptsPerStep: numberOption('--prompts-per-step', o.promptsPerStep, { min: 2, integer: true }),
     seed: numberOption('--seed', o.seed, { min: 0, integer: true }),
     lr: numberOption('--lr', o.lr, { min: 0 }),
     schedule: choiceOption('--schedule', o.schedule, ['constant', 'cosine'] as const),

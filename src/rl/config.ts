@@ -144,7 +144,8 @@ export function resolveGrpoConfig(input: GrpoConfigInput): GrpoConfig {
   };
   int('steps', 1);
   int('groupSize', 2);
-  int('promptsPerStep', 1);
+  // Each step re-scores every completion under another prompt of its batch (the monitors, the contrastive reward).
+  int('promptsPerStep', 2);
   int('seed', 0);
   int('mu', 1);
   int('warmupSteps', 0);

@@ -179,11 +179,11 @@ describe('evaluateReward and user modules', () => {
     const infinite = await loadUserReward(await write('inf.mjs', 'export default () => Infinity;'));
     await expect(evaluateReward('inf.mjs', infinite, sample, 0)).rejects.toThrow(RewardError);
     const rejects = await loadUserReward(await write('rejects.mjs', 'export default async () => { throw new Error("later"); };'));
-    await expect(evaluateReward('rejects.mjs', rejects, sample, 1)).rejects.toThrow("reward 'rejects.mjs' on prompt 1: threw later");
+    await expect(evaluateReward('rejects.mjs', rejects, sample, 1)).rejects.toThrow(`reward 'rejects.mjs': expected a finite number for prompt 1 ("p"), got a throw: later`);
   });
 
   test('built-in rewards fail the same way', async () => {
-    await expect(evaluateReward('accuracy', builtinReward('accuracy'), { prompt: 'p', completion: 'c' }, 9)).rejects.toThrow(/reward 'accuracy' on prompt 9: threw answer: expected a reference answer/);
+    await expect(evaluateReward('accuracy', builtinReward('accuracy'), { prompt: 'p', completion: 'c' }, 9)).rejects.toThrow(/^reward 'accuracy': expected a finite number for prompt 9 \("p"\), got a throw: answer: expected a reference answer/);
   });
 
   test('a module without a reward function, or that does not load, is a FileFormatError', async () => {
