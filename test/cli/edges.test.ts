@@ -105,7 +105,8 @@ describe('commands', () => {
   test('run --help shows one default for --model', async () => {
     const r = await cli(['run', '--help']);
     expectSuccess(r);
-    const model = r.stdout.slice(r.stdout.indexOf('--model'), r.stdout.indexOf('--task'));
+    const model = r.stdout.slice(r.stdout.indexOf('--model <dir>'), r.stdout.indexOf('--task <name>'));
+    expect(model).toContain('base model folder');
     expect(model.match(/\(default:/g)).toHaveLength(1);
   });
 
