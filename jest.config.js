@@ -1,4 +1,4 @@
-/** Tests are compiled by `tsc` first (see package.json "test"), then run as native ESM. */
+/** Tests are compiled by `tsc` first (package.json "pretest" runs scripts/setup.sh, which builds), then run as native ESM. */
 export default {
   testEnvironment: 'node',
   testMatch: ['<rootDir>/dist/test/**/*.test.js'],

@@ -113,7 +113,7 @@ async function hostCases(env: BenchEnv, opts: TokenStatsSuiteOptions, rows: numb
       env.rows.push(withBandwidthCeiling(rowFromSamples({ kernel: 'token_stats_forward', backend: 'native', dtype, shape, device: cpu, method: 'benchmark.js' }, samples, bytes, rows), env.ceilings.cpuRead));
     }
     if (opts.kernels.has('token_stats_backward')) {
-      const args = { shape, dtype, ids, logsumexp: first.logsumexp, validCount: first.validCount, gLogprob: new Float32Array(rows).fill(1), gSelfCertainty: new Float32Array(rows).fill(0.5) };
+      const args = { shape, dtype, ids, temperature: 1, logsumexp: first.logsumexp, validCount: first.validCount, gLogprob: new Float32Array(rows).fill(1), gSelfCertainty: new Float32Array(rows).fill(0.5) };
       const samples = await benchmarkJs(`native backward N=${rows} ${dtype}`, () => tokenStatsBackward({ ...args, logits: next() }, { backend: 'native' }), env.quick);
       env.rows.push(withBandwidthCeiling(rowFromSamples({ kernel: 'token_stats_backward', backend: 'native', dtype, shape, device: cpu, method: 'benchmark.js' }, samples, bytes + rows * VOCAB * 4, rows), env.ceilings.cpuRead));
     }

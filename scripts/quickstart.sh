@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-node bin/intuitor.js run
+# --overwrite: a second quick start replaces the first one's runs instead of refusing their folder.
+node bin/intuitor.js run --overwrite

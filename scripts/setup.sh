@@ -26,8 +26,10 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "setup: npm ci"
   npm ci --no-audit --no-fund
 fi
-# npm may skip install scripts it has not been told to allow: check the addon really exists.
-if [ ! -f build/Release/intuitor_native.node ]; then
+# npm may skip install scripts it has not been told to allow: check the addon really exists, and
+# rebuild it when a native source is newer (a pull that changed native/).
+addon=build/Release/intuitor_native.node
+if [ ! -f "$addon" ] || [ -n "$(find native CMakeLists.txt -newer "$addon" -print -quit)" ]; then
   echo "setup: building the native addon"
   npx cmake-js compile --out build
 fi

@@ -16,9 +16,20 @@ export class IntuitorError extends Error {
 /** A caller passed a value of the wrong type, shape, range or dtype. */
 export class InvalidArgumentError extends IntuitorError {
   readonly argument: string;
-  constructor(argument: string, expected: string, received: string) {
-    super('INVALID_ARGUMENT', `${argument}: expected ${expected}, got ${received}`);
+  readonly expected: string;
+  readonly received: string;
+  constructor(argument: string, expected: string, received: string, options?: { code?: string; cause?: unknown }) {
+    super(options?.code ?? 'INVALID_ARGUMENT', `${argument}: expected ${expected}, got ${received}`, options);
     this.argument = argument;
+    this.expected = expected;
+    this.received = received;
+  }
+
+  /** The same error naming the argument as the caller knows it (a CLI flag for a library option). */
+  renamed(argument: string): InvalidArgumentError {
+    const err = new InvalidArgumentError(argument, this.expected, this.received);
+    err.stack = this.stack;
+    return err;
   }
 }
 

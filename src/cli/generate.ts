@@ -5,12 +5,15 @@ import { loadModelConfig } from '../model/config.js';
 import { PolicyModel } from '../model/policy.js';
 import { PolicyTokenizer } from '../model/tokenizer.js';
 import { checkSamplingOptions, type SamplingOptions } from '../sampling/sample.js';
-import { numberOption, positiveIntOption } from './inputs.js';
+import { maxNewTokensOption, numberOption } from './inputs.js';
+
+/** --max-new-tokens when not given: this many, or fewer where the model has fewer positions left. */
+export const GENERATE_MAX_NEW_TOKENS = 32;
 
 export interface GenerateCommandOptions {
   model: string;
   prompt: string;
-  maxNewTokens: string;
+  maxNewTokens?: string;
   greedy?: boolean;
   temperature?: string;
   topK?: string;
@@ -38,19 +41,16 @@ function samplingOf(o: GenerateCommandOptions): SamplingOptions {
 
 export async function generateCommand(options: GenerateCommandOptions): Promise<void> {
   const sampling = samplingOf(options);
-  const maxNewTokens = positiveIntOption('--max-new-tokens', options.maxNewTokens);
   const seed = numberOption('--seed', options.seed, { min: 0, integer: true });
   if (options.weights !== 'as-stored' && options.weights !== 'f32') throw new InvalidArgumentError('--weights', 'as-stored or f32', JSON.stringify(options.weights));
   const tokenizer = PolicyTokenizer.load(options.model);
-  const promptIds = tokenizer.encode(options.prompt);
+  const promptIds = tokenizer.encode(options.prompt, { source: '--prompt' });
   if (promptIds.length === 0) throw new InvalidArgumentError('--prompt', 'text that encodes to at least one token', JSON.stringify(options.prompt));
   const limit = loadModelConfig(options.model).maxPositionEmbeddings;
   if (promptIds.length >= limit) {
     throw new InvalidArgumentError('--prompt', `fewer than ${limit} tokens (max_position_embeddings), room left for a new token`, `${promptIds.length} tokens`);
   }
-  if (promptIds.length + maxNewTokens > limit) {
-    throw new InvalidArgumentError('--max-new-tokens', `at most ${limit - promptIds.length} after a ${promptIds.length}-token prompt (max_position_embeddings ${limit})`, String(maxNewTokens));
-  }
+  const maxNewTokens = maxNewTokensOption(options.maxNewTokens, promptIds.length, limit, GENERATE_MAX_NEW_TOKENS);
   const ctx = await GpuContext.create();
   try {
     const model = await PolicyModel.load(ctx, options.model, { dtype: options.weights });

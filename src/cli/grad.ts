@@ -3,14 +3,15 @@
  * parameter, float32, under Hugging Face names, written as safetensors. The mean runs over all
  * (B, T − 1) next-token predictions, as transformers' causal-LM loss does without padding.
  */
-import { FileFormatError } from '../errors.js';
+import { existsSync, statSync } from 'node:fs';
+import { InvalidArgumentError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
-import { readNpy } from '../io/npy.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import type { HostTensor } from '../io/tensor.js';
 import { PolicyModel } from '../model/policy.js';
 import { TrainingGraph } from '../model/training.js';
 import { nextTokenBatch } from '../train/batch.js';
+import { readModelIds } from './inputs.js';
 
 export interface GradOptions {
   model: string;
@@ -19,11 +20,12 @@ export interface GradOptions {
 }
 
 export async function gradCommand(options: GradOptions): Promise<void> {
-  const ids = await readNpy(options.ids);
-  if (ids.dtype !== 'i32' && ids.dtype !== 'i64') throw new FileFormatError(options.ids, 'token ids of dtype int32 or int64', ids.dtype);
-  if (ids.shape.length !== 2 || ids.shape[1]! < 2) throw new FileFormatError(options.ids, 'ids of shape (B, T) with T ≥ 2', `shape [${ids.shape.join(', ')}]`);
-  const [batch, seqLen] = ids.shape as [number, number];
-  const sequences = Array.from({ length: batch }, (_, b) => Array.from((ids.data as ArrayLike<number | bigint>), Number).slice(b * seqLen, (b + 1) * seqLen));
+  // The file is written through a temporary beside it: a folder in the way would fail at the end, naming that.
+  if (existsSync(options.out) && statSync(options.out).isDirectory()) {
+    throw new InvalidArgumentError('--out', 'a path for the .safetensors file of gradients', `${options.out}, an existing folder`);
+  }
+  const { tokens, batch, seqLen } = await readModelIds(options.ids, options.model, { minLength: 2 });
+  const sequences = Array.from({ length: batch }, (_, b) => tokens.slice(b * seqLen, (b + 1) * seqLen));
   const ctx = await GpuContext.create();
   try {
     const model = await PolicyModel.load(ctx, options.model, { dtype: 'f32' });

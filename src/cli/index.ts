@@ -5,20 +5,20 @@
  * and what came; anything else is an internal error and exits 1, its stack printed only with
  * INTUITOR_DEBUG=1.
  */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { getSystemErrorMap } from 'node:util';
 import { GRPO_DEFAULTS } from '../rl/config.js';
 import { IntuitorError, InvalidArgumentError, FileFormatError } from '../errors.js';
 import { PACKAGE_VERSION } from '../paths.js';
 import { benchCommand } from './bench.js';
 import { BUILD_BASE_DEFAULTS, buildBaseCommand } from './build-base.js';
-import { generateCommand } from './generate.js';
+import { GENERATE_MAX_NEW_TOKENS, generateCommand } from './generate.js';
 import { gradCommand } from './grad.js';
 import { infoCommand } from './info.js';
 import { logitsCommand } from './logits.js';
 import { SHIPPED_BASE_MODEL, SHIPPED_BASE_TASK, MAIN_JOB_DEFAULTS, experimentRewardsCommand, runCommand } from './run.js';
 import { throughputCommand } from './throughput.js';
-import { scoreCommand } from './score.js';
+import { SCORE_MAX_NEW_TOKENS, scoreCommand } from './score.js';
 import { serveCommand } from './serve.js';
 import { SCORE_COMPLETIONS_DEFAULTS, scoreCompletionsCommand } from './score-completions.js';
 import { evalCommand, trainCommand, trainOptions } from './train.js';
@@ -31,16 +31,28 @@ function program(): Command {
   const cli = new Command('intuitor')
     .description('Reinforcement learning of language models without external rewards, on WebGPU kernels')
     .version(PACKAGE_VERSION)
+    .option('--verbose', "also print Dawn's harmless warnings (as INTUITOR_DEBUG=1 does)")
+    // The GPU runtime reads the environment, so that library users get the same switch.
+    .hook('preAction', (command) => {
+      if (command.opts().verbose) process.env.INTUITOR_VERBOSE = '1';
+    })
     .exitOverride()
     // Commander's own errors (unknown option, missing --logits, stray arguments) read like ours.
-    .configureOutput({ outputError: (text, write) => write(`intuitor: ${text}`) })
+    .configureOutput({ outputError: (text, write) => write(`intuitor: ${text.replace(/\n\(Did you mean (.*)\?\)/, ' (did you mean $1?)')}`) })
     // A mistyped command must not silently run the default (heavy) `run` job.
-    .allowExcessArguments(false);
+    .allowExcessArguments(false)
+    // `intuitor trian` reaches here as the default command with 'trian' as its first word: it is a
+    // command name mistyped, and commander suggests the nearest of the registered commands.
+    .hook('preSubcommand', (command, subcommand) => {
+      const first = command.args[0];
+      // unknownCommand is commander's own (untyped) error for a word that names no command.
+      if (first !== undefined && !first.startsWith('-') && first !== subcommand.name()) (command as unknown as { unknownCommand(): never }).unknownCommand();
+    });
 
   // The main job and the reward experiment: the same options, the shipped base model by default.
   const comparison = (parent: Command, name: string, description: string, isDefault = false) => trainOptions(parent.command(name, { isDefault })
-    .description(description)
-    .option('--model <dir>', 'base model folder (default: the shipped models/addition-base)', SHIPPED_BASE_MODEL)
+    .description(`${description}. Takes train's options except --reward (each run has its own) and --data (a built-in --task only)`)
+    .addOption(new Option('--model <dir>', 'base model folder').default(SHIPPED_BASE_MODEL, 'the shipped models/addition-base'))
     .option('--task <name>', 'built-in task', SHIPPED_BASE_TASK)
     .option('--steps <n>', 'GRPO steps per run', MAIN_JOB_DEFAULTS.steps)
     .option('--group-size <n>', 'completions per prompt (G)', MAIN_JOB_DEFAULTS.groupSize)
@@ -68,7 +80,7 @@ function program(): Command {
   cli.command('build-base')
     .description('rebuild the shipped base model: a tiny Qwen2 character-level model, random init, SFT on a task\'s train split; records its held-out accuracy')
     .option('--task <name>', 'addition | arithmetic', SHIPPED_BASE_TASK)
-    .option('--out <dir>', 'model folder to write (replaced whole)', SHIPPED_BASE_MODEL)
+    .option('--out <dir>', 'model folder to write, replaced whole (default: models/<task>-base, so models/addition-base for addition)')
     .option('--steps <n>', 'SFT updates', BUILD_BASE_DEFAULTS.steps)
     .option('--lr <x>', 'SFT peak learning rate', BUILD_BASE_DEFAULTS.lr)
     .option('--seed <n>', 'initialisation and data seed', BUILD_BASE_DEFAULTS.seed)
@@ -94,7 +106,7 @@ function program(): Command {
     .option('--select <rule>', 'self-certainty | logprob | majority | borda', 'borda')
     .option('--task <name>', 'built-in task whose answer format and verifier apply (default: free-form math)')
     .option('--temperature <t>', 'sampling temperature', '1')
-    .option('--max-new-tokens <n>', 'longest completion', '64')
+    .option('--max-new-tokens <n>', `longest completion (default: ${SCORE_MAX_NEW_TOKENS}, or the positions the model has left after the longest prompt if fewer)`)
     .option('--seed <n>', 'sampling seed', '0')
     .option('--out <file>', 'where the scored candidates go (default: PROMPTS.scored.jsonl)')
     .action(scoreCommand);
@@ -131,7 +143,7 @@ function program(): Command {
 
   cli.command('stats')
     .description('per-row self-certainty, entropy, logsumexp and (with --ids) log-prob of a logits file')
-    .requiredOption('--logits <file>', 'logits (..., V): .npy (float32/float16; uint16 with --dtype bf16) or .safetensors')
+    .requiredOption('--logits <file>', 'logits (..., V): .npy (float32/float16/float64; uint16 with --dtype bf16) or .safetensors')
     .option('--ids <file>', 'chosen ids (...): .npy of int32, int64 or uint32')
     .option('--temperature <t>', 'statistics of z / T', '1')
     .option('--backend <name>', 'auto | webgpu | native | js', 'auto')
@@ -187,13 +199,14 @@ function program(): Command {
     .option('--keep <n>', 'checkpoints kept', '2')
     .option('--max-length <n>', 'longest prompt + completion + EOS in tokens (default: the model limit)')
     .option('--resume', 'continue from the latest checkpoint in --out')
+    .option('--overwrite', 'remove a non-empty --out first (without it or --resume, such a folder is refused)')
     .action(sftCommand);
 
   cli.command('generate')
     .description('a continuation of a prompt (batched prefill, then KV-cache decoding; tokens picked on WebGPU)')
     .requiredOption('--model <dir>', 'Hugging Face model folder')
     .requiredOption('--prompt <text>', 'the prompt (encoded without special tokens)')
-    .option('--max-new-tokens <n>', 'stop after this many new tokens (or at EOS)', '32')
+    .option('--max-new-tokens <n>', `stop after this many new tokens, or at EOS (default: ${GENERATE_MAX_NEW_TOKENS}, or the positions the model has left after the prompt if fewer)`)
     .option('--greedy', 'greedy decoding (the most likely token each step)')
     .option('--temperature <t>', 'sample from softmax(z / t) (0 = greedy)')
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)')
@@ -260,7 +273,11 @@ function errorText(err: unknown): { message: string; stack?: string } {
 
 /** The one stderr line (without "intuitor: error: ") and the exit status of a failure. */
 export function describeFailure(err: unknown, debug = false): { message: string; exitCode: number; stack?: string } {
-  if (err instanceof InvalidArgumentError || err instanceof FileFormatError) return { message: err.message, exitCode: 2 };
+  if (err instanceof InvalidArgumentError || err instanceof FileFormatError) {
+    // Under debugging, the stack of what caused it (a user's reward module that threw) or its own.
+    const cause = (err.cause as { stack?: unknown } | undefined)?.stack;
+    return { message: err.message, exitCode: 2, ...(debug ? { stack: typeof cause === 'string' ? cause : err.stack } : {}) };
+  }
   if (err instanceof IntuitorError) return { message: err.message, exitCode: 1 };
   const { message, stack: fullStack } = errorText(err);
   const stack = debug ? fullStack : undefined;
@@ -273,14 +290,35 @@ export function describeFailure(err: unknown, debug = false): { message: string;
   return { message: `internal error: ${message}${debug ? '' : ' (set INTUITOR_DEBUG=1 for the stack)'}`, exitCode: 1, stack };
 }
 
+/** Library option names whose CLI option is named differently. */
+const OPTION_OF_LIBRARY_NAME: Record<string, string> = { rewards: 'reward', maxNewTokens: 'maxCompletionLength' };
+
+/**
+ * A library error names the option as the library calls it (maxPromptLength); the user typed a
+ * flag (--max-prompt-length). Renames the argument to the flag of the running command, if it has one.
+ */
+export function inFlagTerms(err: unknown, command: Command | undefined): unknown {
+  if (!(err instanceof InvalidArgumentError) || command === undefined) return err;
+  // The argument is a name, or a name and a detail ("rewards: weight of 'accuracy'").
+  const [, name, detail] = /^([A-Za-z]+)(:.*)?$/s.exec(err.argument) ?? [];
+  if (name === undefined) return err;
+  const option = command.options.find((o) => o.attributeName() === name)
+    ?? command.options.find((o) => o.attributeName() === OPTION_OF_LIBRARY_NAME[name]);
+  return option?.long === undefined ? err : err.renamed(`${option.long}${detail ?? ''}`);
+}
+
 export async function main(argv: string[]): Promise<void> {
+  let running: Command | undefined;
   try {
-    await program().parseAsync(argv);
-  } catch (err) {
-    if (err instanceof CommanderError) {
-      process.exitCode = err.exitCode === 0 ? 0 : 2;
+    await program().hook('preAction', (_, actionCommand) => {
+      running = actionCommand;
+    }).parseAsync(argv);
+  } catch (caught) {
+    if (caught instanceof CommanderError) {
+      process.exitCode = caught.exitCode === 0 ? 0 : 2;
       return;
     }
+    const err = inFlagTerms(caught, running);
     const { message, exitCode, stack } = describeFailure(err, process.env.INTUITOR_DEBUG === '1');
     // One line: a message with line breaks (a parser's excerpt, a native error) is folded.
     process.stderr.write(`intuitor: error: ${message.replace(/\s*\n\s*/g, ' ')}\n${stack === undefined ? '' : `${stack}\n`}`);

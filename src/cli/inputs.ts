@@ -10,6 +10,7 @@ import { FileFormatError, InvalidArgumentError } from '../errors.js';
 import { readNpy } from '../io/npy.js';
 import { openSafetensors } from '../io/safetensors.js';
 import type { HostTensor } from '../io/tensor.js';
+import { loadModelConfig } from '../model/config.js';
 
 export interface LogitsInput {
   dtype: DType;
@@ -114,4 +115,42 @@ export function numberOption(flag: string, value: string, { min = -Infinity, abo
 export function choiceOption<T extends string>(flag: string, value: string, choices: readonly T[]): T {
   if (!choices.includes(value as T)) throw new InvalidArgumentError(flag, `one of ${choices.join(', ')}`, JSON.stringify(value));
   return value as T;
+}
+
+/**
+ * --max-new-tokens: the value given (it must fit after the longest prompt), or by default the
+ * positions the model has left after that prompt, at most `cap`.
+ */
+export function maxNewTokensOption(value: string | undefined, longestPrompt: number, maxPositions: number, cap: number): number {
+  const room = maxPositions - longestPrompt;
+  if (room < 1) {
+    throw new InvalidArgumentError('prompt', `fewer than ${maxPositions} tokens (max_position_embeddings), room left for a new token`, `${longestPrompt} tokens`);
+  }
+  if (value === undefined) return Math.min(cap, room);
+  const n = positiveIntOption('--max-new-tokens', value);
+  if (n > room) throw new InvalidArgumentError('--max-new-tokens', `at most ${room} after a ${longestPrompt}-token prompt (max_position_embeddings ${maxPositions})`, String(n));
+  return n;
+}
+
+/**
+ * Token ids (B, T) of a model, from an int32/int64 .npy (logits, grad): every id in the model's
+ * vocabulary and T within its positions, a bad id named by (b, t). Checked before any work.
+ */
+export async function readModelIds(path: string, model: string, { minLength = 1 } = {}): Promise<{ tokens: number[]; batch: number; seqLen: number }> {
+  const ids = await readNpy(path);
+  if (ids.dtype !== 'i32' && ids.dtype !== 'i64') throw new FileFormatError(path, 'token ids of dtype int32 or int64', ids.dtype);
+  if (ids.shape.length !== 2 || ids.shape[1]! < minLength) {
+    throw new FileFormatError(path, `ids of shape (B, T)${minLength > 1 ? ` with T ≥ ${minLength}` : ''}`, `shape [${ids.shape.join(', ')}]`);
+  }
+  const [batch, seqLen] = ids.shape as [number, number];
+  const config = loadModelConfig(model);
+  const tokens = Array.from(ids.data as ArrayLike<number | bigint>, Number);
+  const bad = tokens.findIndex((id) => id < 0 || id >= config.vocabSize);
+  if (bad >= 0) {
+    throw new FileFormatError(path, `token ids in [0, ${config.vocabSize}) (the model's vocab_size)`, `${tokens[bad]} at (b, t) = (${Math.floor(bad / seqLen)}, ${bad % seqLen})`);
+  }
+  if (seqLen > config.maxPositionEmbeddings) {
+    throw new FileFormatError(path, `sequences of at most ${config.maxPositionEmbeddings} tokens (the model's max_position_embeddings)`, `T = ${seqLen}`);
+  }
+  return { tokens, batch, seqLen };
 }

@@ -8,6 +8,7 @@
  */
 import { GpuContext } from '../gpu/context.js';
 import { writeFileAtomic } from '../io/tensor.js';
+import { loadModelConfig } from '../model/config.js';
 import { PolicyModel } from '../model/policy.js';
 import { PolicyTokenizer } from '../model/tokenizer.js';
 import { extractAnswer } from '../rl/verifier.js';
@@ -16,7 +17,10 @@ import { SELECTION_RULES, selectBest, type SelectionRule } from '../rl/selection
 import { answerRegion, readJsonlDataset } from '../tasks/dataset.js';
 import { getTask } from '../tasks/index.js';
 import { consoleTable } from '../train/summary.js';
-import { choiceOption, numberOption, positiveIntOption } from './inputs.js';
+import { choiceOption, maxNewTokensOption, numberOption } from './inputs.js';
+
+/** --max-new-tokens when not given: this many, or fewer where the model has fewer positions left. */
+export const SCORE_MAX_NEW_TOKENS = 64;
 
 export interface ScoreCommandOptions {
   model: string;
@@ -25,7 +29,7 @@ export interface ScoreCommandOptions {
   select: string;
   task?: string;
   temperature: string;
-  maxNewTokens: string;
+  maxNewTokens?: string;
   seed: string;
   out?: string;
 }
@@ -34,13 +38,13 @@ export async function scoreCommand(o: ScoreCommandOptions): Promise<void> {
   const n = numberOption('--n', o.n, { min: 2, integer: true });
   const select = choiceOption('--select', o.select, SELECTION_RULES);
   const temperature = numberOption('--temperature', o.temperature, { above: 0 });
-  const maxNewTokens = positiveIntOption('--max-new-tokens', o.maxNewTokens);
   const seed = numberOption('--seed', o.seed, { min: 0, integer: true });
   // Without --task the answers are free-form math: extracted and compared numerically.
   const task = getTask(o.task ?? 'math');
   const examples = await readJsonlDataset(o.prompts, { requireAnswer: false });
   const tokenizer = PolicyTokenizer.load(o.model);
-  const prompts = examples.map((e) => tokenizer.encode(e.prompt));
+  const prompts = examples.map((e, i) => tokenizer.encode(e.prompt, { source: `prompt ${i + 1} of ${o.prompts}` }));
+  const maxNewTokens = maxNewTokensOption(o.maxNewTokens, Math.max(...prompts.map((p) => p.length)), loadModelConfig(o.model).maxPositionEmbeddings, SCORE_MAX_NEW_TOKENS);
   const answerOf = (text: string): string | null => {
     if (task.stop === '') return extractAnswer(text);
     const region = answerRegion(text, task.stop);

@@ -21,6 +21,7 @@ export interface SftCommandOptions {
   keep: string;
   maxLength?: string;
   resume?: boolean;
+  overwrite?: boolean;
 }
 
 export async function sftCommand(o: SftCommandOptions): Promise<void> {
@@ -41,6 +42,7 @@ export async function sftCommand(o: SftCommandOptions): Promise<void> {
     keep: positiveIntOption('--keep', o.keep),
     maxLength: o.maxLength === undefined ? undefined : positiveIntOption('--max-length', o.maxLength),
     resume: o.resume ?? false,
+    overwrite: o.overwrite ?? false,
   };
   const ctx = await GpuContext.create();
   const progress = createProgress('intuitor sft', steps, 0);

@@ -26,6 +26,7 @@ export async function statsCommand(options: StatsOptions): Promise<void> {
   if (!(BACKENDS as readonly string[]).includes(options.backend)) throw new InvalidArgumentError('--backend', BACKENDS.join(' | '), JSON.stringify(options.backend));
   const temperature = numberOption('--temperature', options.temperature, { above: 0 });
   if (!options.json && options.out === undefined) throw new InvalidArgumentError('--out', 'an output directory (or --json)', 'none');
+  if (options.json && options.out !== undefined) throw new InvalidArgumentError('--json / --out', 'one of them (--json prints the statistics, --out writes them as files)', 'both');
   const logits = await readLogits(options.logits, { dtype: options.dtype, tensor: options.tensor });
   const rowShape = logits.shape.slice(0, -1);
   const ids = options.ids === undefined ? null : await readIds(options.ids, rowShape, logits.shape.at(-1)!);

@@ -15,7 +15,7 @@ export function tokenizeCommand(options: TokenizeOptions): void {
   }
   const tokenizer = PolicyTokenizer.load(options.model);
   if (options.text !== undefined) {
-    const ids = tokenizer.encode(options.text);
+    const ids = tokenizer.encode(options.text, { source: '--text' });
     process.stdout.write(options.json ? `${JSON.stringify({ ids })}\n` : `${ids.join(' ')}\n`);
     return;
   }

@@ -58,6 +58,7 @@ export interface TrainCommandOptions {
   saveEvery: string;
   keep: string;
   resume?: boolean;
+  overwrite?: boolean;
 }
 
 const D = GRPO_DEFAULTS;
@@ -98,18 +99,22 @@ export function trainOptions(cmd: Command, defaults: TrainDefaults = {}): Comman
     .option('--stop-on-collapse', 'stop cleanly when the monitors call a collapse, keeping the last good checkpoint')
     .option('--save-every <n>', 'checkpoint every n steps (0: only at the end)', String(D.saveEvery))
     .option('--keep <n>', 'checkpoints kept', String(D.keep))
-    .option('--resume', 'continue from the latest checkpoint in --out');
+    .option('--resume', 'continue from the latest checkpoint in --out')
+    .option('--overwrite', 'remove a non-empty --out first (without it or --resume, such a folder is refused)');
 }
 
 /** Parses the flags into a GRPO config (bad values name their flag). */
 export function grpoInput(o: Omit<TrainCommandOptions, 'reward' | 'out' | 'model'> & { model: string; out: string; reward: string }): GrpoConfigInput {
   const epsilonLow = numberOption('--epsilon-low', o.epsilonLow, { min: 0 });
+  if (o.data === undefined && (o.task === undefined || o.task === 'math')) {
+    throw new InvalidArgumentError('--task', 'a built-in task (addition, arithmetic, countdown, permutations), or --data FILE of {"prompt", "answer"} lines for math', o.task === undefined ? 'neither --task nor --data' : '"math" without --data');
+  }
   if (o.systemPrompt !== undefined && !o.chatTemplate) throw new InvalidArgumentError('--system-prompt', 'given together with --chat-template', JSON.stringify(o.systemPrompt));
   return {
     model: o.model, task: o.task ?? 'math', data: o.data, out: o.out, rewards: o.reward,
     steps: positiveIntOption('--steps', o.steps),
     groupSize: numberOption('--group-size', o.groupSize, { min: 2, integer: true }),
-    promptsPerStep: positiveIntOption('--prompts-per-step', o.promptsPerStep),
+    promptsPerStep: numberOption('--prompts-per-step', o.promptsPerStep, { min: 2, integer: true }),
     seed: numberOption('--seed', o.seed, { min: 0, integer: true }),
     lr: numberOption('--lr', o.lr, { min: 0 }),
     schedule: choiceOption('--schedule', o.schedule, ['constant', 'cosine'] as const),
@@ -143,6 +148,7 @@ export function grpoInput(o: Omit<TrainCommandOptions, 'reward' | 'out' | 'model
     saveEvery: numberOption('--save-every', o.saveEvery, { min: 0, integer: true }),
     keep: positiveIntOption('--keep', o.keep),
     resume: o.resume ?? false,
+    overwrite: o.overwrite ?? false,
   };
 }
 
@@ -205,6 +211,7 @@ export async function evalCommand(o: EvalCommandOptions): Promise<void> {
   const seed = numberOption('--seed', o.seed, { min: 0, integer: true });
   const examples = task.generate(seed, count, 'test');
   const tokenizer = PolicyTokenizer.load(o.model);
+  examples.forEach((e, i) => tokenizer.checkEncodable(e.prompt, `held-out prompt ${i + 1} of task ${task.name}`));
   const ctx = await GpuContext.create();
   try {
     const model = await PolicyModel.load(ctx, o.model);

@@ -16,6 +16,7 @@
  */
 import { createRequire } from 'node:module';
 import { GpuError, BackendUnavailableError, InvalidArgumentError, describe } from '../errors.js';
+import { quietDawnCall } from './dawn-stderr.js';
 import { loadKernel, type KernelVariant } from './kernels.js';
 import { holdSoftwareAdapterPolling } from './polling.js';
 
@@ -99,7 +100,7 @@ export async function listAdapters(backend?: string): Promise<{ backend: string;
   if (backend) flags.push(`backend=${backend}`);
   let instance: GPU | null = create(flags);
   try {
-    await instance.requestAdapter();
+    await quietDawnCall(() => instance!.requestAdapter());
     return [];
   } catch (err) {
     return [...String((err as Error).message).matchAll(/backend: '([^']*)', name: '([^']*)'/g)].map((m) => ({ backend: m[1]!, name: m[2]! }));
@@ -164,7 +165,7 @@ export class GpuContext {
     const instance = create(flags);
     let adapter: GPUAdapter | null;
     try {
-      adapter = await instance.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' });
+      adapter = await quietDawnCall(() => instance.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' }));
     } catch (err) {
       throw new BackendUnavailableError('webgpu', (err as Error).message.split('\n').join('; '));
     }

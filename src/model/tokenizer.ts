@@ -59,8 +59,26 @@ function templateText(spec: unknown, source: TemplateSource): { text: string; fi
   return { text: chosen.template, field: `${source.field} "default"` };
 }
 
+/**
+ * The characters a tokenizer can encode, where it silently drops every other one: a BPE model
+ * with no unknown token, no byte fallback, no byte-level pre-tokenizer and no normalizer (the
+ * character tokenizer of the models intuitor builds) starts from single characters and can only
+ * spell those in its vocabulary. Null for any other tokenizer: it represents every text.
+ */
+function droppingAlphabet(json: Record<string, unknown>): ReadonlySet<string> | null {
+  const model = json.model as { type?: unknown; unk_token?: unknown; byte_fallback?: unknown; vocab?: unknown } | undefined;
+  if (model?.type !== 'BPE' || model.unk_token != null || model.byte_fallback === true) return null;
+  if (json.normalizer != null || JSON.stringify(json.pre_tokenizer ?? null).includes('"ByteLevel"')) return null;
+  if (typeof model.vocab !== 'object' || model.vocab === null) return null;
+  return new Set(Object.keys(model.vocab).filter((token) => [...token].length === 1));
+}
+
 export class PolicyTokenizer {
+  /** The model folder it was loaded from (named in errors). */
+  readonly dir: string;
   private readonly tokenizer: Tokenizer;
+  private readonly alphabet: ReadonlySet<string> | null;
+  private readonly addedTokens: readonly string[];
   private readonly config: Record<string, unknown>;
   private readonly templateSource: TemplateSource;
   /** Compiled on first use, so a broken template only fails what renders it. */
@@ -68,7 +86,12 @@ export class PolicyTokenizer {
   /** One past the largest token id, added tokens included. */
   readonly vocabSize: number;
 
-  private constructor(tokenizer: Tokenizer, config: Record<string, unknown>, templateSource: TemplateSource) {
+  private constructor(dir: string, json: Record<string, unknown>, tokenizer: Tokenizer, config: Record<string, unknown>, templateSource: TemplateSource) {
+    this.dir = dir;
+    this.alphabet = droppingAlphabet(json);
+    this.addedTokens = Array.isArray(json.added_tokens)
+      ? (json.added_tokens as { content?: unknown }[]).map((t) => t.content).filter((c): c is string => typeof c === 'string' && c !== '')
+      : [];
     this.tokenizer = tokenizer;
     this.config = config;
     this.templateSource = templateSource;
@@ -88,20 +111,38 @@ export class PolicyTokenizer {
       config.chat_template = readFileSync(templatePath, 'utf8');
       templateSource = { path: templatePath, field: '' };
     }
+    const json = readJson(tokenizerPath);
     let tokenizer: Tokenizer;
     try {
-      tokenizer = new Tokenizer(readJson(tokenizerPath), config);
+      tokenizer = new Tokenizer(json, config);
     } catch (err) {
-      if (err instanceof FileFormatError) throw err;
       throw new FileFormatError(tokenizerPath, 'a tokenizer.json that @huggingface/tokenizers supports', (err as Error).message);
     }
-    return new PolicyTokenizer(tokenizer, config, templateSource);
+    return new PolicyTokenizer(dir, json, tokenizer, config, templateSource);
   }
 
-  /** Token ids of `text`, without added special tokens unless asked. */
-  encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
-    if (typeof text !== 'string') throw new InvalidArgumentError('text', 'a string', describe(text));
+  /**
+   * Token ids of `text`, without added special tokens unless asked. Text with characters the
+   * tokenizer cannot encode (it would drop them) is refused, naming `source`: where the text came
+   * from ('--text', 'prompt 3 of task arithmetic', ...).
+   */
+  encode(text: string, options: { addSpecialTokens?: boolean; source?: string } = {}): number[] {
+    const source = options.source ?? 'text';
+    if (typeof text !== 'string') throw new InvalidArgumentError(source, 'a string', describe(text));
+    this.checkEncodable(text, source);
     return this.tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? false }).ids;
+  }
+
+  /** Refuses text with characters that have no token (see droppingAlphabet), naming them, `source` and the model. */
+  checkEncodable(text: string, source: string): void {
+    if (this.alphabet === null) return;
+    let rest = text;
+    for (const token of this.addedTokens) rest = rest.split(token).join('');
+    const missing = [...new Set([...rest].filter((ch) => !this.alphabet!.has(ch)))];
+    if (missing.length > 0) {
+      throw new InvalidArgumentError(source, `text the tokenizer of ${this.dir} can encode (it has no token for other characters, and would drop them)`,
+        `${describe(text)}, with ${missing.map((ch) => JSON.stringify(ch)).join(', ')}`);
+    }
   }
 
   /** Refuses anything but token ids in [0, vocabSize), naming `argument`, the id and its index. */

@@ -67,6 +67,9 @@ interface Binding {
     gSelfCertainty: Float32Array | null, out: Float32Array, threads: number | undefined,
   ): Promise<void>;
   readBandwidth(bytes: number, samples: number, threads: number | undefined): Promise<number[]>;
+  /** Absent from an addon built before they were added. */
+  beginStderrCapture?(): void;
+  endStderrCapture?(): string;
 }
 
 const ADDON_PATH = ['build', 'Release', 'intuitor_native.node'];
@@ -179,4 +182,23 @@ export async function nativeBackward(args: NativeBackwardArgs): Promise<void> {
  */
 export async function nativeReadBandwidth(bytes: number, samples: number, threads?: number): Promise<number[]> {
   return binding().readBandwidth(bytes, samples, threads);
+}
+
+/**
+ * Runs `fn` (synchronous) with file descriptor 2 pointed at a temporary file, and returns its value
+ * with what native code (or anything else) wrote to stderr meanwhile. Without the addon, `fn` runs
+ * as is and `stderr` is null: nothing was captured.
+ */
+export function captureNativeStderr<T>(fn: () => T): { value: T; stderr: string | null } {
+  const native = loadOnce().binding;
+  if (!native?.beginStderrCapture || !native.endStderrCapture) return { value: fn(), stderr: null };
+  native.beginStderrCapture();
+  let stderr: string | null = null;
+  try {
+    const value = fn();
+    stderr = native.endStderrCapture();
+    return { value, stderr };
+  } finally {
+    if (stderr === null) process.stderr.write(native.endStderrCapture());
+  }
 }

@@ -64,6 +64,8 @@ export interface TokenStats<A = Float32Array> {
 }
 
 export interface TokenStatsBackwardArgs extends TokenStatsArgs {
+  /** The forward's temperature T. Required: the saved logsumexp is of z / T, and no default can know T. */
+  temperature: number;
   /** The forward's logsumexp (of z / T), per row. */
   logsumexp: Float32Array | GPUBuffer;
   /** The forward's validCount, per row. */
@@ -299,6 +301,10 @@ interface ValidatedBackward extends Validated {
 }
 
 function validateBackward(args: TokenStatsBackwardArgs): ValidatedBackward {
+  // A default of 1 would silently pair a T ≠ 1 forward's logsumexp with the wrong softmax.
+  if (typeof args === 'object' && args !== null && args.temperature === undefined) {
+    throw new InvalidArgumentError('temperature', "the forward's temperature (its logsumexp is of z / T; 1 if it ran at T = 1)", 'undefined');
+  }
   const v = validate(args);
   const gLogprob = args.gLogprob == null ? null : rowArray('gLogprob', args.gLogprob, v.rows, Float32Array) as Float32Array | GPUBuffer;
   if (gLogprob && !v.ids) throw new InvalidArgumentError('ids', 'chosen ids when gLogprob is given', 'none');

@@ -10,7 +10,7 @@ import { InvalidArgumentError, describe } from '../errors.js';
 import type { SamplingOptions } from '../sampling/sample.js';
 import type { CollapseThresholds } from './monitors.js';
 import type { RewardScaling, RewardAggregation } from './advantages.js';
-import type { KlEstimator, LossType } from './loss.js';
+import { DEFAULT_LOSS_TYPE, type KlEstimator, type LossType } from './loss.js';
 
 export interface GrpoConfig {
   /** Hugging Face model folder the policy (and the reference, when beta > 0) start from. */
@@ -92,7 +92,10 @@ export interface GrpoConfig {
   saveEvery: number;
   /** Checkpoints kept. Default 2. */
   keep: number;
+  /** Continue from the latest checkpoint in `out`. */
   resume: boolean;
+  /** Remove a non-empty `out` first; without it (or `resume`) such a folder is refused, so two runs never mix. */
+  overwrite: boolean;
 }
 
 export type GrpoConfigInput = Pick<GrpoConfig, 'model' | 'task' | 'out' | 'rewards'> & Partial<GrpoConfig>;
@@ -110,7 +113,7 @@ export const GRPO_DEFAULTS: Omit<GrpoConfig, 'model' | 'task' | 'out' | 'rewards
   maxGradNorm: 1.0,
   weightDecay: 0,
   mu: 1,
-  lossType: 'grpo',
+  lossType: DEFAULT_LOSS_TYPE,
   epsilonLow: 0.2,
   epsilonHigh: 0.2,
   beta: 0,
@@ -129,6 +132,7 @@ export const GRPO_DEFAULTS: Omit<GrpoConfig, 'model' | 'task' | 'out' | 'rewards
   saveEvery: 0,
   keep: 2,
   resume: false,
+  overwrite: false,
 };
 
 /** Fills defaults and checks the numbers the trainer relies on (rewards and task are checked where they resolve). */
@@ -140,7 +144,8 @@ export function resolveGrpoConfig(input: GrpoConfigInput): GrpoConfig {
   };
   int('steps', 1);
   int('groupSize', 2);
-  int('promptsPerStep', 1);
+  // Each step re-scores every completion under another prompt of its batch (the monitors, the contrastive reward).
+  int('promptsPerStep', 2);
   int('seed', 0);
   int('mu', 1);
   int('warmupSteps', 0);

@@ -33,13 +33,15 @@ import { InvalidArgumentError, describe } from '../errors.js';
 
 export type LossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo';
 export const LOSS_TYPES: readonly LossType[] = ['grpo', 'bnpo', 'dr_grpo', 'dapo'];
+/** The one default of the loss aggregation, for `grpoLoss`, the trainer and the CLI. */
+export const DEFAULT_LOSS_TYPE: LossType = 'grpo';
 export type KlEstimator = 'k1' | 'k2' | 'k3';
 export const KL_ESTIMATORS: readonly KlEstimator[] = ['k1', 'k2', 'k3'];
 
 export type FloatArray = Float32Array | Float64Array;
 
 export interface GrpoLossOptions {
-  /** Aggregation of the per-token losses (see the file comment). Default 'dapo', TRL's current default. */
+  /** Aggregation of the per-token losses (see the file comment). Default 'grpo' (DEFAULT_LOSS_TYPE). */
   lossType?: LossType;
   /** Lower clip: ratio is clipped below at 1 − epsilonLow. Default 0.2. */
   epsilonLow?: number;
@@ -180,7 +182,7 @@ export function grpoLoss(args: GrpoLossArgs): GrpoLossResult {
   const refLogprobs = args.refLogprobs === undefined ? undefined : checkArray('refLogprobs', args.refLogprobs, n);
   const mask = resolveMask(args, rows, T);
 
-  const lossType = checkChoice('lossType', args.lossType, 'dapo', LOSS_TYPES);
+  const lossType = checkChoice('lossType', args.lossType, DEFAULT_LOSS_TYPE, LOSS_TYPES);
   const klEstimator = checkChoice('klEstimator', args.klEstimator, 'k3', KL_ESTIMATORS);
   const epsilonLow = checkNumber('epsilonLow', args.epsilonLow, 0.2, (v) => v >= 0 && v < 1, 'a number in [0, 1)');
   const epsilonHigh = checkNumber('epsilonHigh', args.epsilonHigh, epsilonLow, (v) => v >= 0, 'a finite number ≥ 0');

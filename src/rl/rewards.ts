@@ -7,7 +7,7 @@
  */
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { FileFormatError, IntuitorError, InvalidArgumentError, describe } from '../errors.js';
+import { FileFormatError, InvalidArgumentError, describe } from '../errors.js';
 import type { Task } from '../tasks/dataset.js';
 import { deriveSeed, mulberry32 } from '../util/random.js';
 import { answersEqual, extractAnswer, lastBoxed, normalizeAnswer, parseNumericAnswer } from './verifier.js';
@@ -163,11 +163,15 @@ export function rewardRandom(seed: number, step: number, promptIndex: number, sa
 }
 
 /** A reward's call failed or returned something other than a finite number. */
-export class RewardError extends IntuitorError {
+/**
+ * A reward that threw or returned something other than a finite number: bad input (most often
+ * from a user's module), naming the reward, the prompt and what came; `cause` holds the throw.
+ */
+export class RewardError extends InvalidArgumentError {
   readonly reward: string;
   readonly promptIndex: number;
-  constructor(reward: string, promptIndex: number, detail: string, options?: { cause?: unknown }) {
-    super('REWARD_FAILED', `reward '${reward}' on prompt ${promptIndex}: ${detail}`, options);
+  constructor(reward: string, promptIndex: number, prompt: string, received: string, options?: { cause?: unknown }) {
+    super(`reward '${reward}'`, `a finite number for prompt ${promptIndex} (${describe(prompt)})`, received, { ...options, code: 'REWARD_FAILED' });
     this.reward = reward;
     this.promptIndex = promptIndex;
   }
@@ -179,9 +183,9 @@ export async function evaluateReward(name: string, reward: RewardFunction, sampl
   try {
     value = await reward(sample, context);
   } catch (error) {
-    throw new RewardError(name, promptIndex, `threw ${error instanceof Error ? error.message : describe(error)}`, { cause: error });
+    throw new RewardError(name, promptIndex, sample.prompt, `a throw: ${error instanceof Error ? error.message : describe(error)}`, { cause: error });
   }
-  if (typeof value !== 'number' || !Number.isFinite(value)) throw new RewardError(name, promptIndex, `expected a finite number, got ${describe(value)}`);
+  if (typeof value !== 'number' || !Number.isFinite(value)) throw new RewardError(name, promptIndex, sample.prompt, describe(value));
   return value;
 }
 

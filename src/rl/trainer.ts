@@ -110,13 +110,17 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
   const loaded = await loadData(config, task);
   const data = loaded.train.map((e) => ({ ...e, prompt: asPrompt(e.prompt) }));
   const heldOut = loaded.heldOut.map((e) => ({ ...e, prompt: asPrompt(e.prompt) }));
+  const source = config.data ?? `task ${task.name}`;
   const encodedPrompts = data.map((e, i) => {
-    const ids = tokenizer.encode(e.prompt);
-    if (ids.length === 0 || ids.length > config.maxPromptLength) {
-      throw new InvalidArgumentError(`prompt ${i + 1}`, `1 to ${config.maxPromptLength} tokens (maxPromptLength)`, `${ids.length} tokens: ${JSON.stringify(e.prompt.slice(0, 60))}`);
+    const ids = tokenizer.encode(e.prompt, { source: `prompt ${i + 1} of ${source}` });
+    if (ids.length === 0) throw new InvalidArgumentError(`prompt ${i + 1} of ${source}`, 'a prompt of at least one token', JSON.stringify(e.prompt));
+    if (ids.length > config.maxPromptLength) {
+      throw new InvalidArgumentError('maxPromptLength', `at least the ${ids.length} tokens of prompt ${i + 1} of ${source} (${JSON.stringify(e.prompt.slice(0, 60))})`, String(config.maxPromptLength));
     }
     return ids;
   });
+  // Held-out prompts are encoded when evaluated: refuse what they cannot encode before any work.
+  heldOut.forEach((e, i) => tokenizer.checkEncodable(e.prompt, `held-out prompt ${i + 1} of ${source}`));
   const probes = heldOut.slice(0, config.probePrompts);
   const seqLen = Math.max(...encodedPrompts.map((p) => p.length)) + config.maxCompletionLength;
   const G = config.groupSize;
@@ -125,7 +129,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
   const log = hooks.log ?? (() => undefined);
 
   const session = await TrainingSession.open(ctx, {
-    model: config.model, out: config.out, resume: config.resume, keep: config.keep,
+    model: config.model, out: config.out, resume: config.resume, overwrite: config.overwrite, keep: config.keep,
     optimizer: { lr: config.lr, schedule: config.schedule, warmupSteps: config.warmupSteps, totalSteps: config.steps * config.mu, maxGradNorm: config.maxGradNorm, weightDecay: config.weightDecay, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
   });
   const policy = session.model;

@@ -40,7 +40,7 @@ export async function complete(model: PolicyModel, tokenizer: PolicyTokenizer, t
   const eos = new Set(model.config.eosTokenIds);
   const out: string[] = [];
   for (let start = 0; start < prompts.length; start += batchSize) {
-    const chunk = prompts.slice(start, start + batchSize).map((p) => tokenizer.encode(p));
+    const chunk = prompts.slice(start, start + batchSize).map((p, i) => tokenizer.encode(p, { source: `prompt ${start + i + 1} of task ${task.name}` }));
     const { tokens } = await model.generate(chunk, {
       maxNewTokens: options.maxNewTokens, sampling: options.sampling, seeds: options.seeds?.slice(start, start + batchSize),
       shouldStop: tokenizer.stopWhenTextContains(task.stop),

@@ -13,7 +13,8 @@ export const mathTask: Task = {
   description: 'free-form math (a --data file): the extracted final answer compared numerically with the reference',
   stop: '',
   generate() {
-    throw new InvalidArgumentError('task', 'a task with a generator (addition, arithmetic, countdown, permutations), or --data FILE for math', 'math without data');
+    // The library's word: the CLI's train says which flag gives math its data (src/cli/train.ts).
+    throw new InvalidArgumentError('task', 'a task with a generator (addition, arithmetic, countdown, permutations); math has none, its prompts come from a dataset', '"math"');
   },
   formatOk: (completion) => extractAnswer(completion) !== null,
   score(completion, answer) {

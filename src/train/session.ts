@@ -4,6 +4,7 @@
  * from the latest checkpoint of the output folder, refused by name when that checkpoint belongs
  * to another architecture.
  */
+import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileFormatError, InvalidArgumentError } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
@@ -21,6 +22,8 @@ export interface SessionOptions {
   out: string;
   /** Continue from the latest checkpoint in `out`. */
   resume: boolean;
+  /** Remove a non-empty `out` before a fresh start. Without it or `resume`, a non-empty `out` is refused. */
+  overwrite?: boolean;
   optimizer: OptimizerConfig;
   /** Checkpoints kept (older ones are removed after a save). */
   keep: number;
@@ -37,6 +40,23 @@ function checkSameArchitecture(checkpoint: string, have: ModelConfig, want: Mode
   }
 }
 
+/**
+ * A fresh run into a folder that holds another run's checkpoints would mix the two (stale
+ * checkpoints, latest.json and pruning pointing at the wrong one): refused unless the user
+ * continues it (--resume) or replaces it (--overwrite), as Hugging Face's overwrite_output_dir.
+ */
+function prepareOutputFolder({ out, resume, overwrite }: Pick<SessionOptions, 'out' | 'resume' | 'overwrite'>): void {
+  if (resume && overwrite) throw new InvalidArgumentError('--resume / --overwrite', 'one of them (continue the run in --out, or replace it)', 'both');
+  if (resume || !existsSync(out) || !statSync(out).isDirectory()) return;
+  const entries = readdirSync(out);
+  if (entries.length === 0) return;
+  if (!overwrite) {
+    const shown = entries.slice(0, 3).join(', ') + (entries.length > 3 ? ', ...' : '');
+    throw new InvalidArgumentError('--out', 'a new or empty folder (or --resume to continue the run in it, --overwrite to replace it)', `${out}, which holds ${shown}`);
+  }
+  rmSync(out, { recursive: true });
+}
+
 export class TrainingSession {
   private constructor(
     readonly ctx: GpuContext,
@@ -51,6 +71,7 @@ export class TrainingSession {
   ) {}
 
   static async open(ctx: GpuContext, options: SessionOptions): Promise<TrainingSession> {
+    prepareOutputFolder(options);
     const config = loadModelConfig(options.model);
     let source = options.model;
     let resumed: Awaited<ReturnType<typeof loadCheckpoint>> | null = null;

@@ -43,6 +43,8 @@ export interface SftOptions {
   /** Longest prompt + completion + EOS in tokens. Default: max_position_embeddings. */
   maxLength?: number;
   resume?: boolean;
+  /** Remove a non-empty `out` first (see TrainingSession.open). */
+  overwrite?: boolean;
   /** Called after every update, e.g. for a progress bar; may throw to stop the run. */
   onStep?: (record: SftRecord) => void;
 }
@@ -67,15 +69,21 @@ interface Example {
   completionStart: number;
 }
 
-/** Tokenizes the dataset; every problem names the line. */
-export async function loadSftExamples(path: string, tokenizer: PolicyTokenizer, eos: number | null, maxLength: number): Promise<Example[]> {
+/**
+ * Tokenizes the dataset; every problem names the line. An example longer than `maxLength` is the
+ * data's fault when the limit is the model's, the limit's when the caller chose it (`limitChosen`).
+ */
+export async function loadSftExamples(path: string, tokenizer: PolicyTokenizer, eos: number | null, maxLength: number, { limitChosen = false } = {}): Promise<Example[]> {
   return (await readJsonlLines(path)).map((record) => {
     const line = record.line;
-    const prompt = tokenizer.encode(stringField(path, record, 'prompt')!);
-    const completion = tokenizer.encode(stringField(path, record, 'completion', { nonEmpty: true })!);
+    const prompt = tokenizer.encode(stringField(path, record, 'prompt')!, { source: `${path}: line ${line}: "prompt"` });
+    const completion = tokenizer.encode(stringField(path, record, 'completion', { nonEmpty: true })!, { source: `${path}: line ${line}: "completion"` });
     if (completion.length === 0) throw new FileFormatError(path, `line ${line}: a completion of at least one token`, 'none');
     const ids = [...prompt, ...completion, ...(eos === null ? [] : [eos])];
-    if (ids.length > maxLength) throw new FileFormatError(path, `line ${line}: at most ${maxLength} tokens (prompt + completion + EOS; the model's limit)`, `${ids.length} tokens`);
+    if (ids.length > maxLength && limitChosen) {
+      throw new InvalidArgumentError('maxLength', `at least the ${ids.length} tokens of line ${line} of ${path} (prompt + completion + EOS)`, String(maxLength));
+    }
+    if (ids.length > maxLength) throw new FileFormatError(path, `line ${line}: at most ${maxLength} tokens (prompt + completion + EOS; the model's max_position_embeddings)`, `${ids.length} tokens`);
     if (prompt.length === 0) throw new FileFormatError(path, `line ${line}: a prompt of at least one token (the first token is never predicted)`, 'an empty prompt');
     return { ids, completionStart: prompt.length };
   });
@@ -94,11 +102,11 @@ export async function runSft(ctx: GpuContext, options: SftOptions): Promise<{ ch
     throw new InvalidArgumentError('maxLength', `an integer in [2, ${config.maxPositionEmbeddings}] (max_position_embeddings)`, describe(maxLength));
   }
   const tokenizer = PolicyTokenizer.load(options.model);
-  const examples = await loadSftExamples(options.data, tokenizer, config.eosTokenIds[0] ?? null, maxLength);
+  const examples = await loadSftExamples(options.data, tokenizer, config.eosTokenIds[0] ?? null, maxLength, { limitChosen: options.maxLength !== undefined });
   const seqLen = Math.max(...examples.map((e) => e.ids.length));
 
   const session = await TrainingSession.open(ctx, {
-    model: options.model, out: options.out, resume: options.resume ?? false, keep: options.keep ?? 2,
+    model: options.model, out: options.out, resume: options.resume ?? false, overwrite: options.overwrite ?? false, keep: options.keep ?? 2,
     optimizer: { ...DEFAULT_OPTIMIZER, ...options.optimizer, totalSteps: steps },
   });
   try {

@@ -338,6 +338,16 @@ describe('intuitor info', () => {
     if (!SKIP_GPU) expect(r.stdout).toContain('chosen adapter:');
   });
 
+  test("prints nothing to stderr: Dawn's harmless warnings are dropped, and shown with --verbose", async () => {
+    const r = await text;
+    expect(r.stderr).toBe('');
+    expect((await json).stderr).toBe('');
+    // Dawn prints its limit warnings on some adapters only (lavapipe); where it does, --verbose shows them.
+    if (!SKIP_GPU && !SKIP_NATIVE && /llvmpipe/.test(r.stdout)) {
+      expect((await cli(['info', '--verbose'])).stderr).toMatch(/^Warning: maxDynamic\w+ artificially reduced/m);
+    }
+  });
+
   test('--json parses', async () => {
     const r = await json;
     expectSuccess(r);

@@ -14,7 +14,7 @@ export interface CliResult {
   signal: string | null;
   stdout: string;
   stderr: string;
-  /** stderr lines without blank lines and Dawn's harmless "Warning: maxDynamic... artificially reduced" notes. */
+  /** stderr lines without blank lines. */
   messages: string[];
 }
 
@@ -43,7 +43,7 @@ export function cli(args: string[], cwd = ROOT, timeoutMs = 60_000, env: Record<
         signal: (error as { signal?: string | null } | null)?.signal ?? null,
         stdout,
         stderr,
-        messages: stderr.split('\n').filter((line) => line.trim() !== '' && !/^Warning: maxDynamic\w+ artificially reduced/.test(line)),
+        messages: stderr.split('\n').filter((line) => line.trim() !== ''),
       });
     });
   }));

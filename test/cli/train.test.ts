@@ -70,13 +70,13 @@ describeGpu('intuitor train, run, eval, score, sft', () => {
   const train = (task: string, reward: string, ...extra: string[]) => ['train', '--model', model, '--task', task, '--reward', reward, '--out', join(tmpdir(), 'intuitor-refused'), ...extra];
   test.each([
     [train('arithmetic', 'accuracy', '--group-size', '1'), /--group-size: expected an integer ≥ 2, got "1"/],
-    [train('chess', 'accuracy'), /task: expected one of arithmetic, addition, countdown, permutations, math, got "chess"/],
-    [train('arithmetic', 'vibes'), /rewards: expected a known reward/],
-    [train('arithmetic', 'accuracy:lots'), /weight of 'accuracy'/],
+    [train('chess', 'accuracy'), /^intuitor: error: --task: expected one of arithmetic, addition, countdown, permutations, math, got "chess"/],
+    [train('arithmetic', 'vibes'), /^intuitor: error: --reward: expected a known reward/],
+    [train('arithmetic', 'accuracy:lots'), /^intuitor: error: --reward: weight of 'accuracy'/],
     [train('arithmetic', 'accuracy', '--loss-type', 'ppo'), /--loss-type: expected one of grpo, bnpo, dr_grpo, dapo, got "ppo"/],
     [train('arithmetic', 'accuracy', '--temperature', '0'), /--temperature: expected a number > 0, got "0"/],
     [train('arithmetic', 'accuracy', '--system-prompt', 'Be brief.'), /--system-prompt: expected given together with --chat-template, got "Be brief\."/],
-    [train('arithmetic', 'accuracy', '--chat-template'), /chatTemplate: expected a model whose tokenizer_config\.json has a chat_template/],
+    [train('arithmetic', 'accuracy', '--chat-template'), /^intuitor: error: --chat-template: expected a model whose tokenizer_config\.json has a chat_template/],
   ])('train refuses %j with one line', async (args, message) => {
     const r = await cli(args);
     expect(r.status).toBe(2);

@@ -109,7 +109,7 @@ describe.each(backends)('token statistics, %s backend', (backend) => {
         }
       }
       const ones = new Float32Array(rows).fill(1);
-      const grad = await tokenStatsBackward({ logits: bad, shape: [rows, vocab], dtype, ids, logsumexp: got.logsumexp, validCount: got.validCount,
+      const grad = await tokenStatsBackward({ logits: bad, shape: [rows, vocab], dtype, ids, temperature: 1, logsumexp: got.logsumexp, validCount: got.validCount,
         gLogprob: ones, gSelfCertainty: ones }, options(backend));
       expectNoPoison('grad', grad);
       expect(grad.subarray(vocab, 4 * vocab).every(Number.isNaN)).toBe(true);
@@ -227,9 +227,11 @@ describe('bad input is refused at the boundary, naming the argument', () => {
   });
 
   test('backward needs ids for gLogprob and row-sized saved tensors', async () => {
-    const base = { logits, shape: [2, 3], logsumexp: new Float32Array(2), validCount: new Uint32Array([3, 3]) };
+    const base = { logits, shape: [2, 3], temperature: 1, logsumexp: new Float32Array(2), validCount: new Uint32Array([3, 3]) };
     await expect(tokenStatsBackward({ ...base, gLogprob: new Float32Array(2) }, { backend: 'js' })).rejects.toThrow(/ids: expected chosen ids when gLogprob is given/);
     await expect(tokenStatsBackward({ ...base, logsumexp: new Float32Array(3) }, { backend: 'js' })).rejects.toThrow(/logsumexp: expected 2 values \(one per row\), got 3/);
+    const { temperature: _forwardTemperature, ...withoutTemperature } = base;
+    await expect(tokenStatsBackward(withoutTemperature as typeof base, { backend: 'js' })).rejects.toThrow(/temperature: expected the forward's temperature .*, got undefined/);
   });
 });
 
@@ -246,7 +248,7 @@ describe('bad input is refused at the boundary, naming the argument', () => {
         const want = referenceForward(dtype, logits, rows, vocab, ids, 1);
         expectClose(`split ${dtype} selfCertainty`, got.selfCertainty, want.selfCertainty, TOLERANCES.tokenStatsForward);
         expectClose(`split ${dtype} logprob`, got.logprob!, want.logprob!, TOLERANCES.tokenStatsForward);
-        const grad = await tokenStatsBackward({ logits, shape: [rows, vocab], dtype, ids, logsumexp: got.logsumexp, validCount: got.validCount,
+        const grad = await tokenStatsBackward({ logits, shape: [rows, vocab], dtype, ids, temperature: 1, logsumexp: got.logsumexp, validCount: got.validCount,
           gSelfCertainty: new Float32Array(rows).fill(1) }, { backend: 'webgpu', context: small, poisonOutputs: true });
         expectClose(`split ${dtype} grad`, grad, referenceBackward(dtype, logits, rows, vocab, ids, 1, want.logsumexp, want.validCount, null, new Float32Array(rows).fill(1)), TOLERANCES.tokenStatsBackward);
       }
@@ -266,7 +268,7 @@ describe('bad input is refused at the boundary, naming the argument', () => {
     const lse = new Float32Array(await ctx.read('test', stats.logsumexp, rows * 4));
     const want = referenceForward('bf16', logits, rows, vocab, ids, 1);
     expectClose('gpu-resident logsumexp', lse, want.logsumexp, TOLERANCES.tokenStatsForward);
-    const grad = await tokenStatsBackwardGpu(ctx, { logits: logitsBuffer, shape: [rows, vocab], dtype: 'bf16', ids: idsBuffer,
+    const grad = await tokenStatsBackwardGpu(ctx, { logits: logitsBuffer, shape: [rows, vocab], dtype: 'bf16', ids: idsBuffer, temperature: 1,
       logsumexp: stats.logsumexp, validCount: stats.validCount, gLogprob: ctx.upload('test:g', new Float32Array(rows).fill(1)) });
     const g = new Float32Array(await ctx.read('test', grad, rows * vocab * 4));
     expectClose('gpu-resident grad', g, referenceBackward('bf16', logits, rows, vocab, ids, 1, want.logsumexp, want.validCount, new Float32Array(rows).fill(1), null), TOLERANCES.tokenStatsBackward);

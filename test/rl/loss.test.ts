@@ -5,6 +5,7 @@
  */
 import { IntuitorError } from '../../src/errors.js';
 import { computeAdvantages } from '../../src/rl/advantages.js';
+import { GRPO_DEFAULTS } from '../../src/rl/config.js';
 import { KL_ESTIMATORS, LOSS_TYPES, grpoLoss, type GrpoLossArgs, type KlEstimator, type LossType } from '../../src/rl/loss.js';
 import { gaussian, mulberry32 } from '../../src/util/random.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';
@@ -78,6 +79,11 @@ describe('grpoLoss: hand-computed values', () => {
     expect(out.loss).toBeCloseTo(loss, 12);
     expectClose(`${lossType} grad`, out.gradLogprobs, grad, TOLERANCES.rlHost);
     expect(out.metrics).toMatchObject({ tokens: 3, ratioMean: 1, clipRatioLow: 0, clipRatioHigh: 0, clipRatioRegion: 0, klMean: null });
+  });
+
+  test('no lossType is grpo, the trainer’s and the CLI’s default too', () => {
+    expect(grpoLoss(base).loss).toBeCloseTo((-1 + 0.5) / 2, 12);
+    expect(GRPO_DEFAULTS.lossType).toBe('grpo');
   });
 
   test('dapo divides by the whole generation batch’s tokens; the others by gradientAccumulationSteps', () => {

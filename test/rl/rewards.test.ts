@@ -165,22 +165,25 @@ describe('evaluateReward and user modules', () => {
 
   test('throws, NaN and non-numbers become RewardErrors naming the reward and the prompt', async () => {
     const throws = await loadUserReward(await write('throws.mjs', 'export default () => { throw new Error("boom"); };'));
-    await expect(evaluateReward('throws.mjs', throws, sample, 7)).rejects.toThrow("reward 'throws.mjs' on prompt 7: threw boom");
+    await expect(evaluateReward('throws.mjs', throws, sample, 7)).rejects.toThrow(`reward 'throws.mjs': expected a finite number for prompt 7 (${JSON.stringify(sample.prompt)}), got a throw: boom`);
     const error = await evaluateReward('throws.mjs', throws, sample, 7).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(RewardError);
     expect(error).toMatchObject({ reward: 'throws.mjs', promptIndex: 7, code: 'REWARD_FAILED' });
+    // Bad input from the user's module (exit 2 on the command line), its own stack kept as the cause.
+    expect(error).toBeInstanceOf(InvalidArgumentError);
+    expect(((error as Error).cause as Error).stack).toContain('throws.mjs');
     const nan = await loadUserReward(await write('nan.mjs', 'export default () => NaN;'));
-    await expect(evaluateReward('nan.mjs', nan, sample, 2)).rejects.toThrow("reward 'nan.mjs' on prompt 2: expected a finite number, got NaN");
+    await expect(evaluateReward('nan.mjs', nan, sample, 2)).rejects.toThrow(/^reward 'nan\.mjs': expected a finite number for prompt 2 \(.*\), got NaN$/);
     const text = await loadUserReward(await write('text.mjs', 'export default async () => "1";'));
-    await expect(evaluateReward('text.mjs', text, sample, 4)).rejects.toThrow(/on prompt 4: expected a finite number, got "1"/);
+    await expect(evaluateReward('text.mjs', text, sample, 4)).rejects.toThrow(/for prompt 4 \(.*\), got "1"/);
     const infinite = await loadUserReward(await write('inf.mjs', 'export default () => Infinity;'));
     await expect(evaluateReward('inf.mjs', infinite, sample, 0)).rejects.toThrow(RewardError);
     const rejects = await loadUserReward(await write('rejects.mjs', 'export default async () => { throw new Error("later"); };'));
-    await expect(evaluateReward('rejects.mjs', rejects, sample, 1)).rejects.toThrow("reward 'rejects.mjs' on prompt 1: threw later");
+    await expect(evaluateReward('rejects.mjs', rejects, sample, 1)).rejects.toThrow(`reward 'rejects.mjs': expected a finite number for prompt 1 ("p"), got a throw: later`);
   });
 
   test('built-in rewards fail the same way', async () => {
-    await expect(evaluateReward('accuracy', builtinReward('accuracy'), { prompt: 'p', completion: 'c' }, 9)).rejects.toThrow(/reward 'accuracy' on prompt 9: threw answer: expected a reference answer/);
+    await expect(evaluateReward('accuracy', builtinReward('accuracy'), { prompt: 'p', completion: 'c' }, 9)).rejects.toThrow(/^reward 'accuracy': expected a finite number for prompt 9 \("p"\), got a throw: answer: expected a reference answer/);
   });
 
   test('a module without a reward function, or that does not load, is a FileFormatError', async () => {

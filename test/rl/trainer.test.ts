@@ -142,7 +142,7 @@ describeGpu('GRPO trainer', () => {
     writeFileSync(join(templated, 'tokenizer_config.json'), JSON.stringify(config));
     const options = { model: templated, chatTemplate: true, systemPrompt: 'Be brief.' };
     // A prompt limit the rendered prompt exceeds shows what the model would have seen.
-    await expect(runGrpo(ctx, small('chat-long', { ...options, maxPromptLength: 8 }))).rejects.toThrow(/prompt 1: expected 1 to 8 tokens .*"<\|im_start\|>system\\nBe brief\.<\|im_end\|>\\n<\|im_start\|>user\\n\d/);
+    await expect(runGrpo(ctx, small('chat-long', { ...options, maxPromptLength: 8 }))).rejects.toThrow(/maxPromptLength: expected at least the \d+ tokens of prompt 1 of task arithmetic \("<\|im_start\|>system\\nBe brief\.<\|im_end\|>\\n<\|im_start\|>user\\n\d.*\), got 8/);
     const result = await runGrpo(ctx, small('chat', { ...options, maxPromptLength: 128, steps: 1 }));
     expect(result.before.examples).toBe(6);
     await expect(runGrpo(ctx, small('chat-none', { chatTemplate: true }))).rejects.toThrow(/chatTemplate: expected a model whose tokenizer_config\.json has a chat_template/);
@@ -154,7 +154,7 @@ describeGpu('GRPO trainer', () => {
     await expect(runGrpo(ctx, small('bad', { task: 'chess' }))).rejects.toThrow(/task: expected one of arithmetic, addition, countdown, permutations, math/);
     await expect(runGrpo(ctx, small('bad', { rewards: 'self-certainty,vibes' }))).rejects.toThrow(/rewards: expected a known reward/);
     await expect(runGrpo(ctx, small('bad', { rewards: 'accuracy:lots' }))).rejects.toThrow(/weight of 'accuracy'/);
-    await expect(runGrpo(ctx, small('bad', { maxPromptLength: 3 }))).rejects.toThrow(/prompt \d+: expected 1 to 3 tokens \(maxPromptLength\)/);
+    await expect(runGrpo(ctx, small('bad', { maxPromptLength: 3 }))).rejects.toThrow(/maxPromptLength: expected at least the \d+ tokens of prompt \d+ of task arithmetic .*, got 3/);
     const data = join(tmp, 'data.jsonl');
     writeFileSync(data, '{"prompt": "1+1=", "answer": "2"}\n{"prompt": "2+2="}\n');
     await expect(runGrpo(ctx, small('bad', { data, task: 'math' }))).rejects.toThrow(/line 2/);
