@@ -485,7 +485,7 @@ describe('bad input exits 2 with one line naming the argument, what was expected
     {
       name: 'an unknown command',
       args: () => ['bogus'],
-      expected: [/too many arguments/, /Expected 0 arguments but got 1/],
+      expected: [/^intuitor: error: unknown command 'bogus'/],
     },
     {
       name: 'throughput --rows 0',
