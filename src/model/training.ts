@@ -103,6 +103,10 @@ export class TrainingGraph {
     add(w.finalNorm);
     add(w.lmHead);
     for (const t of tensors) {
+      if (t.windows.length > 1) {
+        throw new InvalidArgumentError('model', `parameters that each fit one storage binding (${ctx.maxBindingBytes} bytes) to train (training reads every parameter whole; a smaller model would fit)`,
+          `${t.name}: ${t.bytes} bytes, in ${t.windows.length} row windows`);
+      }
       if (t.dtype !== 'f32') throw new InvalidArgumentError('model', 'a PolicyModel loaded with f32 weights (PolicyModel.load(ctx, dir, { dtype: "f32" })) to train', `${t.name} stored as ${t.dtype}`);
     }
     this.parameters = tensors.map((t) => {
