@@ -455,8 +455,10 @@ async function upload(
         return sum + Math.ceil((mode === 'f32' ? elements * 4 : entry.byteLength) / 16) * 16;
       }, 0);
       const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+      const upcast = mode === 'f32' && [...expected.keys()].some((name) => checkpoint.files.get(checkpoint.locations.get(name)!)!.entries.get(name)!.dtype !== 'f32');
+      const fits = upcast ? 'keep 16-bit weights 16-bit (--weights as-stored, half the size) or use a smaller model' : 'use a smaller model';
       throw new GpuError('loadWeights', 'out-of-memory',
-        `the weights need ${mib(needed)} of GPU memory; the device ran out after ${mib(gpuBytes)}, at ${current} (${error.message})`);
+        `the weights need ${mib(needed)} of GPU memory; the device ran out after ${mib(gpuBytes)}, at ${current}: ${fits} (${error.message})`);
     }
     throw error;
   }
