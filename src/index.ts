@@ -60,3 +60,4 @@ export { readJsonlDataset } from './tasks/dataset.js';
 export { buildBaseModel, BASE_MODEL_DEFAULTS, type BuildBaseModelOptions, type BaseModelRecord } from './train/base-model.js';
 export { charTokenizerJson } from './model/char-tokenizer.js';
 export { linearPlan, type LinearPlan } from './ops/linear.js';
+export { rowsPerWindow, type RowWindow } from './ops/split.js';

@@ -12,8 +12,9 @@
  *   `bias=config.attention_bias`), a Llama without it none.
  * - Tensors are then read one at a time (never a whole file) and uploaded to one buffer each,
  *   labelled with the Hugging Face name; one larger than a storage binding (maxWindowBytes) goes
- *   into row windows, a buffer each, labelled name[first:end]. 16-bit weights stay 16-bit on the GPU (raw bit patterns,
- *   two per 32-bit word) unless `dtype: 'f32'` asks for them to be decoded on the host.
+ *   into row windows, a buffer each, labelled name[first:end]. 16-bit weights stay 16-bit on the
+ *   GPU (raw bit patterns, two per 32-bit word) unless `dtype: 'f32'` asks for them to be decoded
+ *   on the host.
  * - With tied embeddings `lmHead` is `embed` (the same buffer). A tied checkpoint may still carry
  *   `lm_head.weight`; it must then equal the embedding, and it is not uploaded a second time.
  * - `rotary_emb.inv_freq` buffers, which some older Llama checkpoints carry, are skipped: RoPE is
@@ -412,7 +413,7 @@ async function upload(
       const elementBytes = dtype === 'f32' ? 4 : 2;
       const bytes = stored.data.length * elementBytes;
       const rowBytes = bytes / rows;
-      // A 16-bit window of an odd-length row count would end mid-word: windows hold even counts then.
+      // Odd-length 16-bit rows end mid-word: windows of an even row count each start on a word.
       const perWindow = bytes <= maxWindowBytes ? rows : rowsPerWindow(rowBytes, maxWindowBytes, rowBytes % 4 === 0 ? 1 : 2);
       if (perWindow === 0) {
         throw new InvalidArgumentError(name, `rows of at most ${maxWindowBytes} bytes (one storage binding)`, `rows of ${rowBytes} bytes (${dtype}; a smaller model would fit)`);
