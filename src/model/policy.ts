@@ -369,7 +369,9 @@ export class PolicyModel {
     const perSequence = 4 * Math.max(promptLen * widest, maxLen * kvWidth, c.vocabSize);
     const fit = Math.floor(this.ctx.maxBindingBytes / perSequence);
     if (fit < 1) {
-      throw new InvalidArgumentError('prompts', `prompts whose prefill activations (${promptLen} × ${widest} float32), cache (${maxLen} × ${kvWidth}) and logits (${c.vocabSize}) each fit one storage binding (${this.ctx.maxBindingBytes} bytes)`, `a ${promptLen}-token prompt`);
+      const tokensFit = (width: number) => Math.floor(this.ctx.maxBindingBytes / (4 * width));
+      throw new InvalidArgumentError('prompts', `prompts whose prefill activations (${promptLen} × ${widest} float32), cache (${maxLen} × ${kvWidth}) and logits (${c.vocabSize}) each fit one storage binding (${this.ctx.maxBindingBytes} bytes)`,
+        `a ${promptLen}-token prompt (${maxNew} new tokens); at most ${tokensFit(widest)} prompt tokens and ${tokensFit(kvWidth)} prompt + new tokens fit`);
     }
     if (fit < batch) {
       const out: Generation = { tokens: [], logprobs: [], selfCertainty: [] };
