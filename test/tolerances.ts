@@ -66,6 +66,12 @@ export const TOLERANCES = {
    * two AdamW steps (whose first update is ±lr per weight whatever the gradient's size).
    */
   grpoMicroBatches: { atol: 1e-5, rtol: 1e-4 },
+  /**
+   * AdamW values and moments after two clipped steps, weights in row windows against one buffer:
+   * the gradients are equal, but the global norm adds per-window sums of squares (another f32
+   * tree), so the clip scale differs in its last bits.
+   */
+  windowedClipping: { atol: 1e-8, rtol: 1e-5 },
   /** The same f32 forward with fewer rows per dispatch (logits in chunks): the linear kernels may split k differently. */
   chunkedLogits: { atol: 1e-5, rtol: 1e-5 },
 } satisfies Record<string, Tolerance>;

@@ -43,6 +43,8 @@ export interface SftOptions {
   /** Longest prompt + completion + EOS in tokens. Default: max_position_embeddings. */
   maxLength?: number;
   resume?: boolean;
+  /** Weights larger than this many bytes train in row windows (default and most: one storage binding; tests force small ones). */
+  maxWindowBytes?: number;
   /** Called after every update, e.g. for a progress bar; may throw to stop the run. */
   onStep?: (record: SftRecord) => void;
 }
@@ -98,7 +100,7 @@ export async function runSft(ctx: GpuContext, options: SftOptions): Promise<{ ch
   const seqLen = Math.max(...examples.map((e) => e.ids.length));
 
   const session = await TrainingSession.open(ctx, {
-    model: options.model, out: options.out, resume: options.resume ?? false, keep: options.keep ?? 2,
+    model: options.model, out: options.out, resume: options.resume ?? false, keep: options.keep ?? 2, maxWindowBytes: options.maxWindowBytes,
     optimizer: { ...DEFAULT_OPTIMIZER, ...options.optimizer, totalSteps: steps },
   });
   try {

@@ -3,15 +3,13 @@
  * fixture with small windows (maxWindowBytes), so every weight matrix lives in row windows (the
  * tied embedding / lm_head in 10, each projection in 2 to 5). The forward, logits in windows and
  * generation must give bit for bit what the one-buffer model gives (same reads, same summation
- * order), in f32 and bf16; what still reads a tensor whole (training) refuses it by name.
+ * order), in f32 and bf16. Training on windows: training-windows.test.ts.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { InvalidArgumentError } from '../../src/errors.js';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { PolicyModel } from '../../src/model/policy.js';
-import { TrainingGraph } from '../../src/model/training.js';
 import { mulberry32 } from '../../src/util/random.js';
 import { FIXTURES, describeGpu, openGpu } from '../helpers.js';
 import { bf16Fixture } from './checkpoints.js';
@@ -93,16 +91,6 @@ describeGpu('weights in row windows (WebGPU)', () => {
         expect(await split.generate(prompts, options)).toEqual(await whole.generate(prompts, options));
       }
     });
-  });
-
-  test('training, which reads every parameter whole, refuses a windowed model naming the tensor and the limit', async () => {
-    const model = await PolicyModel.load(ctx, fixture, { dtype: 'f32', maxWindowBytes: WINDOW_BYTES });
-    try {
-      expect(() => TrainingGraph.create(model)).toThrow(InvalidArgumentError);
-      expect(() => TrainingGraph.create(model)).toThrow(/model: expected parameters that each fit one storage binding .*got model\.embed_tokens\.weight: 98304 bytes, in 10 row windows/);
-    } finally {
-      model.destroy();
-    }
   });
 
   test('maxWindowBytes outside [16, the binding] is refused by name', async () => {

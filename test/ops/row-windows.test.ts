@@ -1,14 +1,17 @@
 /**
  * Ops over a table or weight in row windows (src/ops/split.ts: a tensor larger than one storage
- * binding, a buffer per window): the embedding gather and the linear forward must give, bit for
- * bit, what one buffer of the whole tensor gives (every element read and summed in the same
+ * binding, a buffer per window): the embedding gather and the linear forward, and their backward
+ * (dx, dW and db of the linear; the embedding's scatter-add into gradient windows), must give, bit
+ * for bit, what one buffer of the whole tensor gives (every element read and summed in the same
  * order), with outputs poisoned first so an element no window writes shows.
  */
 import { POISON_BITS, encode, type DType, type HostArray } from '../../src/dtype.js';
 import { InvalidArgumentError } from '../../src/errors.js';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { prepareEmbedding } from '../../src/ops/embedding.js';
+import { prepareEmbeddingBackward } from '../../src/ops/embedding-backward.js';
 import { linearPlan, prepareLinear } from '../../src/ops/linear.js';
+import { linearBackwardSplits, prepareLinearBackward } from '../../src/ops/linear-backward.js';
 import type { RowWindow } from '../../src/ops/split.js';
 import { gaussian, mulberry32 } from '../../src/util/random.js';
 import { describeGpu, openGpu } from '../helpers.js';
@@ -99,6 +102,76 @@ describeGpu('row windows (WebGPU)', () => {
     expect(linearPlan({ m, k, n }, ctx.maxBindingBytes).splits).toBe(m === 40 ? 4 : m === 9 ? 15 : 1);
   });
 
+  /** Reads row windows (f32, `cols` a row) back into one array's bits. */
+  const joined = async (windows: RowWindow[], cols: number): Promise<Uint32Array> => {
+    const out = new Uint32Array((windows.at(-1)!.firstRow + windows.at(-1)!.rows) * cols);
+    for (const w of windows) out.set(new Uint32Array(await ctx.read('row-windows', w.buffer, w.rows * cols * 4)), w.firstRow * cols);
+    return out;
+  };
+
+  // [m, k, n, bias, accumulate dx, window sizes, path]
+  const LINEAR_BACKWARD: [number, number, number, boolean, boolean, number[], string][] = [
+    [5, 13, 37, true, false, [10, 10, 10, 7], 'odd k and n; dx one fma chain over 4 windows (the first starts it, the rest continue it); db at each window\'s columns'],
+    [70, 64, 40, false, true, [16, 16, 8], 'aligned windows: dy read in quads; accumulate dx: the chain in a scratch buffer, then added to dx'],
+    [600, 36, 24, true, true, [6, 18], 'dW\'s row sum split in 2 by the whole shape\'s plan: partials per window, sum_main writing the window\'s dW rows and db columns'],
+  ];
+  test.each(LINEAR_BACKWARD)('linear backward: m %i, k %i, n %i, bias %s, accumulate dx %s, windows %j: %s', async (m, k, n, hasBias, accumulateDx, sizes) => {
+    const rand = mulberry32(m * 31 + k * 7 + n);
+    const values = (length: number) => Float32Array.from({ length }, () => gaussian(rand));
+    const x = upload('x', values(m * k));
+    const dy = upload('dy', values(m * n));
+    const weight = values(n * k);
+    const dWeightStart = values(n * k);
+    const dBiasStart = hasBias ? values(n) : null;
+    const dxStart = accumulateDx ? values(m * k) : new Float32Array(new Uint32Array(m * k).fill(POISON_BITS).buffer);
+    const shape = { m, k, n, hasBias };
+    const outputs = async (w: GPUBuffer | RowWindow[], dWeight: GPUBuffer | RowWindow[]) => {
+      const dx = upload('dx', dxStart);
+      const dBias = dBiasStart === null ? null : upload('dBias', dBiasStart);
+      const prepared = await prepareLinearBackward(ctx, shape, { x, weight: w, dy, dx, dWeight, dBias }, { accumulateDx });
+      try {
+        await ctx.runPass('row-windows', (pass) => prepared.encode(pass));
+      } finally {
+        prepared.destroy();
+      }
+      return {
+        dx: new Uint32Array(await ctx.read('row-windows', dx, m * k * 4)),
+        dBias: dBias === null ? null : new Uint32Array(await ctx.read('row-windows', dBias, n * 4)),
+      };
+    };
+    const wholeGrad = upload('dWeight', dWeightStart);
+    const whole = await outputs(upload('weight', weight), wholeGrad);
+    const gradWindows = windowsOf(dWeightStart, k, sizes);
+    const split = await outputs(windowsOf(weight, k, sizes), gradWindows);
+    expect(split).toEqual(whole);
+    expect(await joined(gradWindows, k)).toEqual(new Uint32Array(await ctx.read('row-windows', wholeGrad, n * k * 4)));
+    expect(linearBackwardSplits({ m, k, n }, ctx.maxBindingBytes).splits).toBe(m === 600 ? 2 : 1);
+  });
+
+  // [tokens, vocab, hidden, window sizes, path]
+  const EMBEDDING_BACKWARD: [number, number, number, number[], string][] = [
+    [50, 12, 5, [5, 5, 2], 'runs of one id across sorted blocks of 16 (combine per window); a window per dispatch pair'],
+    [40, 300, 8, [128, 128, 44], 'most ids once; the rank computed once for every window'],
+  ];
+  test.each(EMBEDDING_BACKWARD)('embedding backward: %i tokens into (%i × %i) gradient windows %j: %s', async (tokens, vocab, hidden, sizes) => {
+    const rand = mulberry32(tokens + vocab + hidden);
+    const ids = upload('ids', Uint32Array.from({ length: tokens }, (_, t) => (t < 20 ? 3 : Math.floor(rand() * vocab))));
+    const dy = upload('dy', Float32Array.from({ length: tokens * hidden }, () => gaussian(rand)));
+    const start = Float32Array.from({ length: vocab * hidden }, () => gaussian(rand));
+    const shape = { tokens, vocab, hidden };
+    const wholeGrad = upload('dWeight', start);
+    const gradWindows = windowsOf(start, hidden, sizes);
+    for (const dWeight of [wholeGrad, gradWindows]) {
+      const prepared = await prepareEmbeddingBackward(ctx, shape, { ids, dy, dWeight });
+      try {
+        await ctx.runPass('row-windows', (pass) => prepared.encode(pass));
+      } finally {
+        prepared.destroy();
+      }
+    }
+    expect(await joined(gradWindows, hidden)).toEqual(new Uint32Array(await ctx.read('row-windows', wholeGrad, vocab * hidden * 4)));
+  });
+
   test('windows that do not cover the rows in order are refused by name', async () => {
     const table = encode('f32', new Float64Array(6 * 4));
     const y = upload('y', new Float32Array(8));
@@ -107,5 +180,8 @@ describeGpu('row windows (WebGPU)', () => {
     await expect(prepareLinear(ctx, { m: 2, k: 4, n: 6 }, x, windowsOf(table, 4, [4, 1]), null, y)).rejects.toThrow(/weight: expected row windows covering rows \[0, 6\)/);
     const [a, b] = windowsOf(table, 4, [4, 2]);
     await expect(prepareEmbedding(ctx, { tokens: 2, vocab: 6, hidden: 4 }, x, [b!, a!], y)).rejects.toThrow(/table: expected row windows covering rows \[0, 6\) in order, got a window of 2 rows from row 4 where row 0 should start/);
+    const dy = upload('dy', new Float32Array(12));
+    await expect(prepareLinearBackward(ctx, { m: 2, k: 4, n: 6, hasBias: false }, { x, weight: windowsOf(table, 4, [4, 2]), dy, dx: null, dWeight: windowsOf(table, 4, [3, 3]), dBias: null }))
+      .rejects.toThrow(/dWeight: expected row windows of the weight's rows \(0:4,4:6\), got 0:3,3:6/);
   });
 });
