@@ -337,13 +337,8 @@ export class TrainingGraph {
   /** Reads every parameter value to the host, by Hugging Face name (a split one joined back into one array). */
   async readParameters(): Promise<Map<string, Float32Array>> {
     const out = new Map<string, Float32Array>();
-    for (const p of this.parameters) out.set(p.name, await this.readParameter(p));
+    for (const p of this.parameters) out.set(p.name, await readJoined(this.model.ctx, 'read_parameters', p, p.values));
     return out;
-  }
-
-  /** One parameter's value on the host, its windows joined: a checkpoint reads them one at a time. */
-  readParameter(p: TrainableParameter): Promise<Float32Array> {
-    return readJoined(this.model.ctx, 'read_parameters', p, p.values);
   }
 
   destroy(): void {
