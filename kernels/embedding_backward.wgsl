@@ -16,6 +16,9 @@
 //   combine_main: one workgroup per block with a tail slot: tail + the heads of the following
 //     blocks the run covers, in block order, is added to dw.
 // Each dy row is read once, coalesced across columns, and each touched dw row updated once.
+// Row windows (src/ops/split.ts): dw may be rows [firstRow, firstRow + windowRows) of the table's
+// gradient, bound on its own; blocks_main and combine_main then run once per window (rank_main
+// once) and sum only the runs of ids in the window, each in the same order as for one buffer.
 // Grids: (groupsX, ceil(count / groupsX)) workgroups, count = ceil(T / 32) or ceil(T / BLOCK).
 // Reference: referenceEmbeddingBackward in src/ops/embedding-backward.ts (float64).
 
@@ -25,9 +28,9 @@ struct Params {
   vocab: u32,
   groupsX: u32,
   blocks: u32,      // ceil(tokens / BLOCK)
+  firstRow: u32,    // dw holds rows [firstRow, firstRow + windowRows) of the gradient
+  windowRows: u32,
   _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -48,6 +51,10 @@ var<workgroup> blockIds: array<u32, BLOCK>;
 
 fn sorted_id(place: u32) -> u32 {
   return ids[order[place]];
+}
+
+fn in_window(id: u32) -> bool {
+  return id >= params.firstRow && id - params.firstRow < params.windowRows;
 }
 
 @compute @workgroup_size(WG)
@@ -94,16 +101,18 @@ fn blocks_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     var sum = 0.0;
     var start = 0u;
     for (var i = 0u; i < count; i++) {
-      sum += dy[blockTokens[i] * h + j];
       let id = blockIds[i];
+      if (in_window(id)) {
+        sum += dy[blockTokens[i] * h + j];
+      }
       let last = i + 1u == count;
       if (last || blockIds[i + 1u] != id) {
         if (start == 0u && fromPrevious) {
           partials[2u * block * h + j] = sum;
         } else if (last && intoNext) {
           partials[(2u * block + 1u) * h + j] = sum;
-        } else if (id < params.vocab) {
-          dw[id * h + j] += sum;
+        } else if (in_window(id)) {
+          dw[(id - params.firstRow) * h + j] += sum;
         }
         sum = 0.0;
         start = i + 1u;
@@ -125,7 +134,7 @@ fn combine_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
   }
   let id = sorted_id(next - 1u);
   let wholeBlockContinued = first > 0u && sorted_id(first - 1u) == id && sorted_id(first) == id;
-  if (sorted_id(next) != id || wholeBlockContinued || id >= params.vocab) {
+  if (sorted_id(next) != id || wholeBlockContinued || !in_window(id)) {
     return;
   }
   // The run covers the heads of blocks block + 1 ..= lastBlock.
@@ -139,6 +148,6 @@ fn combine_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     for (var b = block + 1u; b <= lastBlock; b++) {
       sum += partials[2u * b * h + j];
     }
-    dw[id * h + j] += sum;
+    dw[(id - params.firstRow) * h + j] += sum;
   }
 }

@@ -32,6 +32,10 @@
 //   each with the same quad of every row of x (ROWS_M accumulators in registers), so W is read
 //   once and no FMA is spent on padding; a tree in workgroup memory adds the lanes, and lanes
 //   write the column's m values of y (+ bias). k is never split.
+// Row windows (src/ops/split.ts): W may be rows [column, column + N) of a larger weight, bound on
+//   its own; y is then columns [column, column + N) of an (M, yStride) output and the bias is the
+//   whole weight's, read at column + j. Partials stay (M, N) per range. The caller plans splits
+//   from the whole output, so every element is summed as in an unsplit run.
 // With ACCUMULATE, y already holds a residual r and gets r + (x · Wᵀ + b): the tile kernel
 // (splits = 1) or the reduction (splits > 1) reads each element of y before writing it, which saves
 // a transformer layer's separate residual adds.
@@ -46,9 +50,9 @@ struct Params {
   k: u32,
   kPerSplit: u32,   // a multiple of DEPTH; ≥ K when there is one range
   splits: u32,
+  yStride: u32,     // y's row length: N, or the whole output's when W is one row window of it
+  column: u32,      // y's (and the bias's) column of W's row 0: 0, or the window's first row
   _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -205,7 +209,7 @@ fn linear_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     for (var c = 0u; c < 4u; c++) {
       let col = col0 + 32u * h + 4u * lid.x + c;
       if (col < params.n) {
-        b[h][c] = bias_at(col);
+        b[h][c] = bias_at(params.column + col);
       }
     }
   }
@@ -218,7 +222,7 @@ fn linear_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
       for (var c = 0u; c < 4u; c++) {
         let col = col0 + 32u * h + 4u * lid.x + c;
         if (col < params.n) {
-          let at = base + r * params.n + col;
+          let at = select(base + r * params.n + col, r * params.yStride + params.column + col, params.splits == 1u);
           let value = acc[2u * i + h][c] + b[h][c];
           if (ACCUMULATE) {
             product[at] = product[at] + value;
@@ -242,11 +246,13 @@ fn linear_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
   for (var split = 1u; split < params.splits; split++) {
     s += partials[split * count + e];
   }
-  let value = s + bias_at(e % params.n);
+  let col = params.column + e % params.n;
+  let value = s + bias_at(col);
+  let at = (e / params.n) * params.yStride + col;
   if (ACCUMULATE) {
-    y[e] = y[e] + value;
+    y[at] = y[at] + value;
   } else {
-    y[e] = value;
+    y[at] = value;
   }
 }
 
@@ -274,8 +280,8 @@ fn linear_rows_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
   }
   // Lane l writes rows l, l + ROWS_LANES, … (4 lanes may serve 8 rows).
   for (var r = lane; r < ROWS_M && column < params.n; r += ROWS_LANES) {
-    let at = r * params.n + column;
-    let value = laneSums[lid - lane][r] + bias_at(column);
+    let at = r * params.yStride + params.column + column;
+    let value = laneSums[lid - lane][r] + bias_at(params.column + column);
     if (ACCUMULATE) {
       product[at] = product[at] + value;
     } else {

@@ -11,6 +11,12 @@
 //   sum_main: adds the partials of each element in range order into dW / db.
 // Every sum therefore has a fixed order (rows ascending inside a range, ranges ascending), so
 // the result depends only on the shape, never on scheduling: no atomics.
+// Row windows (src/ops/split.ts): W (and dW) may be rows [column, column + N) of a larger weight,
+//   bound on their own; dy is then columns [column, column + N) of an (M, dyStride) gradient and
+//   db the whole bias's, written at column + j. The caller takes the split over rows from the
+//   whole shape, so each dW element is summed as in an unsplit run. dx over several windows is one
+//   chain of fma: the first window starts it at zero, each later one (CONTINUE_DX) picks up the
+//   accumulators from dx, so dx is bit for bit the one-buffer result.
 //
 // Grids: dx_main (ceil(K / 64), ceil(M / 64)); dw_main (ceil(K / 64), ceil(N / 64), splits), both
 // of 16 × 16 threads; sum_main (groupsX, ·) of 256 threads, one element each.
@@ -18,7 +24,8 @@
 // memory as vec4s, and each thread accumulates a 4 × 4 block of the 64 × 64 output tile in f32
 // registers (two 16-byte workgroup reads per 16 fma). Global reads fetch 4 consecutive
 // elements of a row: one 16-byte load from the `…Quads` view of the same buffer when the row
-// length is a multiple of 4 (N_ALIGNED, K_ALIGNED; else that view is a placeholder), else one
+// length (and a window's first and last column of dy) is a multiple of 4 (N_ALIGNED, K_ALIGNED;
+// else that view is a placeholder), else one
 // element at a time. In dw_main the first column of workgroups (wid.x = 0) also sums the dy
 // rows it stages into db, for free. Shapes travel in the uniform; overrides only pick code.
 // Reference: referenceLinearBackward in src/ops/linear-backward.ts (float64).
@@ -30,8 +37,8 @@ struct Params {
   splitRows: u32,
   splits: u32,
   groupsX: u32,   // sum_main's grid width
-  _pad0: u32,
-  _pad1: u32,
+  dyStride: u32,  // dy's row length: N, or the whole weight's rows when W is one row window of it
+  column: u32,    // dy's (and db's) column of W's row 0: 0, or the window's first row
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -52,6 +59,7 @@ struct Params {
 override N_ALIGNED: bool = false;
 override K_ALIGNED: bool = false;
 override ACCUMULATE_DX: bool = false;
+override CONTINUE_DX: bool = false;   // accumulators start from dx (a later row window), else from 0
 override HAS_BIAS: bool = false;
 override WRITE_PARTIALS: bool = false;
 
@@ -67,7 +75,7 @@ var<workgroup> tileB: array<array<vec4<f32>, QUADS>, DEPTH>;   // [reduction][ou
 fn dy_quad(row: u32, col: u32, rowEnd: u32) -> vec4<f32> {
   var v = vec4(0.0);
   if (row < rowEnd && col < params.n) {
-    let e = row * params.n + col;
+    let e = row * params.dyStride + params.column + col;
     if (N_ALIGNED) {
       v = dyQuads[e / 4u];
     } else {
@@ -134,6 +142,17 @@ fn dx_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
   let wRow = thread / QUADS;
   let wQuad = thread % QUADS;
   var acc: array<vec4<f32>, 4>;
+  if (CONTINUE_DX) {
+    for (var i = 0u; i < 4u; i++) {
+      let r = row0 + 4u * lid.y + i;
+      for (var c = 0u; c < 4u; c++) {
+        let p = col0 + 4u * lid.x + c;
+        if (r < params.m && p < params.k) {
+          acc[i][c] = dx[r * params.k + p];
+        }
+      }
+    }
+  }
 
   for (var j0 = 0u; j0 < params.n; j0 += DEPTH) {
     let a = dy_quad(row0 + dyRow, j0 + 4u * dyQuad, params.m);
@@ -211,7 +230,7 @@ fn dw_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
       if (WRITE_PARTIALS) {
         gradB[wid.z * params.n + j] = biasAcc[i];
       } else {
-        gradB[j] += biasAcc[i];
+        gradB[params.column + j] += biasAcc[i];
       }
     }
   }
@@ -233,6 +252,6 @@ fn sum_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     for (var split = 1u; split < params.splits; split++) {
       s += partialB[split * params.n + j];
     }
-    dBias[j] += s;
+    dBias[params.column + j] += s;
   }
 }

@@ -25,6 +25,7 @@ import { prepareAttentionDecode } from '../ops/kv-cache.js';
 import { prepareLinear } from '../ops/linear.js';
 import { prepareRmsNorm } from '../ops/rmsnorm.js';
 import { prepareRopeQk } from '../ops/rope.js';
+import { rowsPerWindow } from '../ops/split.js';
 import { prepareSwiglu } from '../ops/swiglu.js';
 import { allocateOutputs, prepareForward as prepareStatsForward } from '../ops/token-stats/webgpu.js';
 import { prepareSample, type SamplingOptions } from '../sampling/sample.js';
@@ -183,14 +184,14 @@ export class PolicyModel {
     ctx.writeBuffer(positions, 0, Uint32Array.from({ length: rows }, (_, i) => positionsOf(i)));
     try {
       const linear = (input: GPUBuffer, kIn: number, w: GpuTensor, bias: GpuTensor | null, output: GPUBuffer, m = rows) =>
-        prepareLinear(ctx, { m, k: kIn, n: w.shape[0]!, weightDType: w.dtype, biasDType: bias?.dtype }, input, w.buffer, bias?.buffer ?? null, output);
+        prepareLinear(ctx, { m, k: kIn, n: w.shape[0]!, weightDType: w.dtype, biasDType: bias?.dtype }, input, w.windows, bias?.buffer ?? null, output);
       // x += linear(input) (+ bias): the residual connection in the projection's own dispatch.
       const residualLinear = (input: GPUBuffer, kIn: number, w: GpuTensor, bias: GpuTensor | null) =>
-        prepareLinear(ctx, { m: rows, k: kIn, n: w.shape[0]!, weightDType: w.dtype, biasDType: bias?.dtype }, input, w.buffer, bias?.buffer ?? null, x, { accumulate: true });
+        prepareLinear(ctx, { m: rows, k: kIn, n: w.shape[0]!, weightDType: w.dtype, biasDType: bias?.dtype }, input, w.windows, bias?.buffer ?? null, x, { accumulate: true });
       const norm = (w: GpuTensor, output: GPUBuffer) =>
         prepareRmsNorm(ctx, { rows, hidden: c.hiddenSize, eps: c.rmsNormEps, weightDType: w.dtype }, x, w.buffer, output);
 
-      steps.push(await prepareEmbedding(ctx, { tokens: rows, vocab: c.vocabSize, hidden: c.hiddenSize, dtype: this.weights.embed.dtype }, tokens, this.weights.embed.buffer, x));
+      steps.push(await prepareEmbedding(ctx, { tokens: rows, vocab: c.vocabSize, hidden: c.hiddenSize, dtype: this.weights.embed.dtype }, tokens, this.weights.embed.windows, x));
       for (const [index, layer] of this.weights.layers.entries()) {
         steps.push(await norm(layer.inputNorm, h));
         steps.push(await linear(h, c.hiddenSize, layer.q, layer.qBias, q));
@@ -368,7 +369,9 @@ export class PolicyModel {
     const perSequence = 4 * Math.max(promptLen * widest, maxLen * kvWidth, c.vocabSize);
     const fit = Math.floor(this.ctx.maxBindingBytes / perSequence);
     if (fit < 1) {
-      throw new InvalidArgumentError('prompts', `prompts whose prefill activations (${promptLen} × ${widest} float32), cache (${maxLen} × ${kvWidth}) and logits (${c.vocabSize}) each fit one storage binding (${this.ctx.maxBindingBytes} bytes)`, `a ${promptLen}-token prompt`);
+      const tokensFit = (width: number) => Math.floor(this.ctx.maxBindingBytes / (4 * width));
+      throw new InvalidArgumentError('prompts', `prompts whose prefill activations (${promptLen} × ${widest} float32), cache (${maxLen} × ${kvWidth}) and logits (${c.vocabSize}) each fit one storage binding (${this.ctx.maxBindingBytes} bytes)`,
+        `a ${promptLen}-token prompt (${maxNew} new tokens); at most ${tokensFit(widest)} prompt tokens and ${tokensFit(kvWidth)} prompt + new tokens fit`);
     }
     if (fit < batch) {
       const out: Generation = { tokens: [], logprobs: [], selfCertainty: [] };
@@ -503,7 +506,7 @@ export class PolicyModel {
     if (seqLen * widest > binding) {
       throw new InvalidArgumentError('seqLen', `at most ${Math.floor(binding / widest)} tokens per sequence (its widest activation, ${widest / 4} float32 per token, must fit one ${binding}-byte storage binding)`, String(seqLen));
     }
-    const windowRows = Math.floor(binding / rowBytes);
+    const windowRows = rowsPerWindow(rowBytes, binding);
     const chunk = Math.min(batch, Math.floor(binding / (seqLen * widest)), Math.max(1, Math.floor(windowRows / seqLen)));
     const out = new Float32Array(batch * seqLen * c.vocabSize);
     const prepared = new Map<number, PreparedForward>();

@@ -15,6 +15,11 @@
  * flash-style backward rebuilds from the saved logsumexp. Activation gradients use one set of
  * buffers shared by all layers; parameter gradients are one f32 buffer per parameter (tied
  * embeddings: one buffer receives both the embedding's and the lm_head's contributions).
+ *
+ * A parameter larger than one storage binding lives in row windows (src/ops/split.ts; the loader
+ * cuts it) and so does its gradient, window for window: the embedding gather, the linear forward,
+ * the lm_head's and projections' backward and the embedding's scatter-add run per window, each
+ * summing in the one-buffer order, so the gradients are bit for bit those of an unsplit model.
  */
 import { InvalidArgumentError, IntuitorError, describe } from '../errors.js';
 import { prepareAdd } from '../ops/add.js';
@@ -31,6 +36,7 @@ import { prepareSwiglu } from '../ops/swiglu.js';
 import { prepareSwigluBackward } from '../ops/swiglu-backward.js';
 import { allocateOutputs, prepareBackward as prepareStatsBackward, prepareForward as prepareStatsForward, type GpuStatsOutputs } from '../ops/token-stats/webgpu.js';
 import type { PolicyModel } from './policy.js';
+import type { RowWindow } from '../ops/split.js';
 import type { GpuTensor } from './weights.js';
 
 interface Step {
@@ -38,14 +44,18 @@ interface Step {
   destroy(): void;
 }
 
-/** One trainable tensor: its f32 value (the model's own buffer) and its f32 gradient. */
+/** One trainable tensor: its f32 value (the model's own buffers) and its f32 gradient. */
 export interface TrainableParameter {
   /** Hugging Face name. */
   name: string;
   shape: number[];
   numel: number;
-  value: GPUBuffer;
-  grad: GPUBuffer;
+  /** Elements per row of the windows: shape[1] · shape[2] · …, numel for a vector (one row). */
+  rowElements: number;
+  /** The value's row windows (one, the whole tensor, when it fits one storage binding). */
+  values: readonly RowWindow[];
+  /** The gradient's, of the same rows: a buffer `grad:<name>` (`grad:<name>[first:end]`) each. */
+  grads: readonly RowWindow[];
   /** Whether weight decay applies: matrices yes; norms and biases no (the Hugging Face Trainer's rule). */
   decay: boolean;
 }
@@ -83,7 +93,7 @@ export interface TrainStepOptions {
 export class TrainingGraph {
   readonly model: PolicyModel;
   readonly parameters: TrainableParameter[];
-  private readonly grads = new Map<GpuTensor, GPUBuffer>();
+  private readonly grads = new Map<GpuTensor, readonly RowWindow[]>();
 
   private constructor(model: PolicyModel) {
     this.model = model;
@@ -107,9 +117,13 @@ export class TrainingGraph {
     }
     this.parameters = tensors.map((t) => {
       const numel = t.shape.reduce((a, b) => a * b, 1);
-      const grad = ctx.createBuffer(`grad:${t.name}`, numel * 4, STORAGE);
-      this.grads.set(t, grad);
-      return { name: t.name, shape: t.shape, numel, value: t.buffer, grad, decay: t.shape.length >= 2 };
+      const rowElements = t.shape.length >= 2 ? numel / t.shape[0]! : numel;
+      const grads = t.windows.map((w) => ({
+        firstRow: w.firstRow, rows: w.rows,
+        buffer: ctx.createBuffer(t.windows.length === 1 ? `grad:${t.name}` : `grad:${t.name}[${w.firstRow}:${w.firstRow + w.rows}]`, w.rows * rowElements * 4, STORAGE),
+      }));
+      this.grads.set(t, grads);
+      return { name: t.name, shape: t.shape, numel, rowElements, values: t.windows, grads, decay: t.shape.length >= 2 };
     });
   }
 
@@ -119,11 +133,16 @@ export class TrainingGraph {
 
   /** Every gradient buffer: pass to runPass's `clear` to start accumulating a new optimiser step. */
   get gradBuffers(): GPUBuffer[] {
-    return this.parameters.map((p) => p.grad);
+    return this.parameters.flatMap((p) => p.grads.map((w) => w.buffer));
   }
 
-  private grad(t: GpuTensor): GPUBuffer {
+  private grad(t: GpuTensor): readonly RowWindow[] {
     return this.grads.get(t)!;
+  }
+
+  /** The gradient of a tensor read whole (norm weights, biases; their `.buffer` refuses a split one): its one buffer. */
+  private wholeGrad(t: GpuTensor): GPUBuffer {
+    return this.grads.get(t)![0]!.buffer;
   }
 
   async prepareStep(batch: number, seqLen: number, options: TrainStepOptions = {}): Promise<PreparedTrainStep> {
@@ -162,10 +181,10 @@ export class TrainingGraph {
       const attnShape = { batch, seqLen, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim };
       const normShape = { rows, hidden: H, eps: c.rmsNormEps };
       const linear = (input: GPUBuffer, kIn: number, t: GpuTensor, bias: GpuTensor | null, output: GPUBuffer) =>
-        prepareLinear(ctx, { m: rows, k: kIn, n: t.shape[0]!, weightDType: 'f32', biasDType: 'f32' }, input, t.buffer, bias?.buffer ?? null, output);
+        prepareLinear(ctx, { m: rows, k: kIn, n: t.shape[0]!, weightDType: 'f32', biasDType: 'f32' }, input, t.windows, bias?.buffer ?? null, output);
       const linearBack = (input: GPUBuffer, kIn: number, t: GpuTensor, bias: GpuTensor | null, dy: GPUBuffer, dx: GPUBuffer | null, accumulateDx = false) =>
         prepareLinearBackward(ctx, { m: rows, k: kIn, n: t.shape[0]!, hasBias: bias !== null },
-          { x: input, weight: t.buffer, dy, dx, dWeight: this.grad(t), dBias: bias ? this.grad(bias) : null }, { accumulateDx });
+          { x: input, weight: t.windows, dy, dx, dWeight: this.grad(t), dBias: bias ? this.wholeGrad(bias) : null }, { accumulateDx });
 
       // Forward, keeping every layer's activations.
       const saved = w.layers.map((_, l) => ({
@@ -177,7 +196,7 @@ export class TrainingGraph {
       const hOut = f32('h_out', rows * H);
       const proj = f32('proj', rows * H);
       const logits = f32('logits', rows * c.vocabSize);
-      forward.push(await prepareEmbedding(ctx, { tokens: rows, vocab: c.vocabSize, hidden: H, dtype: 'f32' }, ids, w.embed.buffer, saved[0]?.xIn ?? xOut));
+      forward.push(await prepareEmbedding(ctx, { tokens: rows, vocab: c.vocabSize, hidden: H, dtype: 'f32' }, ids, w.embed.windows, saved[0]?.xIn ?? xOut));
       for (const [l, layer] of w.layers.entries()) {
         const s = saved[l]!;
         const next = saved[l + 1]?.xIn ?? xOut;
@@ -216,7 +235,7 @@ export class TrainingGraph {
       const dAct = f32('d_act', rows * I);
       backward.push(await prepareStatsBackward(ctx, { ...statsInputs, logsumexp: stats.logsumexp, validCount: stats.validCount, gLogprob, gSelfCertainty, grad: dLogits }));
       backward.push(await linearBack(hOut, H, w.lmHead, null, dLogits, dH));
-      backward.push(await prepareRmsNormBackward(ctx, normShape, { x: xOut, weight: w.finalNorm.buffer, dy: dH, dx: dX, dWeight: this.grad(w.finalNorm) }));
+      backward.push(await prepareRmsNormBackward(ctx, normShape, { x: xOut, weight: w.finalNorm.buffer, dy: dH, dx: dX, dWeight: this.wholeGrad(w.finalNorm) }));
       for (let l = w.layers.length - 1; l >= 0; l--) {
         const layer = w.layers[l]!;
         const s = saved[l]!;
@@ -225,7 +244,7 @@ export class TrainingGraph {
         backward.push(await prepareSwigluBackward(ctx, { rows, intermediate: I }, { gate: s.gate, up: s.up, dAct, dGate, dUp }));
         backward.push(await linearBack(s.h2, H, layer.gate, null, dGate, dH));
         backward.push(await linearBack(s.h2, H, layer.up, null, dUp, dH, true));
-        backward.push(await prepareRmsNormBackward(ctx, normShape, { x: s.xMid, weight: layer.postNorm.buffer, dy: dH, dx: dX, dWeight: this.grad(layer.postNorm) }));
+        backward.push(await prepareRmsNormBackward(ctx, normShape, { x: s.xMid, weight: layer.postNorm.buffer, dy: dH, dx: dX, dWeight: this.wholeGrad(layer.postNorm) }));
         // dX now holds dL/dxMid = dL/d(xIn + o(attn)).
         backward.push(await linearBack(s.attn, qWidth, layer.o, layer.oBias, dX, dAttn));
         backward.push(await prepareAttentionBackward(ctx, attnShape, { q: s.q, k: s.k, v: s.v, out: s.attn, lse: s.lse, lengths, dOut: dAttn, dq: dQ, dk: dK, dv: dV }));
@@ -233,7 +252,7 @@ export class TrainingGraph {
         backward.push(await linearBack(s.h1, H, layer.q, layer.qBias, dQ, dH));
         backward.push(await linearBack(s.h1, H, layer.k, layer.kBias, dK, dH, true));
         backward.push(await linearBack(s.h1, H, layer.v, layer.vBias, dV, dH, true));
-        backward.push(await prepareRmsNormBackward(ctx, normShape, { x: s.xIn, weight: layer.inputNorm.buffer, dy: dH, dx: dX, dWeight: this.grad(layer.inputNorm) }));
+        backward.push(await prepareRmsNormBackward(ctx, normShape, { x: s.xIn, weight: layer.inputNorm.buffer, dy: dH, dx: dX, dWeight: this.wholeGrad(layer.inputNorm) }));
       }
       backward.push(await prepareEmbeddingBackward(ctx, { tokens: rows, vocab: c.vocabSize, hidden: H }, { ids, dy: dX, dWeight: this.grad(w.embed) }));
 
@@ -308,24 +327,31 @@ export class TrainingGraph {
     await this.model.ctx.runPass('zero_grads', () => undefined, { clear: this.gradBuffers });
   }
 
-  /** Reads every gradient to the host, by Hugging Face name. */
+  /** Reads every gradient to the host, by Hugging Face name (a split one joined back into one array). */
   async readGrads(): Promise<Map<string, Float32Array>> {
     const out = new Map<string, Float32Array>();
-    for (const p of this.parameters) out.set(p.name, new Float32Array(await this.model.ctx.read('read_grads', p.grad, p.numel * 4)));
+    for (const p of this.parameters) out.set(p.name, await readJoined(this.model.ctx, 'read_grads', p, p.grads));
     return out;
   }
 
-  /** Reads every parameter value to the host, by Hugging Face name. */
+  /** Reads every parameter value to the host, by Hugging Face name (a split one joined back into one array). */
   async readParameters(): Promise<Map<string, Float32Array>> {
     const out = new Map<string, Float32Array>();
-    for (const p of this.parameters) out.set(p.name, new Float32Array(await this.model.ctx.read('read_parameters', p.value, p.numel * 4)));
+    for (const p of this.parameters) out.set(p.name, await readJoined(this.model.ctx, 'read_parameters', p, p.values));
     return out;
   }
 
   destroy(): void {
-    for (const p of this.parameters) p.grad.destroy();
+    for (const p of this.parameters) for (const w of p.grads) w.buffer.destroy();
     this.grads.clear();
   }
+}
+
+/** A parameter's row windows (f32) read into one host array of the whole tensor. */
+async function readJoined(ctx: PolicyModel['ctx'], label: string, p: TrainableParameter, windows: readonly RowWindow[]): Promise<Float32Array> {
+  const out = new Float32Array(p.numel);
+  for (const w of windows) out.set(new Float32Array(await ctx.read(label, w.buffer, w.rows * p.rowElements * 4)), w.firstRow * p.rowElements);
+  return out;
 }
 
 /** Thrown when a loss or a gradient stops being finite; names the step and the tensor. */

@@ -11,8 +11,10 @@
  *   a Llama with `attention_bias` has all four (LlamaAttention builds q/k/v/o_proj with
  *   `bias=config.attention_bias`), a Llama without it none.
  * - Tensors are then read one at a time (never a whole file) and uploaded to one buffer each,
- *   labelled with the Hugging Face name. 16-bit weights stay 16-bit on the GPU (raw bit patterns,
- *   two per 32-bit word) unless `dtype: 'f32'` asks for them to be decoded on the host.
+ *   labelled with the Hugging Face name; one larger than a storage binding (maxWindowBytes) goes
+ *   into row windows, a buffer each, labelled name[first:end]. 16-bit weights stay 16-bit on the
+ *   GPU (raw bit patterns, two per 32-bit word) unless `dtype: 'f32'` asks for them to be decoded
+ *   on the host.
  * - With tied embeddings `lmHead` is `embed` (the same buffer). A tied checkpoint may still carry
  *   `lm_head.weight`; it must then equal the embedding, and it is not uploaded a second time.
  * - `rotary_emb.inv_freq` buffers, which some older Llama checkpoints carry, are skipped: RoPE is
@@ -25,18 +27,25 @@ import { FileFormatError, GpuError, InvalidArgumentError, describe } from '../er
 import type { GpuContext } from '../gpu/context.js';
 import { openSafetensors, type SafetensorsFile } from '../io/safetensors.js';
 import { bytesOf, type HostTensor } from '../io/tensor.js';
+import { rowsPerWindow, type RowWindow } from '../ops/split.js';
 import type { ModelConfig } from './config.js';
 
 export type WeightDType = 'f32' | 'bf16' | 'f16';
 
 export interface GpuTensor {
-  /** The Hugging Face parameter name (also the buffer's label). */
+  /** The Hugging Face parameter name (also the buffers' label). */
   name: string;
   dtype: WeightDType;
   shape: number[];
-  /** STORAGE | COPY_SRC | COPY_DST, padded to a multiple of 16 bytes. */
-  buffer: GPUBuffer;
-  /** Bytes of the elements: numel × 4 for f32, numel × 2 for bf16/f16 (the buffer may be padded). */
+  /**
+   * Where the rows live (src/ops/split.ts): one window holding the whole tensor when it fits one
+   * storage binding, else consecutive windows of whole rows, each within one. Buffers are
+   * STORAGE | COPY_SRC | COPY_DST, padded to a multiple of 16 bytes.
+   */
+  windows: RowWindow[];
+  /** The buffer of a tensor in one window; for a split tensor it throws, naming the tensor and the limit (an op that would read it whole). */
+  readonly buffer: GPUBuffer;
+  /** Bytes of the elements: numel × 4 for f32, numel × 2 for bf16/f16 (buffers may be padded). */
   bytes: number;
 }
 
@@ -73,6 +82,12 @@ export interface ModelWeights {
 export interface LoadWeightsOptions {
   /** 'as-stored' (default) keeps F32/BF16/F16 as they are; 'f32' decodes 16-bit weights to f32 on load. */
   dtype?: 'as-stored' | 'f32';
+  /**
+   * Tensors larger than this many bytes go into row windows of at most this size. Default, and
+   * most: the context's maxBindingBytes (within the device's maxBufferSize). Tests force small
+   * windows with it.
+   */
+  maxWindowBytes?: number;
 }
 
 const SINGLE_FILE = 'model.safetensors';
@@ -144,6 +159,11 @@ export async function loadWeights(ctx: GpuContext, dir: string, config: ModelCon
   if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'an object', describe(options));
   const mode = options.dtype ?? 'as-stored';
   if (mode !== 'as-stored' && mode !== 'f32') throw new InvalidArgumentError('options.dtype', "'as-stored' or 'f32'", describe(options.dtype));
+  const windowLimit = Math.min(ctx.maxBindingBytes, ctx.device.limits.maxBufferSize);
+  const maxWindowBytes = options.maxWindowBytes ?? windowLimit;
+  if (!Number.isSafeInteger(maxWindowBytes) || maxWindowBytes < 16 || maxWindowBytes > windowLimit) {
+    throw new InvalidArgumentError('options.maxWindowBytes', `an integer in [16, ${windowLimit}] (the context's maxBindingBytes, within maxBufferSize)`, describe(options.maxWindowBytes));
+  }
 
   const checkpoint = await openCheckpoint(dir);
   try {
@@ -156,7 +176,7 @@ export async function loadWeights(ctx: GpuContext, dir: string, config: ModelCon
       checkTiedCopy(checkpoint);
       expected.delete(LM_HEAD);
     }
-    return await upload(ctx, checkpoint, expected, config, mode);
+    return await upload(ctx, checkpoint, expected, config, mode, maxWindowBytes);
   } finally {
     for (const file of checkpoint.files.values()) file.close();
   }
@@ -342,20 +362,44 @@ function toF32(tensor: HostTensor): HostTensor {
   return { dtype: 'f32', shape: tensor.shape, data: out };
 }
 
+/** A loaded tensor over its windows; `buffer` is there only when there is one window. */
+function gpuTensor(name: string, dtype: WeightDType, shape: number[], bytes: number, windows: RowWindow[], maxWindowBytes: number): GpuTensor {
+  return {
+    name, dtype, shape, bytes, windows,
+    get buffer(): GPUBuffer {
+      if (windows.length === 1) return windows[0]!.buffer;
+      throw new InvalidArgumentError(name, `a tensor within one storage binding (${maxWindowBytes} bytes) for an op that reads it whole`,
+        `${bytes} bytes in ${windows.length} row windows (a smaller model, or a device with a larger maxStorageBufferBindingSize, would fit)`);
+    },
+  };
+}
+
+/** Rows [first, first + count) of a (rows, …) host tensor, as a view. */
+function hostRows(host: HostTensor, first: number, count: number): HostTensor {
+  const perRow = host.data.length / host.shape[0]!;
+  return { dtype: host.dtype, shape: [count, ...host.shape.slice(1)], data: host.data.subarray(first * perRow, (first + count) * perRow) as HostTensor['data'] };
+}
+
+/**
+ * Uploads tensor by tensor (host memory holds one tensor, plus one window when decoding to f32);
+ * a tensor over `maxWindowBytes` goes up in row windows, one buffer each.
+ */
 async function upload(
   ctx: GpuContext,
   checkpoint: Checkpoint,
   expected: Map<string, number[]>,
   config: ModelConfig,
   mode: 'as-stored' | 'f32',
+  maxWindowBytes: number,
 ): Promise<ModelWeights> {
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
   const tensors = new Map<string, GpuTensor>();
+  const buffers: GPUBuffer[] = [];
   let destroyed = false;
   const destroy = (): void => {
     if (destroyed) return;
     destroyed = true;
-    for (const t of tensors.values()) t.buffer.destroy();
+    for (const b of buffers) b.destroy();
   };
   let gpuBytes = 0;
   let sinceDrain = 0;
@@ -363,27 +407,44 @@ async function upload(
   try {
     for (const name of expected.keys()) {
       current = name;
-      let host = readTensor(checkpoint, name);
-      if (mode === 'f32') host = toF32(host);
-      const data = bytesOf(host.data);
-      const buffer = await ctx.scoped(`loadWeights(${name})`, () => {
-        const b = ctx.createBuffer(name, data.byteLength, usage);
-        try {
-          ctx.writeBuffer(b, 0, data);
-        } catch (error) {
-          b.destroy();
-          throw error;
-        }
-        return b;
-      });
-      tensors.set(name, { name, dtype: host.dtype as WeightDType, shape: [...host.shape], buffer, bytes: data.byteLength });
-      gpuBytes += buffer.size;
-      sinceDrain += data.byteLength;
-      if (sinceDrain >= DRAIN_BYTES) {
-        sinceDrain = 0;
-        ctx.device.queue.submit([]);
-        await ctx.sync('loadWeights');
+      const stored = readTensor(checkpoint, name);
+      const dtype = (mode === 'f32' ? 'f32' : stored.dtype) as WeightDType;
+      const rows = stored.shape.length >= 2 ? stored.shape[0]! : 1;
+      const elementBytes = dtype === 'f32' ? 4 : 2;
+      const bytes = stored.data.length * elementBytes;
+      const rowBytes = bytes / rows;
+      // Odd-length 16-bit rows end mid-word: windows of an even row count each start on a word.
+      const perWindow = bytes <= maxWindowBytes ? rows : rowsPerWindow(rowBytes, maxWindowBytes, rowBytes % 4 === 0 ? 1 : 2);
+      if (perWindow === 0) {
+        throw new InvalidArgumentError(name, `rows of at most ${maxWindowBytes} bytes (one storage binding)`, `rows of ${rowBytes} bytes (${dtype}; a smaller model would fit)`);
       }
+      const windows: RowWindow[] = [];
+      for (let firstRow = 0; firstRow < rows; firstRow += perWindow) {
+        const count = Math.min(perWindow, rows - firstRow);
+        const part = perWindow === rows ? stored : hostRows(stored, firstRow, count);
+        const data = bytesOf((mode === 'f32' ? toF32(part) : part).data);
+        const label = perWindow === rows ? name : `${name}[${firstRow}:${firstRow + count}]`;
+        const buffer = await ctx.scoped(`loadWeights(${label})`, () => {
+          const b = ctx.createBuffer(label, data.byteLength, usage);
+          try {
+            ctx.writeBuffer(b, 0, data);
+          } catch (error) {
+            b.destroy();
+            throw error;
+          }
+          return b;
+        });
+        buffers.push(buffer);
+        windows.push({ buffer, firstRow, rows: count });
+        gpuBytes += buffer.size;
+        sinceDrain += data.byteLength;
+        if (sinceDrain >= DRAIN_BYTES) {
+          sinceDrain = 0;
+          ctx.device.queue.submit([]);
+          await ctx.sync('loadWeights');
+        }
+      }
+      tensors.set(name, gpuTensor(name, dtype, [...stored.shape], bytes, windows, maxWindowBytes));
     }
     await ctx.sync('loadWeights');
   } catch (error) {
@@ -395,8 +456,10 @@ async function upload(
         return sum + Math.ceil((mode === 'f32' ? elements * 4 : entry.byteLength) / 16) * 16;
       }, 0);
       const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+      const upcast = mode === 'f32' && [...expected.keys()].some((name) => checkpoint.files.get(checkpoint.locations.get(name)!)!.entries.get(name)!.dtype !== 'f32');
+      const fits = upcast ? 'keep 16-bit weights 16-bit (--weights as-stored, half the size) or use a smaller model' : 'use a smaller model';
       throw new GpuError('loadWeights', 'out-of-memory',
-        `the weights need ${mib(needed)} of GPU memory; the device ran out after ${mib(gpuBytes)}, at ${current} (${error.message})`);
+        `the weights need ${mib(needed)} of GPU memory; the device ran out after ${mib(gpuBytes)}, at ${current}: ${fits} (${error.message})`);
     }
     throw error;
   }

@@ -78,19 +78,20 @@ export function boundDispatch(ctx: GpuContext, pipeline: GPUComputePipeline, lab
 }
 
 /**
- * A prepared op of several dispatches sharing one uniform (binding 0): add() binds and records a
- * dispatch, prepared() encodes them in order and frees `owned` on destroy. Call inside ctx.scoped.
+ * A prepared op of several dispatches sharing one uniform (binding 0; a dispatch may bring its
+ * own, e.g. one per row window): add() binds and records a dispatch, prepared() encodes them in
+ * order and frees `owned` on destroy. Call inside ctx.scoped.
  */
 export class DispatchList {
   private readonly steps: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; groups: readonly [number, number, number] }[] = [];
 
   constructor(private readonly ctx: GpuContext, private readonly label: string, private readonly uniform: GPUBuffer, private readonly owned: GPUBuffer[]) {}
 
-  add(pipeline: GPUComputePipeline, name: string, entries: [number, GPUBufferBinding][], groups: readonly [number, number, number]): void {
+  add(pipeline: GPUComputePipeline, name: string, entries: [number, GPUBufferBinding][], groups: readonly [number, number, number], uniform = this.uniform): void {
     const bindGroup = this.ctx.device.createBindGroup({
       label: `${this.label} ${name}`,
       layout: pipeline.getBindGroupLayout(0),
-      entries: [[0, { buffer: this.uniform }] as [number, GPUBufferBinding], ...entries].map(([binding, resource]) => ({ binding, resource })),
+      entries: [[0, { buffer: uniform }] as [number, GPUBufferBinding], ...entries].map(([binding, resource]) => ({ binding, resource })),
     });
     this.steps.push({ pipeline, bindGroup, groups });
   }

@@ -10,6 +10,7 @@ import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
 import { bindingOf, boundDispatch } from './bindings.js';
+import { windowsOf, type RowWindow } from './split.js';
 
 export interface EmbeddingBackwardShape {
   tokens: number;
@@ -22,8 +23,12 @@ export interface EmbeddingBackwardBuffers {
   ids: GPUBuffer;
   /** Gradient of the forward's output (tokens·hidden f32). */
   dy: GPUBuffer;
-  /** Gradient of the table (vocab·hidden f32), added to. */
-  dWeight: GPUBuffer;
+  /**
+   * Gradient of the table (vocab·hidden f32), added to; or its row windows (src/ops/split.ts), for
+   * a table larger than one binding: the runs of each window's ids are summed by dispatches of
+   * their own, in the order one buffer gets.
+   */
+  dWeight: GPUBuffer | readonly RowWindow[];
 }
 
 export interface PreparedEmbeddingBackward {
@@ -58,13 +63,14 @@ export function referenceEmbeddingBackward(ids: ArrayLike<number>, dy: ArrayLike
   return dWeight;
 }
 
-/** Records dWeight += the scatter of dy's rows at ids over GPU buffers into a caller's pass (three dispatches). */
+/** Records dWeight += the scatter of dy's rows at ids over GPU buffers into a caller's pass (three dispatches; two more per further window). */
 export async function prepareEmbeddingBackward(ctx: GpuContext, shape: EmbeddingBackwardShape, buffers: EmbeddingBackwardBuffers): Promise<PreparedEmbeddingBackward> {
   const { tokens, vocab, hidden } = checkShape(shape);
   if (buffers === null || typeof buffers !== 'object') throw new InvalidArgumentError('buffers', 'an object { ids, dy, dWeight }', describe(buffers));
   const ids = bindingOf(ctx, 'ids', buffers.ids, tokens * 4);
   const dy = bindingOf(ctx, 'dy', buffers.dy, tokens * hidden * 4);
-  const dWeight = bindingOf(ctx, 'dWeight', buffers.dWeight, vocab * hidden * 4);
+  const windows = windowsOf('dWeight', buffers.dWeight, vocab);
+  const dWeights = windows.map((w) => bindingOf(ctx, windows.length === 1 ? 'dWeight' : `dWeight[${w.firstRow}:${w.firstRow + w.rows}]`, w.buffer, w.rows * hidden * 4));
   const blocks = Math.ceil(tokens / BLOCK);
   const partialBytes = 2 * blocks * hidden * 4;
   if (partialBytes > ctx.maxBindingBytes) throw new InvalidArgumentError('shape', `2·ceil(tokens / ${BLOCK})·hidden·4 ≤ ${ctx.maxBindingBytes} bytes (partials)`, `${partialBytes} bytes`);
@@ -79,15 +85,17 @@ export async function prepareEmbeddingBackward(ctx: GpuContext, shape: Embedding
   return ctx.scoped('embedding_backward:prepare', () => {
     const order = ctx.createBuffer('embedding_backward:order', tokens * 4, GPUBufferUsage.STORAGE);
     const partials = ctx.createBuffer('embedding_backward:partials', partialBytes, GPUBufferUsage.STORAGE);
-    const uniform = (groupsX: number): GPUBuffer => ctx.uniform('embedding_backward:params', new Uint32Array([tokens, hidden, vocab, groupsX, blocks, 0, 0, 0]).buffer);
+    const uniform = (groupsX: number, w: RowWindow = windows[0]!): GPUBuffer =>
+      ctx.uniform('embedding_backward:params', new Uint32Array([tokens, hidden, vocab, groupsX, blocks, w.firstRow, w.rows, 0]).buffer);
     const label = `embedding_backward ${tokens} of ${vocab}x${hidden}`;
     const orderBinding = { buffer: order, size: tokens * 4 };
     const partialsBinding = { buffer: partials, size: partialBytes };
-    const steps = [
-      boundDispatch(ctx, rankPipeline, `${label}:rank`, uniform(rankGrid[0]), [ids, orderBinding], rankGrid, [order, partials]),
-      boundDispatch(ctx, blocksPipeline, `${label}:blocks`, uniform(blockGrid[0]), [ids, orderBinding, partialsBinding, dWeight, dy], blockGrid),
-      boundDispatch(ctx, combinePipeline, `${label}:combine`, uniform(blockGrid[0]), [ids, orderBinding, partialsBinding, dWeight], blockGrid),
-    ];
+    const steps = [boundDispatch(ctx, rankPipeline, `${label}:rank`, uniform(rankGrid[0]), [ids, orderBinding], rankGrid, [order, partials])];
+    windows.forEach((w, i) => {
+      const rows = windows.length === 1 ? '' : ` rows ${w.firstRow}:${w.firstRow + w.rows}`;
+      steps.push(boundDispatch(ctx, blocksPipeline, `${label}:blocks${rows}`, uniform(blockGrid[0], w), [ids, orderBinding, partialsBinding, dWeights[i]!, dy], blockGrid));
+      steps.push(boundDispatch(ctx, combinePipeline, `${label}:combine${rows}`, uniform(blockGrid[0], w), [ids, orderBinding, partialsBinding, dWeights[i]!], blockGrid));
+    });
     return {
       encode(pass: GPUComputePassEncoder) {
         for (const step of steps) step.encode(pass);

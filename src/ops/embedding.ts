@@ -8,7 +8,8 @@ import { BYTES_PER_ELEMENT, checkHostArray, elementReader, parseDType, type DTyp
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { grid } from './token-stats/plan.js';
-import { bindingOf, boundDispatch, runOnHost } from './bindings.js';
+import { DispatchList, bindingOf, runOnHost } from './bindings.js';
+import { windowsOf, type RowWindow } from './split.js';
 
 export interface EmbeddingShape {
   tokens: number;
@@ -63,21 +64,23 @@ export interface PreparedEmbedding {
 
 /**
  * Records the lookup over GPU buffers into a caller's pass: ids (tokens u32), table
- * (vocab·hidden of dtype, 16-bit packed), out (tokens·hidden f32). Ids are not checked here: an
- * id ≥ vocab writes NaN.
+ * (vocab·hidden of dtype, 16-bit packed; or row windows of it, src/ops/split.ts, a dispatch
+ * each), out (tokens·hidden f32). Ids are not checked here: an id ≥ vocab writes NaN.
  */
-export async function prepareEmbedding(ctx: GpuContext, shape: EmbeddingShape, ids: GPUBuffer, table: GPUBuffer, out: GPUBuffer): Promise<PreparedEmbedding> {
+export async function prepareEmbedding(ctx: GpuContext, shape: EmbeddingShape, ids: GPUBuffer, table: GPUBuffer | readonly RowWindow[], out: GPUBuffer): Promise<PreparedEmbedding> {
   const { tokens, vocab, hidden, dtype } = checkShape(shape);
-  const entries = [
-    bindingOf(ctx, 'ids', ids, tokens * 4),
-    bindingOf(ctx, 'table', table, vocab * hidden * BYTES_PER_ELEMENT[dtype]),
-    bindingOf(ctx, 'out', out, tokens * hidden * 4),
-  ];
+  const windows = windowsOf('table', table, vocab);
+  const idsBinding = bindingOf(ctx, 'ids', ids, tokens * 4);
+  const tableBindings = windows.map((w) => bindingOf(ctx, windows.length === 1 ? 'table' : `table[${w.firstRow}:${w.firstRow + w.rows}]`, w.buffer, w.rows * hidden * BYTES_PER_ELEMENT[dtype]));
+  const outBinding = bindingOf(ctx, 'out', out, tokens * hidden * 4);
   const [groupsX, groupsY] = grid(tokens, ctx.limits.maxComputeWorkgroupsPerDimension);
   const pipeline = await ctx.pipeline('embedding', 'embedding_main', { T_DTYPE: DTYPE_CODE[dtype] });
   return ctx.scoped('embedding:prepare', () => {
-    const uniform = ctx.uniform('embedding:params', new Uint32Array([tokens, hidden, vocab, groupsX]).buffer);
-    return boundDispatch(ctx, pipeline, `embedding ${tokens} of ${vocab}x${hidden} ${dtype}`, uniform, entries, [groupsX, groupsY]);
+    const label = `embedding ${tokens} of ${vocab}x${hidden} ${dtype}`;
+    const uniforms = windows.map((w) => ctx.uniform('embedding:params', new Uint32Array([tokens, hidden, vocab, groupsX, w.firstRow, w.rows, 0, 0]).buffer));
+    const dispatches = new DispatchList(ctx, label, uniforms[0]!, uniforms);
+    windows.forEach((w, i) => dispatches.add(pipeline, `rows ${w.firstRow}:${w.firstRow + w.rows}`, [[1, idsBinding], [2, tableBindings[i]!], [3, outBinding]], [groupsX, groupsY, 1], uniforms[i]));
+    return dispatches.prepared();
   });
 }
 

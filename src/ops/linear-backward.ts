@@ -8,7 +8,8 @@
 import { POISON_BITS } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
-import { splitReduction } from './split.js';
+import { prepareAdd, type PreparedAdd } from './add.js';
+import { splitReduction, windowsOf, type RowWindow } from './split.js';
 import { DispatchList, bindingOf } from './bindings.js';
 import { grid } from './token-stats/plan.js';
 
@@ -106,11 +107,15 @@ function checkDistinct(inputs: [string, GPUBuffer][], outputs: [string, GPUBuffe
  * dx (m·k) = dy · W, overwritten or, with accumulateDx, added to (null: not computed);
  * dWeight (n·k) += dyᵀ · x; dBias (n) += Σ_rows dy when shape.hasBias (else null). x (m·k),
  * weight (n·k) and dy (m·n) are read; the outputs must be distinct from them and from each other.
- * Buffers may be larger than needed; the leading bytes are used. destroy() frees the scratch
- * partials the weight gradient may use (see linearBackwardSplits).
+ * A weight larger than one binding comes as row windows (src/ops/split.ts), and dWeight then as
+ * windows of the same rows: each window's dispatches read its columns of dy, the row split of dW
+ * follows the whole shape's plan and dx is one fma chain across the windows, so every output is
+ * bit for bit what one buffer gives (with accumulateDx the chain goes to a scratch buffer that is
+ * then added to dx, as the one-buffer kernel adds). Buffers may be larger than needed; the
+ * leading bytes are used. destroy() frees the scratch the op uses (see linearBackwardSplits).
  */
 export async function prepareLinearBackward(ctx: GpuContext, shape: LinearBackwardShape,
-  buffers: { x: GPUBuffer; weight: GPUBuffer; dy: GPUBuffer; dx: GPUBuffer | null; dWeight: GPUBuffer; dBias: GPUBuffer | null },
+  buffers: { x: GPUBuffer; weight: GPUBuffer | readonly RowWindow[]; dy: GPUBuffer; dx: GPUBuffer | null; dWeight: GPUBuffer | readonly RowWindow[]; dBias: GPUBuffer | null },
   options: { accumulateDx?: boolean } = {}): Promise<PreparedLinearBackward> {
   const { m, k, n, hasBias } = checkShape(shape);
   const accumulateDx = checkAccumulateDx(options);
@@ -120,30 +125,50 @@ export async function prepareLinearBackward(ctx: GpuContext, shape: LinearBackwa
   for (const [name, size] of [['m', m], ['k', k], ['n', n]] as const) {
     if (Math.ceil(size / TILE) > maxGroups) throw new InvalidArgumentError(name, `at most ${TILE * maxGroups}`, String(size));
   }
+  const windows = windowsOf('weight', weight, n);
+  const gradWindows = windowsOf('dWeight', dWeight, n);
+  const ranges = (list: readonly RowWindow[]) => list.map((w) => `${w.firstRow}:${w.firstRow + w.rows}`).join(',');
+  if (ranges(gradWindows) !== ranges(windows)) throw new InvalidArgumentError('dWeight', `row windows of the weight's rows (${ranges(windows)})`, ranges(gradWindows));
+  const named = (name: string, w: RowWindow) => (windows.length === 1 ? name : `${name}[${w.firstRow}:${w.firstRow + w.rows}]`);
   const xBinding = bindingOf(ctx, 'x', x, m * k * 4);
-  const wBinding = bindingOf(ctx, 'weight', weight, n * k * 4);
+  const wBindings = windows.map((w) => bindingOf(ctx, named('weight', w), w.buffer, w.rows * k * 4));
   const dyBinding = bindingOf(ctx, 'dy', dy, m * n * 4);
   const dxBinding = dx === null ? null : bindingOf(ctx, 'dx', dx, m * k * 4);
-  const dWeightBinding = bindingOf(ctx, 'dWeight', dWeight, n * k * 4);
+  const dWeightBindings = gradWindows.map((w) => bindingOf(ctx, named('dWeight', w), w.buffer, w.rows * k * 4));
   if (hasBias && dBias === null) throw new InvalidArgumentError('dBias', 'a GPUBuffer (shape.hasBias is true)', 'null');
   if (!hasBias && dBias !== null && dBias !== undefined) throw new InvalidArgumentError('dBias', 'null (shape.hasBias is false)', describe(dBias));
   const dBiasBinding = hasBias ? bindingOf(ctx, 'dBias', dBias!, n * 4) : null;
-  checkDistinct([['x', x], ['weight', weight], ['dy', dy]], [['dx', dx], ['dWeight', dWeight], ['dBias', hasBias ? dBias : null]]);
+  checkDistinct([['x', x], ...windows.map((w): [string, GPUBuffer] => [named('weight', w), w.buffer]), ['dy', dy]],
+    [['dx', dx], ...gradWindows.map((w): [string, GPUBuffer] => [named('dWeight', w), w.buffer]), ['dBias', hasBias ? dBias : null]]);
 
+  // The split of dW's rows is the whole shape's, so windows sum every element as one buffer does.
   const { splits, splitRows } = linearBackwardSplits({ m, k, n }, ctx.maxBindingBytes);
-  const nAligned = n % 4 === 0 ? 1 : 0;
+  const nAligned = n % 4 === 0 && windows.every((w) => w.firstRow % 4 === 0) ? 1 : 0;
   const kAligned = k % 4 === 0 ? 1 : 0;
   const bias = hasBias ? 1 : 0;
   const partials = splits > 1 ? 1 : 0;
-  const [dxPipeline, dwPipeline, sumPipeline] = await Promise.all([
-    dx === null ? null : ctx.pipeline('linear_backward', 'dx_main', { N_ALIGNED: nAligned, K_ALIGNED: kAligned, ACCUMULATE_DX: accumulateDx ? 1 : 0 }),
+  // Several windows with accumulateDx: the chain goes to a scratch dx, added to dx at the end.
+  const dxScratch = dx !== null && windows.length > 1 && accumulateDx;
+  const dxPipeline = (first: boolean) => ctx.pipeline('linear_backward', 'dx_main',
+    { N_ALIGNED: nAligned, K_ALIGNED: kAligned, ACCUMULATE_DX: first && accumulateDx && !dxScratch ? 1 : 0, CONTINUE_DX: first ? 0 : 1 });
+  const [dxFirst, dxContinue, dwPipeline, sumPipeline] = await Promise.all([
+    dx === null ? null : dxPipeline(true),
+    dx === null || windows.length === 1 ? null : dxPipeline(false),
     ctx.pipeline('linear_backward', 'dw_main', { N_ALIGNED: nAligned, K_ALIGNED: kAligned, HAS_BIAS: bias, WRITE_PARTIALS: partials }),
     splits > 1 ? ctx.pipeline('linear_backward', 'sum_main', { HAS_BIAS: bias }) : null,
   ]);
+  const scratch = dxScratch ? ctx.createBuffer('linear_backward:dx_chain', m * k * 4, GPUBufferUsage.STORAGE) : null;
+  let addScratch: PreparedAdd | null = null;
+  try {
+    if (scratch !== null) addScratch = await prepareAdd(ctx, { n: m * k }, dx!, scratch, dx!);
+  } catch (error) {
+    scratch?.destroy();
+    throw error;
+  }
 
   return ctx.scoped('linear_backward:prepare', () => {
-    const label = `linear_backward ${m}x${k}x${n}${hasBias ? ' +bias' : ''}`;
-    const owned: GPUBuffer[] = [];
+    const label = `linear_backward ${m}x${k}x${n}${hasBias ? ' +bias' : ''}${windows.length > 1 ? ` in ${windows.length} windows` : ''}`;
+    const owned: GPUBuffer[] = scratch === null ? [] : [scratch];
     const own = (buffer: GPUBuffer): GPUBuffer => (owned.push(buffer), buffer);
     let readPlaceholder: GPUBuffer | null = null;
     let writePlaceholder: GPUBuffer | null = null;
@@ -151,29 +176,52 @@ export async function prepareLinearBackward(ctx: GpuContext, shape: LinearBackwa
     const unread = (): GPUBufferBinding => ({ buffer: (readPlaceholder ??= own(ctx.createBuffer('linear_backward:unread', 16, GPUBufferUsage.STORAGE))) });
     const unwritten = (): GPUBufferBinding => ({ buffer: (writePlaceholder ??= own(ctx.createBuffer('linear_backward:unwritten', 16, GPUBufferUsage.STORAGE))) });
 
-    const sumCount = n * k + (hasBias ? n : 0);
-    const sumGroups = grid(Math.ceil(sumCount / SUM_WORKGROUP), maxGroups);
-    const uniform = own(ctx.uniform('linear_backward:params', new Uint32Array([m, n, k, splitRows, splits, sumGroups[0], 0, 0]).buffer));
+    const uniforms = windows.map((w) => {
+      const sumGroups = grid(Math.ceil((w.rows * k + (hasBias ? w.rows : 0)) / SUM_WORKGROUP), maxGroups);
+      return { sumGroups, buffer: own(ctx.uniform('linear_backward:params', new Uint32Array([m, w.rows, k, splitRows, splits, sumGroups[0], n, w.firstRow]).buffer)) };
+    });
     const dyQuads = nAligned ? dyBinding : unread();
-    const dispatches = new DispatchList(ctx, label, uniform, owned);
-    const step = dispatches.add.bind(dispatches);
+    const dispatches = new DispatchList(ctx, label, uniforms[0]!.buffer, owned);
+    // Windows run one after another in the pass, so they share the scratch partials.
+    const widest = Math.max(...windows.map((w) => w.rows));
+    const partialW = splits > 1 ? own(ctx.createBuffer('linear_backward:partial_dweight', splits * widest * k * 4, GPUBufferUsage.STORAGE)) : null;
+    const partialB = splits > 1 && hasBias ? own(ctx.createBuffer('linear_backward:partial_dbias', splits * widest * 4, GPUBufferUsage.STORAGE)) : null;
+    const dxTarget = scratch === null ? dxBinding : { buffer: scratch, size: m * k * 4 };
+    windows.forEach((w, i) => {
+      const rows = windows.length === 1 ? '' : ` rows ${w.firstRow}:${w.firstRow + w.rows}`;
+      const { buffer: uniform, sumGroups } = uniforms[i]!;
+      const step = (pipeline: GPUComputePipeline, name: string, entries: [number, GPUBufferBinding][], groups: readonly [number, number, number]) =>
+        dispatches.add(pipeline, name + rows, entries, groups, uniform);
+      const wBinding = wBindings[i]!;
+      const dWeightBinding = dWeightBindings[i]!;
+      const dxMain = i === 0 ? dxFirst : dxContinue;
+      if (dxMain !== null) {
+        step(dxMain, 'dx', [[1, dyBinding], [2, dyQuads], [3, wBinding], [4, kAligned ? wBinding : unread()], [7, dxTarget!]],
+          [Math.ceil(k / TILE), Math.ceil(m / TILE), 1]);
+      }
+      step(dwPipeline, 'dweight', [[1, dyBinding], [2, dyQuads], [5, xBinding], [6, kAligned ? xBinding : unread()],
+        [8, partialW ? { buffer: partialW } : dWeightBinding],
+        [9, partialB ? { buffer: partialB } : dBiasBinding ?? unwritten()]],
+      [Math.ceil(k / TILE), Math.ceil(w.rows / TILE), splits]);
+      if (sumPipeline !== null) {
+        step(sumPipeline, 'sum', [[10, { buffer: partialW! }], [11, partialB ? { buffer: partialB } : unread()], [12, dWeightBinding], [13, dBiasBinding ?? unwritten()]],
+          [sumGroups[0], sumGroups[1], 1]);
+      }
+    });
 
-    if (dxPipeline !== null) {
-      step(dxPipeline, 'dx', [[1, dyBinding], [2, dyQuads], [3, wBinding], [4, kAligned ? wBinding : unread()], [7, dxBinding!]],
-        [Math.ceil(k / TILE), Math.ceil(m / TILE), 1]);
-    }
-    const partialW = splits > 1 ? own(ctx.createBuffer('linear_backward:partial_dweight', splits * n * k * 4, GPUBufferUsage.STORAGE)) : null;
-    const partialB = splits > 1 && hasBias ? own(ctx.createBuffer('linear_backward:partial_dbias', splits * n * 4, GPUBufferUsage.STORAGE)) : null;
-    step(dwPipeline, 'dweight', [[1, dyBinding], [2, dyQuads], [5, xBinding], [6, kAligned ? xBinding : unread()],
-      [8, partialW ? { buffer: partialW } : dWeightBinding],
-      [9, partialB ? { buffer: partialB } : dBiasBinding ?? unwritten()]],
-    [Math.ceil(k / TILE), Math.ceil(n / TILE), splits]);
-    if (sumPipeline !== null) {
-      step(sumPipeline, 'sum', [[10, { buffer: partialW! }], [11, partialB ? { buffer: partialB } : unread()], [12, dWeightBinding], [13, dBiasBinding ?? unwritten()]],
-        [sumGroups[0], sumGroups[1], 1]);
-    }
-
-    return dispatches.prepared();
+    const prepared = dispatches.prepared();
+    if (addScratch === null) return prepared;
+    const add = addScratch;
+    return {
+      encode(pass: GPUComputePassEncoder) {
+        prepared.encode(pass);
+        add.encode(pass);
+      },
+      destroy() {
+        prepared.destroy();
+        add.destroy();
+      },
+    };
   });
 }
 

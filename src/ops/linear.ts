@@ -11,7 +11,7 @@ import { BYTES_PER_ELEMENT, checkHostArray, parseDType, type DType, type HostArr
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { DispatchList, bindingOf, runOnHost } from './bindings.js';
-import { lanesFor, splitReduction } from './split.js';
+import { lanesFor, splitReduction, windowsOf, type RowWindow } from './split.js';
 
 export interface LinearShape {
   /** Rows of x and y (tokens). */
@@ -116,21 +116,26 @@ export interface PreparedLinear {
 
 /**
  * Records y = x · Wᵀ + b over GPU buffers into a caller's pass: x (m·k f32), weight (n·k of
- * weightDType, 16-bit packed), bias (n of biasDType, or null), y (m·n f32, distinct from the
- * inputs). With `accumulate`, y += x · Wᵀ + b instead (a residual connection in the same
- * dispatch). Buffers may be larger than needed; the leading bytes are used. One dispatch, or two
- * when k is split (see linearPlan); destroy() frees the split's scratch partials.
+ * weightDType, 16-bit packed; or row windows of it, src/ops/split.ts, for a weight larger than
+ * one binding), bias (n of biasDType, or null), y (m·n f32, distinct from the inputs). With
+ * `accumulate`, y += x · Wᵀ + b instead (a residual connection in the same dispatch). Buffers may
+ * be larger than needed; the leading bytes are used. One dispatch per window, two when k is split
+ * (see linearPlan); every window follows the whole shape's plan, so windows give y bit for bit as
+ * one weight would. destroy() frees the uniforms and the split's scratch partials.
  */
-export async function prepareLinear(ctx: GpuContext, shape: LinearShape, x: GPUBuffer, weight: GPUBuffer, bias: GPUBuffer | null, y: GPUBuffer,
+export async function prepareLinear(ctx: GpuContext, shape: LinearShape, x: GPUBuffer, weight: GPUBuffer | readonly RowWindow[], bias: GPUBuffer | null, y: GPUBuffer,
   { accumulate = false }: { accumulate?: boolean } = {}): Promise<PreparedLinear> {
   const { m, k, n, weightDType, biasDType } = checkShape(shape);
+  const windows = windowsOf('weight', weight, n);
   const { kernel, lanes, tileM, splits, kPerSplit } = linearPlan({ m, k, n }, ctx.maxBindingBytes);
-  const [groupsX, groupsY] = kernel === 'rows' ? [Math.ceil(n / (ROWS_WORKGROUP / lanes)), 1] : [Math.ceil(n / TILE_N), Math.ceil(m / tileM)];
+  const groupsOf = (columns: number): [number, number] =>
+    kernel === 'rows' ? [Math.ceil(columns / (ROWS_WORKGROUP / lanes)), 1] : [Math.ceil(columns / TILE_N), Math.ceil(m / tileM)];
+  const [groupsX, groupsY] = groupsOf(n);
   const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
   if (groupsX > maxGroups) throw new InvalidArgumentError('n', `at most ${TILE_N * maxGroups}`, String(n));
   if (groupsY > maxGroups) throw new InvalidArgumentError('m', `at most ${tileM * maxGroups}`, String(m));
   const xBinding = bindingOf(ctx, 'x', x, m * k * 4);
-  const wBinding = bindingOf(ctx, 'weight', weight, n * k * BYTES_PER_ELEMENT[weightDType]);
+  const wBindings = windows.map((w) => bindingOf(ctx, windows.length === 1 ? 'weight' : `weight[${w.firstRow}:${w.firstRow + w.rows}]`, w.buffer, w.rows * k * BYTES_PER_ELEMENT[weightDType]));
   const bBinding = bias === null ? null : bindingOf(ctx, 'bias', bias, n * BYTES_PER_ELEMENT[biasDType]);
   const yBinding = bindingOf(ctx, 'y', y, m * n * 4);
   const kAligned = k % 4 === 0;
@@ -146,28 +151,31 @@ export async function prepareLinear(ctx: GpuContext, shape: LinearShape, x: GPUB
   ]);
 
   return ctx.scoped('linear:prepare', () => {
-    const label = `linear ${m}x${k}x${n} ${weightDType}${bias === null ? '' : ` +bias ${biasDType}`}${accumulate ? ' +=' : ''}`;
+    const label = `linear ${m}x${k}x${n} ${weightDType}${bias === null ? '' : ` +bias ${biasDType}`}${accumulate ? ' +=' : ''}${windows.length > 1 ? ` in ${windows.length} windows` : ''}`;
     const owned: GPUBuffer[] = [];
     const own = (buffer: GPUBuffer): GPUBuffer => (owned.push(buffer), buffer);
     let placeholder: GPUBuffer | null = null;
     // Bindings an entry declares but this variant never reads.
     const unread = (): GPUBufferBinding => ({ buffer: (placeholder ??= own(ctx.createBuffer('linear:unread', 16, GPUBufferUsage.STORAGE))) });
-    const uniform = own(ctx.uniform('linear:params', new Uint32Array([m, n, k, kPerSplit, splits, 0, 0, 0]).buffer));
-    const dispatches = new DispatchList(ctx, label, uniform, owned);
-    const step = dispatches.add.bind(dispatches);
-
-    const partials = splits > 1 ? own(ctx.createBuffer('linear:partials', splits * m * n * 4, GPUBufferUsage.STORAGE)) : null;
-    step(mainPipeline, kernel === 'rows' ? 'rows' : splits > 1 ? `split ${splits}` : 'main', [
-      [1, xBinding], [2, kAligned ? xBinding : unread()], [3, wBinding],
-      [4, kAligned && weightDType === 'f32' ? wBinding : unread()], [5, kAligned && weightDType !== 'f32' ? wBinding : unread()],
-      [6, splits === 1 && bBinding !== null ? bBinding : unread()], [7, partials ? { buffer: partials } : yBinding],
-    ], [groupsX, groupsY, splits]);
-    if (reducePipeline !== null) {
-      // At most 2048 tiles of ≤ 64 × 64 are split, so m·n / 256 ≤ 32768 workgroups: one grid dimension.
-      step(reducePipeline, 'reduce', [[8, { buffer: partials! }], [6, bBinding ?? unread()], [9, yBinding]],
-        [Math.ceil((m * n) / REDUCE_WORKGROUP), 1, 1]);
-    }
-
+    const uniforms = windows.map((w) => own(ctx.uniform('linear:params', new Uint32Array([m, w.rows, k, kPerSplit, splits, n, w.firstRow, 0]).buffer)));
+    const dispatches = new DispatchList(ctx, label, uniforms[0]!, owned);
+    // Windows run one after another in the pass, so they share the scratch partials.
+    const widest = Math.max(...windows.map((w) => w.rows));
+    const partials = splits > 1 ? own(ctx.createBuffer('linear:partials', splits * m * widest * 4, GPUBufferUsage.STORAGE)) : null;
+    windows.forEach((w, i) => {
+      const name = windows.length === 1 ? '' : ` rows ${w.firstRow}:${w.firstRow + w.rows}`;
+      const wBinding = wBindings[i]!;
+      dispatches.add(mainPipeline, (kernel === 'rows' ? 'rows' : splits > 1 ? `split ${splits}` : 'main') + name, [
+        [1, xBinding], [2, kAligned ? xBinding : unread()], [3, wBinding],
+        [4, kAligned && weightDType === 'f32' ? wBinding : unread()], [5, kAligned && weightDType !== 'f32' ? wBinding : unread()],
+        [6, splits === 1 && bBinding !== null ? bBinding : unread()], [7, partials ? { buffer: partials } : yBinding],
+      ], [...groupsOf(w.rows), splits], uniforms[i]);
+      if (reducePipeline !== null) {
+        // At most 2048 tiles of ≤ 64 × 64 are split, so m·n / 256 ≤ 32768 workgroups: one grid dimension.
+        dispatches.add(reducePipeline, `reduce${name}`, [[8, { buffer: partials! }], [6, bBinding ?? unread()], [9, yBinding]],
+          [Math.ceil((m * w.rows) / REDUCE_WORKGROUP), 1, 1], uniforms[i]);
+      }
+    });
     return dispatches.prepared();
   });
 }

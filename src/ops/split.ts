@@ -5,6 +5,7 @@
  * range order. The cut depends on the shape (and on the binding limit) only, so results repeat
  * bit for bit.
  */
+import { InvalidArgumentError, describe } from '../errors.js';
 
 export interface SplitRule {
   /** Output tiles (workgroups per range). */
@@ -40,4 +41,42 @@ export function splitReduction(rule: SplitRule): { splits: number; range: number
  */
 export function lanesFor(length: number, perLane: number, least: number, most: number): number {
   return Math.min(most, Math.max(least, 2 ** Math.ceil(Math.log2(Math.ceil(length / perLane)))));
+}
+
+/**
+ * Row windows: a row-major tensor larger than one storage binding (an embedding table, an
+ * lm_head, 7B-sized MLP weights on a 128 MiB binding) lives in consecutive windows of whole rows,
+ * each in a buffer of its own within one binding, and every op that reads it runs once per window.
+ */
+export interface RowWindow {
+  /** Holds rows [firstRow, firstRow + rows) of the tensor, from byte 0. */
+  buffer: GPUBuffer;
+  firstRow: number;
+  rows: number;
+}
+
+/**
+ * Rows per window for rows of `rowBytes` within `maxBytes`: the most that fit, rounded down to a
+ * multiple of `multiple` (16-bit rows of odd length: an even count, so each window starts on a
+ * 32-bit word). 0 when not even `multiple` rows fit.
+ */
+export function rowsPerWindow(rowBytes: number, maxBytes: number, multiple = 1): number {
+  return Math.floor(Math.floor(maxBytes / rowBytes) / multiple) * multiple;
+}
+
+/**
+ * `table` as row windows of a (rows, …) tensor: a buffer is one window of every row; windows
+ * must cover [0, rows) in order, each non-empty. Named `name` in errors.
+ */
+export function windowsOf(name: string, table: GPUBuffer | readonly RowWindow[], rows: number): readonly RowWindow[] {
+  if (!Array.isArray(table)) return [{ buffer: table as GPUBuffer, firstRow: 0, rows }];
+  let next = 0;
+  for (const w of table as readonly RowWindow[]) {
+    if (w === null || typeof w !== 'object' || w.firstRow !== next || !Number.isSafeInteger(w.rows) || w.rows < 1) {
+      throw new InvalidArgumentError(name, `row windows covering rows [0, ${rows}) in order`, w === null || typeof w !== 'object' ? describe(w) : `a window of ${describe(w.rows)} rows from row ${describe(w.firstRow)} where row ${next} should start`);
+    }
+    next += w.rows;
+  }
+  if (next !== rows) throw new InvalidArgumentError(name, `row windows covering rows [0, ${rows})`, `windows covering [0, ${next})`);
+  return table as readonly RowWindow[];
 }

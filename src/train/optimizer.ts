@@ -2,9 +2,15 @@
  * One optimiser update over a TrainingGraph's accumulated gradients: the per-tensor sums of
  * squares (one small read per step), a non-finite check that names the tensor, global-norm
  * clipping, the scheduled learning rate, and AdamW on the f32 master weights.
+ *
+ * A parameter in row windows (larger than one storage binding) is one AdamW tensor and one sum of
+ * squares per window, named `<name>[first:end]`; the global norm adds them all, and its moments
+ * are joined back under the Hugging Face name in state() (and cut again by loadState), so a
+ * checkpoint does not depend on the window size.
  */
 import { InvalidArgumentError, describe } from '../errors.js';
-import type { TrainingGraph } from '../model/training.js';
+import type { TrainableParameter, TrainingGraph } from '../model/training.js';
+import type { RowWindow } from '../ops/split.js';
 import { NonFiniteError } from '../model/training.js';
 import { AdamW, type AdamWState } from '../optim/adamw.js';
 import { clipScale, firstNonFinite, globalNorm, prepareGradSquares, type PreparedGradSquares } from '../optim/grad-norm.js';
@@ -45,11 +51,11 @@ export class Optimizer {
     if (!(config.maxGradNorm >= 0)) throw new InvalidArgumentError('maxGradNorm', 'a number ≥ 0 (0 turns clipping off)', describe(config.maxGradNorm));
     learningRate(0, config);
     const ctx = graph.model.ctx;
-    const adamw = await AdamW.create(ctx, graph.parameters.map((p) => ({ name: p.name, param: p.value, grad: p.grad, numel: p.numel, decay: p.decay })),
-      { beta1: config.beta1, beta2: config.beta2, eps: config.eps, weightDecay: config.weightDecay });
+    const windows = graph.parameters.flatMap((p) => p.values.map((value, i) => ({ ...windowOf(p, value), param: value.buffer, grad: p.grads[i]!.buffer, decay: p.decay })));
+    const adamw = await AdamW.create(ctx, windows, { beta1: config.beta1, beta2: config.beta2, eps: config.eps, weightDecay: config.weightDecay });
     try {
       await adamw.prepare();
-      const squares = await prepareGradSquares(ctx, graph.parameters.map((p) => ({ name: p.name, buffer: p.grad, numel: p.numel })));
+      const squares = await prepareGradSquares(ctx, windows.map((w) => ({ name: w.name, buffer: w.grad, numel: w.numel })));
       return new Optimizer(graph, config, adamw, squares);
     } catch (err) {
       adamw.destroy();
@@ -75,16 +81,57 @@ export class Optimizer {
     return { lr, gradNorm, clipScale: scale };
   }
 
-  state(): Promise<AdamWState> {
-    return this.adamw.state();
+  /** Both moments of every parameter, by Hugging Face name (windows joined). */
+  async state(): Promise<AdamWState> {
+    const windows = await this.adamw.state();
+    const state: AdamWState = {};
+    for (const p of this.graph.parameters) {
+      if (p.values.length === 1) {
+        state[p.name] = windows[p.name]!;
+        continue;
+      }
+      const joined = { m: new Float32Array(p.numel), v: new Float32Array(p.numel) };
+      for (const w of p.values) {
+        const { name, offset } = windowOf(p, w);
+        joined.m.set(windows[name]!.m, offset);
+        joined.v.set(windows[name]!.v, offset);
+      }
+      state[p.name] = joined;
+    }
+    return state;
   }
 
+  /** Replaces the moments from state() or a checkpoint (by Hugging Face name; checked whole before any is written). */
   loadState(state: AdamWState): void {
-    this.adamw.loadState(state);
+    if (state === null || typeof state !== 'object') throw new InvalidArgumentError('state', 'an object mapping parameter names to { m, v }', describe(state));
+    const split = new Map(this.graph.parameters.filter((p) => p.values.length > 1).map((p) => [p.name, p]));
+    const windows: AdamWState = {};
+    for (const [name, entry] of Object.entries(state)) {
+      const p = split.get(name);
+      if (p === undefined) {
+        windows[name] = entry;
+        continue;
+      }
+      for (const key of ['m', 'v'] as const) {
+        const data = entry?.[key];
+        if (!(data instanceof Float32Array) || data.length !== p.numel) throw new InvalidArgumentError(`state[${JSON.stringify(name)}].${key}`, `a Float32Array of ${p.numel} elements`, describe(data));
+      }
+      for (const w of p.values) {
+        const { name: windowName, offset, numel } = windowOf(p, w);
+        windows[windowName] = { m: entry.m.subarray(offset, offset + numel), v: entry.v.subarray(offset, offset + numel) };
+      }
+    }
+    this.adamw.loadState(windows);
   }
 
   destroy(): void {
     this.adamw.destroy();
     this.squares.destroy();
   }
+}
+
+/** A parameter's window as an optimiser tensor: its name (`<name>[first:end]` when split), its elements and their offset in the whole. */
+function windowOf(p: TrainableParameter, w: RowWindow): { name: string; numel: number; offset: number } {
+  const name = p.values.length === 1 ? p.name : `${p.name}[${w.firstRow}:${w.firstRow + w.rows}]`;
+  return { name, numel: w.rows * p.rowElements, offset: w.firstRow * p.rowElements };
 }

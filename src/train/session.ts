@@ -27,6 +27,8 @@ export interface SessionOptions {
   optimizer: OptimizerConfig;
   /** Checkpoints kept (older ones are removed after a save). */
   keep: number;
+  /** Weights larger than this many bytes load (and train) in row windows; default: one storage binding (LoadWeightsOptions.maxWindowBytes). */
+  maxWindowBytes?: number;
 }
 
 /** The config fields that make two checkpoints the same architecture. */
@@ -82,7 +84,7 @@ export class TrainingSession {
       resumed = await loadCheckpoint(latest);
       source = latest;
     }
-    const model = await PolicyModel.load(ctx, source, { dtype: 'f32' });
+    const model = await PolicyModel.load(ctx, source, { dtype: 'f32', maxWindowBytes: options.maxWindowBytes });
     let graph: TrainingGraph | null = null;
     try {
       graph = TrainingGraph.create(model);

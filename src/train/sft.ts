@@ -45,6 +45,8 @@ export interface SftOptions {
   resume?: boolean;
   /** Remove a non-empty `out` first (see TrainingSession.open). */
   overwrite?: boolean;
+  /** Weights larger than this many bytes train in row windows (default and most: one storage binding; tests force small ones). */
+  maxWindowBytes?: number;
   /** Called after every update, e.g. for a progress bar; may throw to stop the run. */
   onStep?: (record: SftRecord) => void;
 }
@@ -106,7 +108,7 @@ export async function runSft(ctx: GpuContext, options: SftOptions): Promise<{ ch
   const seqLen = Math.max(...examples.map((e) => e.ids.length));
 
   const session = await TrainingSession.open(ctx, {
-    model: options.model, out: options.out, resume: options.resume ?? false, overwrite: options.overwrite ?? false, keep: options.keep ?? 2,
+    model: options.model, out: options.out, resume: options.resume ?? false, overwrite: options.overwrite ?? false, keep: options.keep ?? 2, maxWindowBytes: options.maxWindowBytes,
     optimizer: { ...DEFAULT_OPTIMIZER, ...options.optimizer, totalSteps: steps },
   });
   try {

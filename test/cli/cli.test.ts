@@ -335,7 +335,10 @@ describe('intuitor info', () => {
     expect(r.stdout).toContain('WebGPU backend');
     expect(r.stdout).toContain('Native backend');
     if (!SKIP_NATIVE) expect(r.stdout).toMatch(/Native backend:\n\s+loaded from /);
-    if (!SKIP_GPU) expect(r.stdout).toContain('chosen adapter:');
+    if (!SKIP_GPU) {
+      expect(r.stdout).toContain('chosen adapter:');
+      expect(r.stdout).toMatch(/one storage binding holds \d+ MiB, one buffer \d+ MiB: a weight larger than \d+ MiB loads in row windows/);
+    }
   });
 
   test("prints nothing to stderr: Dawn's harmless warnings are dropped, and shown with --verbose", async () => {
@@ -352,7 +355,7 @@ describe('intuitor info', () => {
     const r = await json;
     expectSuccess(r);
     const report = JSON.parse(r.stdout) as {
-      version: string; node: string; adapters: unknown[]; webgpu: { available: boolean }; native: { loaded: boolean };
+      version: string; node: string; adapters: unknown[]; webgpu: { available: boolean; windowBytes?: number; limits?: Record<string, number> }; native: { loaded: boolean };
     };
     expect(typeof report.version).toBe('string');
     expect(report.node).toBe(process.version);
@@ -363,6 +366,7 @@ describe('intuitor info', () => {
     if (!SKIP_GPU) {
       expect(report.webgpu.available).toBe(true);
       expect(report.adapters.length).toBeGreaterThan(0);
+      expect(report.webgpu.windowBytes).toBe(Math.min(report.webgpu.limits!.maxStorageBufferBindingSize!, report.webgpu.limits!.maxBufferSize!));
     }
   });
 

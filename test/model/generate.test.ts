@@ -88,7 +88,7 @@ describeGpu('greedy generation (WebGPU, KV cache)', () => {
       expectClose('chunked log-probs', chunked.logprobs.flat(), whole.logprobs.flat(), TOLERANCES.fixture);
       expectClose('chunked self-certainty', chunked.selfCertainty.flat(), whole.selfCertainty.flat(), TOLERANCES.fixture);
       const tooLong = new Array<number>(200).fill(5);
-      await expect(narrowModel.generate([tooLong], { maxNewTokens: 2 })).rejects.toThrow(/prompts: expected prompts whose prefill activations \(200 × 176 float32\), cache \(202 × 32\) and logits \(384\) each fit one storage binding \(98304 bytes\), got a 200-token prompt/);
+      await expect(narrowModel.generate([tooLong], { maxNewTokens: 2 })).rejects.toThrow(/prompts: expected prompts whose prefill activations \(200 × 176 float32\), cache \(202 × 32\) and logits \(384\) each fit one storage binding \(98304 bytes\), got a 200-token prompt \(2 new tokens\); at most 139 prompt tokens and 768 prompt \+ new tokens fit/);
     } finally {
       narrowModel.destroy();
       narrow.close();
