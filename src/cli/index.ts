@@ -20,6 +20,7 @@ import { logitsCommand } from './logits.js';
 import { SHIPPED_BASE_MODEL, SHIPPED_BASE_TASK, MAIN_JOB_DEFAULTS, experimentRewardsCommand, runCommand } from './run.js';
 import { throughputCommand } from './throughput.js';
 import { scoreCommand } from './score.js';
+import { SCORE_COMPLETIONS_DEFAULTS, scoreCompletionsCommand } from './score-completions.js';
 import { evalCommand, trainCommand, trainOptions } from './train.js';
 import { sftCommand } from './sft.js';
 import { statsCommand } from './stats.js';
@@ -139,6 +140,20 @@ function program(): Command {
     .option('--out <dir>', 'write self_certainty.npy, entropy.npy, logsumexp.npy [, logprob.npy] here')
     .option('--json', 'print the results as JSON instead of writing files')
     .action(statsCommand);
+  cli.command('score-completions')
+    .description('self-certainty, log-probs and entropy of existing completions: JSON lines in ({"prompt", "completion"}, {"messages"} or {"prompt_ids", "completion_ids"}), one record per line out, in input order; streams, resumable')
+    .requiredOption('--model <dir>', 'Hugging Face model folder')
+    .requiredOption('--input <file>', 'JSON lines to score')
+    .requiredOption('--out <file>', 'JSON lines written: {"id", "line", "tokens", "self_certainty", "logprob_sum", "logprob_mean", "entropy"} (must not exist, unless --resume)')
+    .option('--per-token', 'also write token_logprobs, token_self_certainty and token_entropy')
+    .option('--temperature <t>', 'statistics of z / T', SCORE_COMPLETIONS_DEFAULTS.temperature)
+    .option('--resume', 'continue --out after its last whole record (a torn last line is cut)')
+    .option('--strict', 'stop at the first bad line (default: report it, skip it, exit 2 at the end)')
+    .option('--json', 'print the summary as JSON on stdout')
+    .option('--max-tokens-per-pass <n>', 'token rows per forward pass (lowered to what the adapter allows)', SCORE_COMPLETIONS_DEFAULTS.maxTokensPerPass)
+    .option('--chunk-lines <n>', 'input lines per chunk (packed into passes together)', SCORE_COMPLETIONS_DEFAULTS.chunkLines)
+    .option('--weights <how>', 'as-stored (16-bit stays 16-bit) or f32 (upcast on load)', SCORE_COMPLETIONS_DEFAULTS.weights)
+    .action(scoreCompletionsCommand);
   cli.command('logits')
     .description("the policy's logits (B, T, V) for token ids (B, T), on WebGPU")
     .requiredOption('--model <dir>', 'Hugging Face model folder (config.json, model.safetensors or shards)')
