@@ -153,6 +153,9 @@ function program(): Command {
     .option('--max-tokens-per-pass <n>', 'token rows per forward pass (lowered to what the adapter allows)', SCORE_COMPLETIONS_DEFAULTS.maxTokensPerPass)
     .option('--chunk-lines <n>', 'input lines per chunk (packed into passes together)', SCORE_COMPLETIONS_DEFAULTS.chunkLines)
     .option('--weights <how>', 'as-stored (16-bit stays 16-bit) or f32 (upcast on load)', SCORE_COMPLETIONS_DEFAULTS.weights)
+    .option('--queue <url>', 'score on a fleet of `intuitor worker`s through this Redis: redis://[user:password@]host[:port][/db], or rediss:// for TLS')
+    .option('--queue-name <name>', "with --queue: the fleet's queue", SCORE_COMPLETIONS_DEFAULTS.queueName)
+    .option('--in-flight <n>', 'with --queue: chunks enqueued and awaited at once (keep it above the number of workers)', SCORE_COMPLETIONS_DEFAULTS.inFlight)
     .action(scoreCompletionsCommand);
   cli.command('logits')
     .description("the policy's logits (B, T, V) for token ids (B, T), on WebGPU")

@@ -24,9 +24,9 @@ export interface RedisConnection {
 /** Reconnect after 0.1 s, 0.2 s, ... up to 2 s between tries, for ever: a restarted Redis is picked up within 2 s. */
 const retryDelay = (attempt: number): number => Math.min(100 * attempt, 2000);
 
-/** The URL with its password (and any user info beyond the name) replaced by "***". */
+/** Every URL in the text with its password (and any user info beyond the name) replaced by "***". */
 export function redactUrl(url: string): string {
-  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)([^@/?#]*)@/i, (_, scheme: string, userinfo: string) => {
+  return url.replace(/([a-z][a-z0-9+.-]*:\/\/)([^@/?#\s]*)@/gi, (_, scheme: string, userinfo: string) => {
     const colon = userinfo.indexOf(':');
     return `${scheme}${colon < 0 ? '***' : `${userinfo.slice(0, colon)}:***`}@`;
   });
@@ -39,7 +39,8 @@ export function parseRedisUrl(url: string, flag = '--queue'): RedisConnection {
   try {
     parsed = new URL(url);
   } catch {
-    throw new InvalidArgumentError(flag, 'a Redis URL, redis://[user:password@]host[:port][/db] or rediss://... for TLS', JSON.stringify(shown));
+    // Not shown: where a password sits in a malformed URL is anyone's guess.
+    throw new InvalidArgumentError(flag, 'a Redis URL, redis://[user:password@]host[:port][/db] or rediss://... for TLS', `a string that is not a URL (${url.length} characters, not shown)`);
   }
   if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
     throw new InvalidArgumentError(flag, 'a URL starting redis:// or rediss:// (TLS)', JSON.stringify(shown));
