@@ -68,6 +68,7 @@ export async function queueChunkScorer(o: QueueScorerOptions): Promise<QueueChun
   await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
   const run = runId(o.model, o.options, o.output);
   const stats: QueueScorerStats = { jobs: 0, workMs: 0, addMs: 0, deliveryMs: 0 };
+  let closed = false;
 
   const add = (jobId: string, lines: readonly InputLine[]) => queue.add('score', {
     protocol: PROTOCOL_VERSION, kind: 'score', run, model: o.model, lines: [...lines], options: o.options,
@@ -92,6 +93,8 @@ export async function queueChunkScorer(o: QueueScorerOptions): Promise<QueueChun
       } catch {
         // A timeout, a failure or a lost connection: the job's state decides.
       }
+      // The run ended (another chunk failed): this one's job stays queued for a --resume.
+      if (closed) throw new QueueError(`${span}: the producer stopped before its result came`);
       const state = await queue.getJobState(jobId);
       if (state === 'unknown') {
         o.log(`producer: run ${run}: the job of ${span} is gone from Redis (restarted without persistence?); adding it again`);
@@ -117,6 +120,7 @@ export async function queueChunkScorer(o: QueueScorerOptions): Promise<QueueChun
     stats,
     scoreChunk,
     async close() {
+      closed = true;
       await events.close();
       await queue.close();
     },

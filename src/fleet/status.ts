@@ -5,7 +5,8 @@
  */
 import { Redis } from 'ioredis';
 import { Queue } from 'bullmq';
-import { ioredisOptions, type RedisConnection } from './redis.js';
+import { QueueError } from '../errors.js';
+import { ioredisOptions, redact, type RedisConnection } from './redis.js';
 import { BULLMQ_PREFIX, workerKey, type WorkerState } from './worker.js';
 
 export interface QueueStatus {
@@ -29,8 +30,14 @@ export async function queueStatus(connection: RedisConnection, queueName: string
   // A status query should fail, not wait for ever, when Redis is away.
   const once = { ...options, maxRetriesPerRequest: 1, retryStrategy: () => null, enableOfflineQueue: false, lazyConnect: true };
   const redis = new Redis(once);
-  redis.on('error', () => undefined);
-  await redis.connect();
+  let refusal: Error | undefined;
+  redis.on('error', (err: Error) => (refusal ??= err));
+  try {
+    await redis.connect();
+  } catch (err) {
+    // ioredis rejects with "Connection is closed"; the server's reason (WRONGPASS, ECONNREFUSED) came as an error event.
+    throw new QueueError(`cannot reach the queue at ${connection.display}: ${redact((refusal ?? (err as Error)).message, connection)}`);
+  }
   const queue = new Queue(queueName, { connection: once, prefix: BULLMQ_PREFIX });
   queue.on('error', () => undefined);
   try {
