@@ -3,7 +3,10 @@
  * queue) and `intuitor queue status`. The producer is `score-completions --queue`. Every line
  * these print and every error they raise shows the Redis URL redacted.
  */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { IntuitorError, QueueError } from '../errors.js';
+import { createScoringMetrics, type ScoringMetrics } from '../serve/metrics.js';
 import { GpuContext } from '../gpu/context.js';
 import { DEFAULT_MAX_TOKENS_PER_PASS, Scorer } from '../score/engine.js';
 import { modelFingerprint } from '../fleet/fingerprint.js';
@@ -18,6 +21,7 @@ export const FLEET_DEFAULTS = {
   maxTokensPerPass: String(DEFAULT_MAX_TOKENS_PER_PASS),
   weights: 'as-stored',
   lockDuration: '30000',
+  metricsHost: '127.0.0.1',
 } as const;
 
 export interface WorkerCommandOptions {
@@ -28,6 +32,8 @@ export interface WorkerCommandOptions {
   weights: string;
   maxTokensPerPass: string;
   lockDuration: string;
+  metricsPort?: string;
+  metricsHost: string;
 }
 
 const log = (line: string) => process.stderr.write(`intuitor ${line}\n`);
@@ -54,13 +60,17 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<void> {
   const weights = choiceOption('--weights', o.weights, ['as-stored', 'f32'] as const);
   const maxTokensPerPass = numberOption('--max-tokens-per-pass', o.maxTokensPerPass, { min: 2, integer: true });
   const lockDurationMs = positiveIntOption('--lock-duration', o.lockDuration);
+  const metricsPort = o.metricsPort === undefined ? undefined : numberOption('--metrics-port', o.metricsPort, { min: 0, max: 65535, integer: true });
   await redacting(connection, async () => {
     const fingerprint = await modelFingerprint(o.model);
     const ctx = await GpuContext.create();
     try {
       const scorer = await Scorer.load(ctx, o.model, { maxTokensPerPass, dtype: weights });
       const adapter = ctx.adapter?.description || ctx.adapter?.device || 'unknown adapter';
-      const worker = new FleetWorker({ connection, queueName: o.queueName, scorer, fingerprint, weights, model: o.model, adapter, name: o.name, lockDurationMs, log });
+      const metrics = metricsPort === undefined ? undefined : createScoringMetrics();
+      const worker = new FleetWorker({ connection, queueName: o.queueName, scorer, fingerprint, weights, model: o.model, adapter, name: o.name, lockDurationMs, metrics, log });
+      const metricsServer = metrics === undefined ? undefined : await serveMetrics(metrics, o.metricsHost, metricsPort!);
+      if (metricsServer !== undefined) log(`worker ${worker.name}: Prometheus metrics at http://${o.metricsHost}:${(metricsServer.address() as AddressInfo).port}/metrics`);
       log(`worker ${worker.name}: model ${o.model} (fingerprint ${fingerprint.digest.slice(0, 12)}…, ${weights} weights) on ${adapter}; queue ${o.queueName} at ${connection.display}`);
       let stopping = false;
       const onSignal = (signal: NodeJS.Signals) => {
@@ -83,12 +93,29 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<void> {
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
+        metricsServer?.close();
         await scorer.destroy();
       }
     } finally {
       ctx.close();
     }
   });
+}
+
+/** GET /metrics in Prometheus' text format, nothing else. */
+async function serveMetrics(metrics: ScoringMetrics, host: string, port: number): Promise<Server> {
+  const server = createServer((request, response) => {
+    if (request.method !== 'GET' || request.url !== '/metrics') {
+      response.writeHead(404).end();
+      return;
+    }
+    metrics.registry.metrics().then((text) => response.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text), () => response.writeHead(500).end());
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return server;
 }
 
 export interface QueueStatusOptions {

@@ -107,6 +107,8 @@ function program(): Command {
     .option('--weights <how>', 'as-stored (16-bit stays 16-bit) or f32 (upcast on load); jobs must ask for the same', FLEET_DEFAULTS.weights)
     .option('--max-tokens-per-pass <n>', 'token rows per forward', FLEET_DEFAULTS.maxTokensPerPass)
     .option('--lock-duration <ms>', "a job's lock: a worker silent this long loses its job to another", FLEET_DEFAULTS.lockDuration)
+    .option('--metrics-port <port>', "serve Prometheus metrics (serve's, per job) at http://HOST:PORT/metrics (0: any free port)")
+    .option('--metrics-host <host>', 'the metrics address (loopback unless told otherwise)', FLEET_DEFAULTS.metricsHost)
     .action(workerCommand);
 
   cli.command('queue').description("a scoring fleet's queue")

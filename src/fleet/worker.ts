@@ -14,6 +14,7 @@ import { Redis } from 'ioredis';
 import { hostname } from 'node:os';
 import { MetricsTime, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { InvalidArgumentError } from '../errors.js';
+import type { ScoringMetrics } from '../serve/metrics.js';
 import type { Scorer } from '../score/engine.js';
 import { scoreLines } from '../score/lines.js';
 import { fingerprintDifference, type ModelFingerprint } from './fingerprint.js';
@@ -59,6 +60,8 @@ export interface FleetWorkerOptions {
   model: string;
   adapter: string;
   name?: string;
+  /** serve's Prometheus metrics, counted per job: requests{route="job", status="done|refused|failed"}, their durations, items and completion tokens. */
+  metrics?: ScoringMetrics;
   /** BullMQ's lock on a job (renewed at half of it) and the stalled-job check interval, ms (default 30 s). */
   lockDurationMs?: number;
   log: (line: string) => void;
@@ -107,8 +110,13 @@ export class FleetWorker {
     }
     const data = job.data;
     const span = Array.isArray(data?.lines) ? lineSpan(data.lines) : 'a job';
+    const count = (status: 'done' | 'refused' | 'failed') => {
+      this.o.metrics?.requests.inc({ route: 'job', status });
+      this.o.metrics?.requestDuration.observe({ route: 'job' }, (Date.now() - start) / 1000);
+    };
     const refuse = (why: string) => {
       this.state.refused++;
+      count('refused');
       const message = `worker ${this.name} (model ${this.o.model}) refuses ${span} of run ${String(data?.run)}: ${why}`;
       this.o.log(message);
       return new UnrecoverableError(message);
@@ -129,6 +137,8 @@ export class FleetWorker {
       outcomes = await scoreLines(this.o.scorer, data.lines, { temperature: data.options.temperature, perToken: data.options.perToken });
     } catch (err) {
       if (err instanceof InvalidArgumentError) throw refuse(err.message);
+      count('failed');
+      this.o.metrics?.batchFailures.inc();
       throw err;
     } finally {
       this.state.current = '';
@@ -136,6 +146,10 @@ export class FleetWorker {
     const finishedAt = Date.now();
     const workMs = finishedAt - scoring;
     const tokens = outcomes.reduce((sum, o) => sum + ('record' in o ? (o.record.tokens as number) : 0), 0);
+    count('done');
+    this.o.metrics?.batchItems.observe(outcomes.length);
+    this.o.metrics?.scoredItems.inc(outcomes.filter((o) => 'record' in o).length);
+    this.o.metrics?.scoredTokens.inc({ part: 'completion' }, tokens);
     Object.assign(this.state, { jobs: this.state.jobs + 1, lines: this.state.lines + outcomes.length, tokens: this.state.tokens + tokens, workMs: this.state.workMs + workMs });
     this.o.log(`worker ${this.name}: ${span} of run ${data.run}: ${outcomes.length} lines, ${tokens} tokens in ${(workMs / 1000).toFixed(2)} s (${rate(tokens, workMs)} tokens/s; ${rate(this.state.tokens, this.state.workMs)} overall)`);
     this.lastJobEnd = finishedAt;

@@ -41,8 +41,8 @@ function writeInput(path: string): void {
 
 const nextOut = () => join(dir, `out-${++outputs}.jsonl`);
 
-function worker(redis: RedisServer, name: string, model = MODEL): Intuitor {
-  return intuitor(['worker', '--queue', redis.url, '--model', model, '--name', name, '--lock-duration', '2000'], env());
+function worker(redis: RedisServer, name: string, model = MODEL, extra: string[] = []): Intuitor {
+  return intuitor(['worker', '--queue', redis.url, '--model', model, '--name', name, '--lock-duration', '2000', ...extra], env());
 }
 
 function producer(redis: RedisServer, out: string, extra: string[] = []): Intuitor {
@@ -81,10 +81,10 @@ describeGpu('scoring fleet', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test('two workers share the run; the output equals the one-machine run; bad lines are reported, not retried; queue status shows it all', async () => {
+  test('two workers share the run; the output equals the one-machine run; bad lines are reported, not retried; queue status and metrics show it all', async () => {
     const redis = await startRedis();
     try {
-      const workers = [worker(redis, 'w1'), worker(redis, 'w2')];
+      const workers = [worker(redis, 'w1', MODEL, ['--metrics-port', '0']), worker(redis, 'w2')];
       await Promise.all(workers.map((w) => w.waitFor(/queue intuitor-score at redis:/)));
       const out = nextOut();
       await expectFleetRun(producer(redis, out), out);
@@ -94,6 +94,11 @@ describeGpu('scoring fleet', () => {
       const s = await status(redis);
       expect(s).toMatchObject({ waiting: 0, active: 0, done: LINES / CHUNK, failed: 0 });
       expect(s.workers.map((w) => w.name)).toEqual(['w1', 'w2']);
+      expect(s.workers.map((w) => w.jobs)).toEqual(workers.map((w) => scoredChunks(w).length));
+      const metricsUrl = /Prometheus metrics at (http:\S+)/.exec(workers[0]!.output())![1]!;
+      const metrics = await (await fetch(metricsUrl)).text();
+      expect(metrics).toContain(`intuitor_requests_total{route="job",status="done"} ${scoredChunks(workers[0]!).length}`);
+      expect(metrics).toMatch(/intuitor_scored_tokens_total\{part="completion"\} [1-9]/);
       for (const w of workers) w.child.kill('SIGTERM');
       expect(await Promise.all(workers.map((w) => w.exit))).toEqual([0, 0]);
     } finally {
