@@ -1,80 +1,31 @@
 /**
  * The fleet suites' processes: a redis-server of their own on a free loopback port (never the
- * system service), and intuitor workers and producers as child processes, each stopped by its
- * pid. Everything started here is recorded and `stopAll` ends it (the suites call it in afterAll,
- * so a failing test leaves nothing running).
+ * system service; bench/redis-server.ts), and intuitor workers and producers as child processes,
+ * each stopped by its pid. Everything started here is recorded and `stopAll` ends it (the suites
+ * call it in afterAll, so a failing test leaves nothing running).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { startRedisServer, type RedisServer } from '../../bench/redis-server.js';
 import { ROOT } from '../cli/run-cli.js';
+
+export type { RedisServer };
 
 const BIN = join(ROOT, 'bin', 'intuitor.js');
 const started = new Set<ChildProcess>();
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
+/** A redis-server for one test, killed by stopAll if the test does not stop it. */
+export async function startRedis(options: { password?: string } = {}): Promise<RedisServer> {
+  const server = await startRedisServer(options);
+  started.add(server.process());
+  return { ...server, restart: async () => {
+    await server.restart();
+    started.add(server.process());
+  } };
 }
 
 function exited(child: ChildProcess): Promise<number | null> {
   return child.exitCode !== null || child.signalCode !== null ? Promise.resolve(child.exitCode) : new Promise((resolve) => child.once('exit', (code) => resolve(code)));
-}
-
-export interface RedisServer {
-  port: number;
-  /** redis://[:password@]127.0.0.1:port */
-  url: string;
-  stop(): Promise<void>;
-  /** Stops it and starts a fresh one (empty: no persistence) on the same port. */
-  restart(): Promise<void>;
-}
-
-/** Starts `redis-server` in the foreground on a free loopback port, without persistence, optionally with a password. */
-export async function startRedis(options: { password?: string } = {}): Promise<RedisServer> {
-  const port = await freePort();
-  let child: ChildProcess;
-  const launch = async () => {
-    const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...(options.password ? ['--requirepass', options.password] : [])];
-    child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    started.add(child);
-    let output = '';
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`redis-server on port ${port} did not start:\n${output}`)), 10_000);
-      child.stdout!.on('data', (d: Buffer) => {
-        output += d.toString();
-        if (output.includes('Ready to accept connections')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`redis-server exited (${code}):\n${output}`));
-      });
-    });
-  };
-  const stop = async () => {
-    child.kill('SIGTERM');
-    await exited(child);
-    started.delete(child);
-  };
-  await launch();
-  return {
-    port,
-    url: `redis://${options.password ? `:${encodeURIComponent(options.password)}@` : ''}127.0.0.1:${port}`,
-    stop,
-    restart: async () => {
-      await stop();
-      await launch();
-    },
-  };
 }
 
 /** A running `intuitor` child process: its output so far, and how to wait for it or stop it. */
