@@ -8,7 +8,7 @@ import { createServer } from 'node:net';
 
 export interface RedisServer {
   port: number;
-  /** redis://[:password@]127.0.0.1:port */
+  /** redis[s]://[:password@]127.0.0.1:port */
   url: string;
   /** The running redis-server process. */
   process(): ChildProcess;
@@ -28,12 +28,19 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** Starts `redis-server` in the foreground on a free loopback port, without persistence, optionally with a password. */
-export async function startRedisServer(options: { password?: string } = {}): Promise<RedisServer> {
+export interface RedisServerOptions {
+  password?: string;
+  /** Serve TLS only (rediss://) with this certificate and key (PEM files). */
+  tls?: { cert: string; key: string };
+}
+
+/** Starts `redis-server` in the foreground on a free loopback port, without persistence, optionally with a password and TLS. */
+export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServer> {
   const port = await freePort();
   let child: ChildProcess;
   const launch = async () => {
-    const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...(options.password ? ['--requirepass', options.password] : [])];
+    const listen = options.tls ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', options.tls.cert, '--tls-key-file', options.tls.key, '--tls-auth-clients', 'no'] : ['--port', String(port)];
+    const args = [...listen, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...(options.password ? ['--requirepass', options.password] : [])];
     child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     await new Promise<void>((resolve, reject) => {
@@ -59,7 +66,7 @@ export async function startRedisServer(options: { password?: string } = {}): Pro
   return {
     port,
     process: () => child,
-    url: `redis://${options.password ? `:${encodeURIComponent(options.password)}@` : ''}127.0.0.1:${port}`,
+    url: `${options.tls ? 'rediss' : 'redis'}://${options.password ? `:${encodeURIComponent(options.password)}@` : ''}127.0.0.1:${port}`,
     stop,
     restart: async () => {
       await stop();

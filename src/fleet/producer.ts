@@ -26,8 +26,8 @@ const ATTEMPTS = 3;
 /** A job left behind by a producer that never came back is dropped after a day (done) or a week (failed). */
 const KEEP_DONE_S = 24 * 3600;
 const KEEP_FAILED_S = 7 * 24 * 3600;
-/** Completed events carry results: keep the events stream short (approximate trim). */
-const EVENTS_KEPT = 1000;
+/** Completed events carry results: keep the events stream short (trimmed approximately, whole nodes of 100 entries). */
+const EVENTS_KEPT = 100;
 
 export interface QueueScorerOptions {
   connection: RedisConnection;

@@ -4,6 +4,7 @@
  * leave this module in a printable form: every URL shown is redacted, and every Redis error is
  * passed through `redact` before it reaches a log or an exception.
  */
+import { isIP } from 'node:net';
 import { InvalidArgumentError } from '../errors.js';
 
 /** What BullMQ gets: ioredis options (it makes its own connections from them). */
@@ -13,7 +14,7 @@ export interface RedisConnection {
   db: number;
   username?: string;
   password?: string;
-  tls?: { servername: string };
+  tls?: { servername?: string };
   /** BullMQ workers block on Redis; commands wait through a reconnect instead of failing. */
   maxRetriesPerRequest: null;
   retryStrategy: (attempt: number) => number;
@@ -58,7 +59,8 @@ export function parseRedisUrl(url: string, flag = '--queue'): RedisConnection {
     db: dbText === '' ? 0 : Number(dbText),
     ...(username !== '' && { username }),
     ...(password !== '' && { password }),
-    ...(parsed.protocol === 'rediss:' && { tls: { servername: host } }),
+    // SNI names a host, never an address (RFC 6066; Node warns about it).
+    ...(parsed.protocol === 'rediss:' && { tls: isIP(host) === 0 ? { servername: host } : {} }),
     maxRetriesPerRequest: null,
     retryStrategy: retryDelay,
     display: shown,

@@ -5,6 +5,7 @@
  * equal the one-machine run byte for byte: no line lost, none duplicated. Workers run with a 2 s
  * lock so a dead one's job comes back quickly.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,7 +25,8 @@ let dir: string;
 let input: string;
 let reference: string;
 let outputs = 0;
-const env = () => ({ XDG_CACHE_HOME: join(dir, 'cache') });
+/** The children's fingerprint cache, and the CA of the TLS test's self-signed certificate. */
+const env = () => ({ XDG_CACHE_HOME: join(dir, 'cache'), NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') });
 
 function writeInput(path: string): void {
   const rand = mulberry32(14);
@@ -50,7 +52,7 @@ function producer(redis: RedisServer, out: string, extra: string[] = []): Intuit
 }
 
 async function status(redis: RedisServer): Promise<{ waiting: number; active: number; done: number; failed: number; workers: { name: string; jobs: number }[] }> {
-  const s = intuitor(['queue', 'status', '--queue', redis.url, '--json']);
+  const s = intuitor(['queue', 'status', '--queue', redis.url, '--json'], env());
   expect(await s.exit).toBe(0);
   return JSON.parse(s.output().split('\n').find((l) => l.startsWith('{'))!);
 }
@@ -70,6 +72,8 @@ describeGpu('scoring fleet', () => {
     dir = mkdtempSync(join(tmpdir(), 'intuitor-fleet-'));
     input = join(dir, 'input.jsonl');
     writeInput(input);
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1',
+      '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
     const out = join(dir, 'one-machine.jsonl');
     const local = intuitor(['score-completions', '--model', MODEL, '--input', input, '--out', out, '--chunk-lines', String(CHUNK)], env());
     expect(await local.exit).toBe(2);
@@ -205,24 +209,28 @@ describeGpu('scoring fleet', () => {
     }
   });
 
-  test('a password-protected Redis: the run works and the password appears in no output, nor in a failed login\'s error', async () => {
+  test('a password-protected Redis over TLS (rediss://): the run works, and the password appears in no output, nor in a failed login\'s error', async () => {
     const password = 'fleet-S3cret-pw';
-    const redis = await startRedis({ password });
+    const redis = await startRedis({ password, tls: { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') } });
     try {
+      expect(redis.url).toMatch(/^rediss:/);
       const w = worker(redis, 'w1');
       const out = nextOut();
       const p = producer(redis, out);
       await expectFleetRun(p, out);
-      const s = intuitor(['queue', 'status', '--queue', redis.url]);
+      const s = intuitor(['queue', 'status', '--queue', redis.url], env());
       expect(await s.exit).toBe(0);
-      expect(s.output()).toMatch(/at redis:\/\/:\*\*\*@127\.0\.0\.1:\d+\n[^]*w1: /);
-      const wrong = intuitor(['queue', 'status', '--queue', `redis://:wrong-${password}@127.0.0.1:${redis.port}`]);
+      expect(s.output()).toMatch(/at rediss:\/\/:\*\*\*@127\.0\.0\.1:\d+\n[^]*w1: /);
+      const wrong = intuitor(['queue', 'status', '--queue', redis.url.replace(encodeURIComponent(password), `wrong-${password}`)], env());
       expect(await wrong.exit).toBe(1);
-      expect(wrong.output()).toMatch(/intuitor: error: .*(WRONGPASS|NOAUTH)/);
+      expect(wrong.output()).toMatch(/intuitor: error: cannot reach the queue at rediss:\/\/:\*\*\*@.*WRONGPASS/);
+      const untrusted = intuitor(['queue', 'status', '--queue', redis.url], { NODE_EXTRA_CA_CERTS: '' });
+      expect(await untrusted.exit).toBe(1);
+      expect(untrusted.output()).toMatch(/intuitor: error: cannot reach the queue at rediss:\/\/:\*\*\*@.*self-signed certificate/);
       w.child.kill('SIGTERM');
       expect(await w.exit).toBe(0);
-      for (const child of [w, p, s]) expect(child.output()).toContain('redis://:***@');
-      for (const child of [w, p, s, wrong]) expect(child.output()).not.toContain(password);
+      for (const child of [w, p, s]) expect(child.output()).toContain('rediss://:***@');
+      for (const child of [w, p, s, wrong, untrusted]) expect(child.output()).not.toContain(password);
     } finally {
       await redis.stop();
     }

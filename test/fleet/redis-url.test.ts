@@ -14,6 +14,7 @@ describe('Redis URL', () => {
     const c = parseRedisUrl('rediss://:pw@cache.internal');
     expect(ioredisOptions(c)).toMatchObject({ host: 'cache.internal', port: 6379, db: 0, password: 'pw', tls: { servername: 'cache.internal' } });
     expect(c.display).toBe('rediss://:***@cache.internal');
+    expect(parseRedisUrl('rediss://10.0.0.7:6380').tls).toEqual({});
   });
   test('reconnects for ever, backing off to 2 s', () => {
     const { retryStrategy } = parseRedisUrl('redis://localhost');

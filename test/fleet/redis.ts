@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { startRedisServer, type RedisServer } from '../../bench/redis-server.js';
+import { startRedisServer, type RedisServer, type RedisServerOptions } from '../../bench/redis-server.js';
 import { ROOT } from '../cli/run-cli.js';
 
 export type { RedisServer };
@@ -15,7 +15,7 @@ const BIN = join(ROOT, 'bin', 'intuitor.js');
 const started = new Set<ChildProcess>();
 
 /** A redis-server for one test, killed by stopAll if the test does not stop it. */
-export async function startRedis(options: { password?: string } = {}): Promise<RedisServer> {
+export async function startRedis(options: RedisServerOptions = {}): Promise<RedisServer> {
   const server = await startRedisServer(options);
   started.add(server.process());
   return { ...server, restart: async () => {
