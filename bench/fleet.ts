@@ -15,7 +15,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { modelFingerprint } from '../src/fleet/fingerprint.js';
 import { queueChunkScorer } from '../src/fleet/producer.js';
@@ -144,7 +144,7 @@ async function main(): Promise<void> {
 
     const date = new Date().toISOString().slice(0, 10);
     const prefix = args.out ?? join(PACKAGE_ROOT, 'bench', 'results', `fleet-node-${cpus().length}core-${date}`);
-    const report = { date, machine: `${cpus().length} cores, ${cpus()[0]?.model ?? ''}`, loadAverage: `${loadBefore.toFixed(1)} before, ${loadavg()[0]!.toFixed(1)} after`, adapter, model: MODEL, lines: LINES, chunkLines: CHUNK, rows };
+    const report = { date, machine: `${cpus().length} cores, ${cpus()[0]?.model ?? ''}`, loadAverage: `${loadBefore.toFixed(1)} before, ${loadavg()[0]!.toFixed(1)} after`, adapter, model: relative(PACKAGE_ROOT, resolve(MODEL)), lines: LINES, chunkLines: CHUNK, rows };
     writeFileSync(`${prefix}.json`, `${JSON.stringify(report, null, 2)}\n`);
     writeFileSync(`${prefix}.md`, markdown(report));
     process.stdout.write(markdown(report));
