@@ -81,7 +81,7 @@ export async function queueChunkScorer(o: QueueScorerOptions): Promise<QueueChun
     const jobId = chunkJobId(run, lines);
     const span = lineSpan(lines);
     // A job that failed before this producer (re)started gets its tries again.
-    if ((await queue.getJobState(jobId)) === 'failed') await (await queue.getJob(jobId))?.retry('failed');
+    if ((await queue.getJobState(jobId)) === 'failed') await (await queue.getJob(jobId))?.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
     const adding = Date.now();
     let job: Job<FleetJob, ScoreJobResult> = await add(jobId, lines);
     stats.addMs += Date.now() - adding;

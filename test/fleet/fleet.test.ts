@@ -190,20 +190,25 @@ describeGpu('scoring fleet', () => {
     }
   });
 
-  test('a worker of another model refuses the job, once, and both sides say why', async () => {
+  test('a worker of another model refuses the job, once, and both sides say why; with the right worker, --resume gives the failed jobs their tries again', async () => {
     const redis = await startRedis();
     try {
-      const w = worker(redis, 'wrong', OTHER_MODEL);
-      const p = producer(redis, nextOut());
+      const wrong = worker(redis, 'wrong', OTHER_MODEL);
+      const out = nextOut();
+      const p = producer(redis, out);
       expect(await p.exit).toBe(1);
       const why = /worker wrong \(model \S+addition-base\) refuses lines \d+–\d+ of run \w+: the job is for model \w+…, this worker serves \w+…: config\.json differs, model\.safetensors differs, tokenizer\.json differs/;
       expect(p.output()).toMatch(new RegExp(`intuitor: error: lines \\d+–\\d+: ${why.source}`));
-      expect(w.output()).toMatch(why);
+      expect(wrong.output()).toMatch(why);
       const s = await status(redis);
       expect(s.failed).toBeGreaterThan(0);
       expect(s.done).toBe(0);
-      w.child.kill('SIGTERM');
-      expect(await w.exit).toBe(0);
+      wrong.child.kill('SIGTERM');
+      expect(await wrong.exit).toBe(0);
+      const right = worker(redis, 'right');
+      await expectFleetRun(producer(redis, out, ['--resume']), out);
+      right.child.kill('SIGTERM');
+      expect(await right.exit).toBe(0);
     } finally {
       await redis.stop();
     }
