@@ -15,9 +15,8 @@ import { Queue, QueueEvents, type Job } from 'bullmq';
 import { QueueError } from '../errors.js';
 import type { ChunkScorer, InputLine, LineOutcome } from '../score/lines.js';
 import type { ModelFingerprint } from './fingerprint.js';
-import { PROTOCOL_VERSION, chunkJobId, lineSpan, runId, type FleetJob, type ScoreJob, type ScoreJobResult } from './protocol.js';
-import { ioredisOptions, redact, type RedisConnection } from './redis.js';
-import { BULLMQ_PREFIX, reportErrorsOnce } from './worker.js';
+import { BULLMQ_PREFIX, PROTOCOL_VERSION, chunkJobId, lineSpan, runId, type FleetJob, type ScoreJob, type ScoreJobResult } from './protocol.js';
+import { ioredisOptions, redact, reportErrorsOnce, type RedisConnection } from './redis.js';
 
 /** How often a waiting chunk's job is checked in Redis (a lost job is re-added after at most this). */
 const RECHECK_MS = 3000;

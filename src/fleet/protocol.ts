@@ -17,6 +17,8 @@ import type { InputLine, LineOutcome } from '../score/lines.js';
 import type { ModelFingerprint } from './fingerprint.js';
 
 export const PROTOCOL_VERSION = 1;
+/** BullMQ's key prefix (its default), for every queue of the fleet. */
+export const BULLMQ_PREFIX = 'bull';
 /** The queue's name when --queue-name is not given. */
 export const DEFAULT_QUEUE_NAME = 'intuitor-score';
 

@@ -82,3 +82,18 @@ export function redact(text: string, connection: RedisConnection): string {
   }
   return out;
 }
+
+/**
+ * An error listener for BullMQ and ioredis objects: each distinct (redacted) message at most once
+ * a minute, so a Redis restart is a line or two, not one per reconnect attempt.
+ */
+export function reportErrorsOnce(log: (line: string) => void, connection: RedisConnection, who: string): (err: Error) => void {
+  const said = new Map<string, number>();
+  return (err) => {
+    const message = redact(err.message, connection);
+    const now = Date.now();
+    if ((said.get(message) ?? 0) > now - 60_000) return;
+    said.set(message, now);
+    log(`${who}: redis ${connection.display}: ${message} (retrying)`);
+  };
+}

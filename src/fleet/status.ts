@@ -7,7 +7,8 @@ import { Redis } from 'ioredis';
 import { Queue } from 'bullmq';
 import { QueueError } from '../errors.js';
 import { ioredisOptions, redact, type RedisConnection } from './redis.js';
-import { BULLMQ_PREFIX, workerKey, type WorkerState } from './worker.js';
+import { BULLMQ_PREFIX } from './protocol.js';
+import { workerKey, type WorkerState } from './worker.js';
 
 export interface QueueStatus {
   queue: string;

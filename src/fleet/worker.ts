@@ -18,11 +18,10 @@ import type { ScoringMetrics } from '../serve/metrics.js';
 import type { Scorer } from '../score/engine.js';
 import { scoreLines } from '../score/lines.js';
 import { fingerprintDifference, type ModelFingerprint } from './fingerprint.js';
-import { lineSpan, protocolProblem, type FleetJob, type ScoreJobResult } from './protocol.js';
-import { ioredisOptions, redact, type RedisConnection } from './redis.js';
+import { BULLMQ_PREFIX, lineSpan, protocolProblem, type FleetJob, type ScoreJobResult } from './protocol.js';
+import { ioredisOptions, reportErrorsOnce, type RedisConnection } from './redis.js';
 
-/** How the workers' published state is found: `<prefix>:<queue>:workers:<name>`. */
-export const BULLMQ_PREFIX = 'bull';
+/** Where a worker publishes its state: `<prefix>:<queue>:workers:<name>`. */
 export const workerKey = (queueName: string, name: string) => `${BULLMQ_PREFIX}:${queueName}:workers:${name}`;
 /** Published every HEARTBEAT_MS; the key outlives a silent worker by twice that. */
 const HEARTBEAT_MS = 5000;
@@ -182,21 +181,6 @@ export class FleetWorker {
   }
 }
 
-export function rate(tokens: number, ms: number): string {
+function rate(tokens: number, ms: number): string {
   return ms > 0 ? ((tokens * 1000) / ms).toFixed(0) : '0';
-}
-
-/**
- * An error listener for BullMQ and ioredis objects: each distinct (redacted) message once per
- * outage, so a Redis restart is one line, not one per reconnect attempt.
- */
-export function reportErrorsOnce(log: (line: string) => void, connection: RedisConnection, who: string): (err: Error) => void {
-  const said = new Map<string, number>();
-  return (err) => {
-    const message = redact(err.message, connection);
-    const now = Date.now();
-    if ((said.get(message) ?? 0) > now - 60_000) return;
-    said.set(message, now);
-    log(`${who}: redis ${connection.display}: ${message} (retrying)`);
-  };
 }
