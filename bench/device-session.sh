@@ -26,9 +26,10 @@ if has check; then
   fi
 fi
 
-# 2. Peers on the same card (their JSON stays in $OUT for the bench phase).
+# 2. Peers on the same card (their JSON stays in $OUT for the bench phase). torch_policy.py also
+#    times the scoring peer (HF forward + log_softmax + the statistics, f32 and bf16) for score_completions.
 if has peers; then
-  timeout 180 python3 bench/peers/torch_policy.py --json "$OUT/torch_policy.json" > "$OUT/torch_policy.txt" 2>&1; echo "torch_policy exit $?"; tail -3 "$OUT/torch_policy.txt"
+  timeout 240 python3 bench/peers/torch_policy.py --json "$OUT/torch_policy.json" > "$OUT/torch_policy.txt" 2>&1; echo "torch_policy exit $?"; tail -3 "$OUT/torch_policy.txt"
   timeout 150 python3 bench/peers/torch_token_stats.py --rows 8,2048 --dtypes f32,bf16 --samples 10 --json "$OUT/torch_token_stats.json" > "$OUT/torch_token_stats.txt" 2>&1; echo "torch_token_stats exit $?"; tail -3 "$OUT/torch_token_stats.txt"
 fi
 python3 - "$OUT" <<'PY'
@@ -51,10 +52,10 @@ if has bench; then
   nvidia-smi --query-gpu=$CLOCK_FIELDS --format=csv -c 1 > /dev/null 2>&1 || CLOCK_FIELDS=${CLOCK_FIELDS/clocks_event_reasons/clocks_throttle_reasons}
   nvidia-smi --query-gpu=$CLOCK_FIELDS --format=csv -lms 100 > "$OUT/clocks.csv" 2>&1 &
   CLOCK_LOG=$!
-  timeout 330 node bin/intuitor.js bench --backends webgpu --rows 8,2048 --dtypes f32,bf16 \
+  timeout 360 node bin/intuitor.js bench --backends webgpu --rows 8,2048 --dtypes f32,bf16 \
     --peers "${PEERS:-$OUT/peers.json}" --profile --json "$OUT/bench.json" --markdown "$OUT/bench.md" > "$OUT/bench.txt" 2>&1
   echo "bench exit $?"; tail -5 "$OUT/bench.txt"
   kill $CLOCK_LOG 2> /dev/null
   echo "clock samples $(wc -l < "$OUT/clocks.csv"); SM MHz min/max $(cut -d, -f2 "$OUT/clocks.csv" | grep -o '[0-9]*' | sort -n | sed -n '1p;$p' | paste -sd/)"
-  grep -E "^\| (token_stats|linear|attention|train_step|decode|matmul)" "$OUT/bench.md" | cut -c1-240
+  grep -E "^\| (token_stats|linear|attention|train_step|decode|score_completions|matmul)" "$OUT/bench.md" | cut -c1-240
 fi

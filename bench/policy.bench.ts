@@ -1,15 +1,20 @@
 /**
- * Suites `train_step` and `decode`: the whole policy on a Qwen2.5-0.5B-shaped random checkpoint
- * (hidden 896, 24 layers, 14/2 heads, intermediate 4864, vocabulary 151,936, tied embeddings),
- * built on the fly in a temporary folder.
+ * Suites `train_step`, `decode` and `score_completions`: the whole policy on a Qwen2.5-0.5B-shaped
+ * random checkpoint (hidden 896, 24 layers, 14/2 heads, intermediate 4864, vocabulary 151,936,
+ * tied embeddings), built on the fly in a temporary folder.
  * - train_step: forward + backward + AdamW on f32 master weights at batch 8 × 512 tokens (two
  *   micro-batches of 4 × 512: the (4096, 151936) f32 logits would exceed one 2 GiB binding);
  *   tokens/s, the peak of GPU memory in buffers (GpuContext.memory), and the model FLOP/s
  *   (6 · parameters · tokens + attention).
  * - decode: greedy generation, batch 1 and 32, a 64-token prompt and 128 new tokens (EOS off); new
  *   tokens/s. Beside it, decode_step: the GPU's own time per step, steps recorded back to back.
- * PyTorch rows (HF transformers eager f32 training step with AdamW; HF generate) come from
- * bench/peers/torch_policy.py on the same card and join through --peers.
+ * - score_completions: `intuitor score-completions`' path (src/score/pipeline.ts with this
+ *   process's scorer: a JSON lines file of pre-tokenised completions read, parsed, packed into
+ *   passes, scored, written) over 32 sequences of a 128-token prompt and a 384-token completion;
+ *   rows/s = sequence tokens (prompt + completion) per second.
+ * PyTorch rows (HF transformers eager f32 training step with AdamW; HF generate; HF forward +
+ * log_softmax + the statistics, f32 and bf16) come from bench/peers/torch_policy.py on the same
+ * card and join through --peers.
  * On a software adapter (lavapipe) or with --quick both run on a small model, labelled by shape.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,11 +28,15 @@ import { PolicyModel } from '../src/model/policy.js';
 import { TrainingGraph } from '../src/model/training.js';
 import { expectedParameters } from '../src/model/weights.js';
 import { DEFAULT_OPTIMIZER, Optimizer } from '../src/train/optimizer.js';
+import { charTokenizerJson } from '../src/model/char-tokenizer.js';
+import { Scorer } from '../src/score/engine.js';
+import { localChunkScorer } from '../src/score/lines.js';
+import { scoreFile } from '../src/score/pipeline.js';
 import { mulberry32 } from '../src/util/random.js';
 import { runCase, withMatmulCeiling, type BenchEnv } from './harness.js';
 import { rowFromSamples, type BenchRow } from './schema.js';
 
-export const POLICY_KERNELS = ['train_step', 'decode'] as const;
+export const POLICY_KERNELS = ['train_step', 'decode', 'score_completions'] as const;
 
 /** Qwen2.5-0.5B's shape (config.json of Qwen/Qwen2.5-0.5B), and a small one for software adapters. */
 export function policyConfig(small: boolean): Record<string, unknown> {
@@ -39,10 +48,17 @@ export function policyConfig(small: boolean): Record<string, unknown> {
   };
 }
 
-/** Writes a random checkpoint of `json`'s shape (uniform ±0.04 matrices, unit norms) into a new temporary folder. */
+/**
+ * Writes a random checkpoint of `json`'s shape (uniform ±0.04 matrices, unit norms) into a new
+ * temporary folder, with a character tokenizer (the scorer loads one; the benchmark's lines are
+ * pre-tokenised).
+ */
 async function randomCheckpoint(json: Record<string, unknown>): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'intuitor-bench-policy-'));
   writeFileSync(join(dir, 'config.json'), JSON.stringify(json));
+  const { tokenizer, tokenizerConfig } = charTokenizerJson([...'0123456789+= '], { eos: '<|endoftext|>' });
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
+  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig));
   const rand = mulberry32(3);
   const tensors: Record<string, HostTensor> = {};
   for (const [name, shape] of expectedParameters(parseModelConfig(json))) {
@@ -62,15 +78,18 @@ export async function policySuite(env: BenchEnv, kernels: ReadonlySet<string>): 
   const json = policyConfig(small);
   const dir = await randomCheckpoint(json);
   try {
-    const config = parseModelConfig(json);
-    const model = await PolicyModel.load(gpu, dir, { dtype: 'f32' });
-    const parameters = [...expectedParameters(config).values()].reduce((sum, shape) => sum + shape.reduce((a, b) => a * b, 1), 0);
-    try {
-      if (kernels.has('train_step')) await trainStepCase(env, model, parameters, small);
-      if (kernels.has('decode')) await decodeCase(env, model, small);
-    } finally {
-      model.destroy();
+    if (kernels.has('train_step') || kernels.has('decode')) {
+      const config = parseModelConfig(json);
+      const model = await PolicyModel.load(gpu, dir, { dtype: 'f32' });
+      const parameters = [...expectedParameters(config).values()].reduce((sum, shape) => sum + shape.reduce((a, b) => a * b, 1), 0);
+      try {
+        if (kernels.has('train_step')) await trainStepCase(env, model, parameters, small);
+        if (kernels.has('decode')) await decodeCase(env, model, small);
+      } finally {
+        model.destroy();
+      }
     }
+    if (kernels.has('score_completions')) await scoreCompletionsCase(env, dir, small);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -172,4 +191,46 @@ async function decodeStepRow(env: BenchEnv, model: PolicyModel, batch: number, k
     step.destroy();
     cache.destroy();
   }
+}
+
+/**
+ * score-completions' path, file to file: `count` pre-tokenised lines of random ids, two chunks (so
+ * one is parsed while the other runs, as in a long file), each sample a fresh output file.
+ */
+async function scoreCompletionsCase(env: BenchEnv, dir: string, small: boolean): Promise<void> {
+  const gpu = env.gpu!;
+  const [count, promptLen, completionLen] = small ? [32, 32, 96] : [32, 128, 384];
+  const seqLen = promptLen + completionLen;
+  await runCase(env, `score_completions ${count}x${seqLen}`, async () => {
+    const scorer = await Scorer.load(gpu, dir, { dtype: 'f32' });
+    const work = mkdtempSync(join(tmpdir(), 'intuitor-bench-score-'));
+    try {
+      const rand = mulberry32(6);
+      const ids = (n: number) => Array.from({ length: n }, () => Math.floor(rand() * scorer.config.vocabSize));
+      const input = join(work, 'input.jsonl');
+      writeFileSync(input, Array.from({ length: count }, () => JSON.stringify({ prompt_ids: ids(promptLen), completion_ids: ids(completionLen) })).join('\n') + '\n');
+      const samples: number[] = [];
+      for (let i = 0; i <= (env.quick ? 2 : 3); i++) {
+        const out = join(work, `scores-${i}.jsonl`);
+        const started = performance.now();
+        const summary = await scoreFile({ input, out, scorer: localChunkScorer(scorer), chunkLines: count / 2 });
+        if (summary.scored !== count) throw new Error(`score_completions bench: ${summary.scored} of ${count} lines scored`);
+        if (i > 0) samples.push(performance.now() - started);
+      }
+      const row = rowFromSamples({
+        kernel: 'score_completions', backend: 'webgpu', dtype: 'f32', shape: [count, seqLen], device: env.gpuDevice, method: 'wall-clock',
+        note: `score-completions' path, file to file: ${count} pre-tokenised lines of ${promptLen} + ${completionLen} tokens, f32 weights, ${scorer.packing.maxRows} token rows a pass; rows/s = sequence tokens/s`,
+      }, samples, 0, count * seqLen);
+      // The forward's FLOPs: the layers' projections on every token, causal attention, and the lm_head on the completions' rows only.
+      const c = scorer.config;
+      const projections = c.numLayers * (2 * c.hiddenSize * c.numHeads * c.headDim + 2 * c.hiddenSize * c.numKeyValueHeads * c.headDim + 3 * c.hiddenSize * c.intermediateSize);
+      const attention = 2 * 2 * c.numLayers * c.numHeads * c.headDim * (seqLen + 1) / 2 * seqLen;
+      const flops = count * (2 * projections * seqLen + attention + 2 * c.hiddenSize * c.vocabSize * completionLen);
+      row.gflops = flops / (row.medianMs / 1000) / 1e9;
+      env.rows.push(withMatmulCeiling(env, row));
+    } finally {
+      await scorer.destroy();
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
 }

@@ -83,6 +83,13 @@ export function performanceSection(files: ResultFile[]): string {
       'A software adapter runs the small shapes the suites pick for it (named in each row: a 2-layer, hidden-128 model with a 2,048-token vocabulary for `train_step` and `decode`; m = 256 for `linear`; one sequence of 256 for `attention`). No peer runs here; the FLOP/s yardstick is the faster of intuitor\'s two WGSL GEMMs (matmul and linear) at 1024³, timed in the same run (rows of their own), and the GB/s one the WGSL copy. On a CPU the model\'s narrower shapes run faster than that square one (their operands stay in cache), so a FLOP/s fraction above 100% here means faster than the yardstick, not past a physical limit. This machine is a shared VM: the same command gives times up to ±25% apart from run to run.', '',
       policyTable(policyRows(localPolicy)));
   }
+  for (const nvidiaCard of [true, false]) {
+    const file = files.find((f) => isNvidia(f) === nvidiaCard && f.rows.some((r) => r.kernel === 'score_completions'));
+    if (!file) continue;
+    parts.push('', `### \`score-completions\`' path ${nvidiaCard ? 'on the same kind of card' : "on this machine's kind (lavapipe)"}, \`bench/results/${file.file}\``, '',
+      'File to file: pre-tokenised lines read, parsed, packed into passes, scored and written, as the command does. tokens/s counts sequence tokens (prompt + completion); GFLOP/s counts the forward (the layers on every token, causal attention, the lm_head on the completions\' rows only) against the matmul ceiling of the same run. The PyTorch peers (`bench/peers/torch_policy.py`, where a GPU ran them) are a transformers forward keeping the completion\'s logits, then `log_softmax` and the same statistics, in f32 and bf16.', '',
+      policyTable(policyRows(file).filter((r) => r.kernel === 'score_completions')));
+  }
   return parts.join('\n');
 }
 
@@ -91,7 +98,7 @@ export function performanceSection(files: ResultFile[]): string {
  * where PyTorch ran beside it, the copy's GB/s), whatever ceiling the row was first given.
  */
 function policyRows(file: ResultFile): BenchRow[] {
-  return file.rows.filter((r) => ['matmul', 'linear', 'linear_decode', 'attention', 'train_step', 'decode', 'decode_step'].includes(r.kernel)).map((r) => {
+  return file.rows.filter((r) => ['matmul', 'linear', 'linear_decode', 'attention', 'train_step', 'decode', 'decode_step', 'score_completions'].includes(r.kernel)).map((r) => {
     const flops = file.ceilings?.gpuMatmul;
     const copy = file.ceilings?.gpuCopy;
     if (!r.backend.startsWith('webgpu')) return r;
@@ -105,7 +112,7 @@ function policyTable(rows: BenchRow[]): string {
   const lines = ['| kernel | backend | dtype | shape | median | GFLOP/s | GB/s | tokens/s | of ceiling | note | ratios |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
   for (const r of rows) {
     const ms = r.medianMs >= 1 ? `${r.medianMs.toFixed(1)} ms` : `${(r.medianMs * 1000).toFixed(0)} µs`;
-    const perSecond = ['train_step', 'decode', 'decode_step'].includes(r.kernel) ? (r.rowsPerSecond?.toFixed(0) ?? '') : '';
+    const perSecond = ['train_step', 'decode', 'decode_step', 'score_completions'].includes(r.kernel) ? (r.rowsPerSecond?.toFixed(0) ?? '') : '';
     const ofCeiling = r.fractionOfCeiling === null ? '' : `${(100 * r.fractionOfCeiling).toFixed(0)}% of ${r.ceiling!.name}`;
     const ratios = Object.entries(r.ratios).map(([peer, x]) => `× ${peer} ${x >= 1 ? x.toFixed(2) : x.toPrecision(2)}`).join(', ');
     lines.push(`| ${r.kernel} | ${r.backend} | ${r.dtype} | ${r.shape.join(' × ')} | ${ms} | ${r.gflops ? r.gflops.toFixed(0) : ''} | ${r.gbps ? r.gbps.toFixed(1) : ''} | ${perSecond} | ${ofCeiling} | ${r.note ?? ''} | ${ratios} |`);

@@ -19,6 +19,8 @@ export const TOLERANCES = {
   matmul: { atol: 1e-4, rtol: 1e-5 },
   /** causal attention, f32 dot products of up to 256 terms and an online softmax over ≤ 130 keys. */
   attention: { atol: 2e-5, rtol: 2e-5 },
+  /** score-completions (f32 weights) vs `intuitor logits` then `intuitor stats` on the same ids: the issue's promise. */
+  scoreVsLogitsStats: { atol: 1e-5, rtol: 0 },
   /** Hugging Face fixture (float64 transformers) vs our float32 statistics of the same logits. */
   fixture: { atol: 1e-4, rtol: 0 },
   /** linear (x · Wᵀ + b), f32 accumulation over k ≤ 2053 with W ~ N(0, 1/k), against float64 over the decoded weights. */

@@ -6,6 +6,13 @@ On a random Qwen2.5-0.5B-shaped model (the config policy.bench.ts builds), float
     the peak memory torch.cuda.max_memory_allocated reports for the step.
   - decode, hf-generate: model.generate, greedy, batch 1 and 32, a 64-token prompt, 128 new tokens
     (min_new_tokens = max_new_tokens, so EOS never stops it).
+  - score_completions, hf-forward (f32 and bf16): what a Python user writes to score existing
+    completions, as TRL does: 32 sequences of a 128-token prompt and a 384-token completion, in
+    forwards of 16 (the 8192 token rows a pass intuitor's scorer uses), each a Qwen2ForCausalLM
+    forward keeping only the completion's logits (logits_to_keep), then log_softmax in float32 and
+    the statistics score-completions writes: per-token log-prob, self-certainty (-mean log p -
+    log V) and entropy, their means and the log-prob sum per sequence, copied to the host.
+    bf16 runs the model in bfloat16 (the statistics still in float32 of its logits).
 Wall-clock per step after torch.cuda.synchronize(), as the WebGPU suite does. Rows follow
 bench/schema.ts's BenchRow.
 
@@ -14,6 +21,7 @@ bench/schema.ts's BenchRow.
 import argparse
 import datetime
 import json
+import math
 import statistics
 import time
 
@@ -35,10 +43,10 @@ def quantile(values, q):
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def row(kernel, backend, shape, samples, rows_per_call, device, note):
+def row(kernel, backend, shape, samples, rows_per_call, device, note, dtype="f32"):
     med = statistics.median(samples)
     return {
-        "kernel": kernel, "backend": backend, "dtype": "f32", "shape": shape, "device": device, "method": "wall-clock",
+        "kernel": kernel, "backend": backend, "dtype": dtype, "shape": shape, "device": device, "method": "wall-clock",
         "medianMs": med, "p20Ms": quantile(samples, 0.2), "p80Ms": quantile(samples, 0.8), "samples": len(samples),
         "gbps": None, "gflops": None, "rowsPerSecond": rows_per_call / (med / 1000), "ceiling": None, "fractionOfCeiling": None,
         "ratios": {}, "version": f"torch {torch.__version__}", "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
@@ -177,6 +185,35 @@ def main():
                 backend, note = "hf-generate", "HF generate, greedy, f32, SDPA attention, KV cache"
             samples = timed(gen, 3)
         rows_out.append(row("decode", backend, [gen_batch, prompt, new], samples, gen_batch * new, device, note + "; rows/s = new tokens/s"))
+
+    count, prompt_len, completion_len, per_forward = 32, 128, 384, 16
+    seqs = torch.randint(0, 151936, (count, prompt_len + completion_len), device=dev)
+    vocab = config_dict()["vocab_size"]
+
+    def completion_logits(batch):
+        if isinstance(model, Qwen2Eager):
+            return model(batch)[0][:, prompt_len - 1:-1]
+        return model(input_ids=batch, logits_to_keep=completion_len + 1).logits[:, :-1]
+
+    def score_all():
+        out = []
+        for start in range(0, count, per_forward):
+            batch = seqs[start:start + per_forward]
+            logp = torch.log_softmax(completion_logits(batch).float(), dim=-1)
+            chosen = logp.gather(-1, batch[:, prompt_len:, None]).squeeze(-1)
+            entropy = -(logp.exp() * logp).sum(-1)
+            self_certainty = -logp.mean(-1) - math.log(vocab)
+            out.append(torch.stack([self_certainty.mean(-1), chosen.sum(-1), chosen.mean(-1), entropy.mean(-1)], -1).cpu())
+        return out
+
+    for dtype_name, torch_dtype in (("f32", torch.float32), ("bf16", torch.bfloat16)):
+        model.to(torch_dtype)
+        with torch.no_grad():
+            samples = timed(score_all, 5)
+        rows_out.append(row("score_completions", "torch-eager" if isinstance(model, Qwen2Eager) else "hf-forward", [count, prompt_len + completion_len], samples,
+                            count * (prompt_len + completion_len), device,
+                            f"{impl} {dtype_name} forward (logits of the completion only) + float32 log_softmax, log-prob, self-certainty, entropy per token and their means; {count // per_forward} forwards of {per_forward}x{prompt_len + completion_len}; rows/s = sequence tokens/s",
+                            dtype_name))
 
     with open(args.json, "w") as f:
         json.dump({"rows": rows_out}, f, indent=2)

@@ -113,8 +113,9 @@ export async function runScoreFile(scorer: ChunkScorer, o: Pick<ScoreCompletions
       input: o.input, out: o.out, scorer, chunkLines: o.chunkLines, resume: o.resume, strict: o.strict, perToken: o.perToken, signal: stopping.signal,
       onBadLine: (message) => process.stderr.write(`${LABEL}: skipped ${o.input} ${message}\n`),
       onProgress: (p) => {
-        progress ??= createProgress(LABEL, p.bytesTotal, 0, { percent: true });
-        progress.update(p.bytesDone, { lines: String(p.lines), tokens: String(p.tokens), 'tokens/s': rate(p.tokens, p.seconds) });
+        progress ??= createProgress(LABEL, p.bytesTotal, p.bytesDone, { percent: true });
+        // The first call only places the bar: with nothing done yet there is no rate for an ETA.
+        if (p.lines > 0) progress.update(p.bytesDone, { lines: String(p.lines), tokens: String(p.tokens), 'tokens/s': rate(p.tokens, p.seconds) });
       },
     });
   } finally {
@@ -137,7 +138,7 @@ export async function runScoreFile(scorer: ChunkScorer, o: Pick<ScoreCompletions
   if (summary.interrupted) process.exitCode = stoppedBy === 'SIGINT' ? 130 : 143;
   else if (skipped > 0) {
     const where = [
-      ...(summary.skipped > 0 ? [`lines ${summary.skippedLines.join(', ')}${summary.skippedLines.length < summary.skipped ? ', …' : ''}, each reported above`] : []),
+      ...(summary.skipped > 0 ? [`line${summary.skipped === 1 ? '' : 's'} ${summary.skippedLines.join(', ')}${summary.skippedLines.length < summary.skipped ? ', …' : ''}, each reported above`] : []),
       ...(summary.skippedEarlier > 0 ? [`${summary.skippedEarlier} in the runs before --resume`] : []),
     ];
     throw new FileFormatError(o.input, 'JSON lines in one of the three forms', `${skipped} bad line${skipped === 1 ? '' : 's'}, skipped (${where.join('; ')}); the others were scored`);

@@ -82,8 +82,8 @@ const STREAM_READ_BYTES = 1 << 20;
 /**
  * The lines of a file, read a megabyte at a time: memory holds the current block and one line,
  * whatever the file's size. Splitting is on bytes (a UTF-8 multi-byte character never contains
- * a newline byte), so `end` is an exact byte offset; a CR before the newline is dropped, and a last
- * line without a newline is still a line.
+ * a newline byte), so `end` is an exact byte offset; a CR before the newline and a byte-order mark
+ * before the first line are dropped, and a last line without a newline is still a line.
  */
 export async function* streamLines(path: string): AsyncGenerator<StreamedLine> {
   let handle;
@@ -97,7 +97,9 @@ export async function* streamLines(path: string): AsyncGenerator<StreamedLine> {
   let offset = 0;
   let pending: Buffer[] = [];
   const text = (parts: Buffer[]) => {
-    const s = (parts.length === 1 ? parts[0]! : Buffer.concat(parts)).toString('utf8');
+    let s = (parts.length === 1 ? parts[0]! : Buffer.concat(parts)).toString('utf8');
+    // A byte-order mark (editors on Windows write one) is not part of the first line's JSON.
+    if (line === 1 && s.startsWith('\uFEFF')) s = s.slice(1);
     return s.endsWith('\r') ? s.slice(0, -1) : s;
   };
   for await (const block of stream as AsyncIterable<Buffer>) {
@@ -105,7 +107,8 @@ export async function* streamLines(path: string): AsyncGenerator<StreamedLine> {
     for (let at = block.indexOf(NEWLINE); at >= 0; at = block.indexOf(NEWLINE, start)) {
       pending.push(block.subarray(start, at));
       offset += at + 1 - start;
-      yield { line: ++line, text: text(pending), end: offset };
+      line++;
+      yield { line, text: text(pending), end: offset };
       pending = [];
       start = at + 1;
     }
@@ -115,7 +118,10 @@ export async function* streamLines(path: string): AsyncGenerator<StreamedLine> {
       offset += block.length - start;
     }
   }
-  if (pending.length > 0) yield { line: ++line, text: text(pending), end: offset };
+  if (pending.length > 0) {
+    line++;
+    yield { line, text: text(pending), end: offset };
+  }
 }
 
 /**

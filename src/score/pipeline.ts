@@ -46,7 +46,7 @@ export interface ScoreFileOptions {
   signal?: AbortSignal;
   /** Called once per bad line, in input order, with its message (`line N: ...`). */
   onBadLine?: (message: string) => void;
-  /** Called after each chunk is written. */
+  /** Called at the first line to score, then after each chunk is written. */
   onProgress?: (progress: FileProgress) => void;
 }
 
@@ -90,28 +90,48 @@ interface ResumePoint {
   tornBytesCut: number;
 }
 
-/** Where an earlier run over `out` stopped: its last whole record, with a torn line after it cut away. */
+/** How every record begins (`id` first), so a torn last line is known for one of ours before it is cut. */
+const RECORD_START = '{"id":';
+
+/** Where an earlier run over `out` stopped: its last whole record; a torn record after it is cut away. */
 async function resumePoint(out: string, perToken: boolean): Promise<ResumePoint> {
   const { text, end, size } = await lastWholeLine(out);
+  if (end < size) {
+    const handle = await open(out, 'r');
+    const head = Buffer.alloc(Math.min(RECORD_START.length, size - end));
+    try {
+      await handle.read(head, 0, head.length, end);
+    } finally {
+      await handle.close();
+    }
+    const torn = head.toString('latin1');
+    if (!RECORD_START.startsWith(torn)) {
+      throw new FileFormatError(out, `score-completions output to resume (whole JSON lines, and at most a torn record starting ${RECORD_START} at the end)`, `a last line without a line break starting ${JSON.stringify(torn)}`);
+    }
+  }
+  let line = 0;
+  let id: unknown;
+  if (text !== null) {
+    let record: unknown;
+    try {
+      record = JSON.parse(text);
+    } catch {
+      record = undefined;
+    }
+    line = (record as { line?: unknown } | undefined)?.line as number;
+    if (typeof record !== 'object' || record === null || !Number.isSafeInteger(line) || line < 1) {
+      throw new FileFormatError(out, 'score-completions output to resume (JSON records with an input "line" number)', `a last line ${describe(text)}`);
+    }
+    const hasArrays = 'token_logprobs' in record;
+    if (hasArrays !== perToken) {
+      throw new InvalidArgumentError('--per-token', `${hasArrays ? 'the flag' : 'no flag'}, as in the run that wrote ${out}`, perToken ? 'the flag' : 'no flag');
+    }
+    id = (record as { id?: unknown }).id;
+  }
   if (end < size) await truncate(out, end);
-  if (text === null) return { line: 0, id: undefined, records: 0, tornBytesCut: size - end };
-  let record: unknown;
-  try {
-    record = JSON.parse(text);
-  } catch {
-    record = undefined;
-  }
-  const line = (record as { line?: unknown } | undefined)?.line;
-  if (typeof record !== 'object' || record === null || !Number.isSafeInteger(line) || (line as number) < 1) {
-    throw new FileFormatError(out, 'score-completions output to resume (JSON records with an input "line" number)', `a last line ${describe(text)}`);
-  }
-  const hasArrays = 'token_logprobs' in record;
-  if (hasArrays !== perToken) {
-    throw new InvalidArgumentError('--per-token', `${hasArrays ? 'the flag' : 'no flag'}, as in the run that wrote ${out}`, perToken ? 'the flag' : 'no flag');
-  }
   let records = 0;
   for await (const _ of streamLines(out)) records++;
-  return { line: line as number, id: (record as { id?: unknown }).id, records, tornBytesCut: size - end };
+  return { line, id, records, tornBytesCut: size - end };
 }
 
 /**
@@ -212,6 +232,8 @@ export async function scoreFile(options: ScoreFileOptions): Promise<FileSummary>
           progress.bytesDone = lineEnd;
           continue;
         }
+        // The first line to score: progress starts here (past the lines a resumed run skips).
+        if (line === from.line + 1) options.onProgress?.({ ...progress });
         lines.push({ line, text });
         if (line % chunkLines === 0) {
           await submit();

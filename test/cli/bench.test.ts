@@ -66,10 +66,20 @@ test('--quick writes the JSON, Markdown and chart it was asked for', async () =>
   expect(r.stdout).toContain('## Where the GPU time goes');
 }, 300_000);
 
+(SKIP_GPU ? test.skip : test)('the scoring suite times score-completions\' path file to file on a small model, in sequence tokens/s', async () => {
+  const r = await cli(['bench', '--quick', '--kernels', 'score_completions', '--backends', 'webgpu', '--json', join(dir, 's.json')], undefined, 280_000);
+  expectSuccess(r);
+  const report = JSON.parse(readFileSync(join(dir, 's.json'), 'utf8')) as BenchReport;
+  const rows = report.rows.filter((row) => row.kernel === 'score_completions');
+  expect(rows.map((row) => [row.backend, row.dtype, row.shape])).toEqual([['webgpu', 'f32', [32, 128]]]);
+  expect(rows[0]!.rowsPerSecond).toBeGreaterThan(0);
+  expect(rows[0]!.note).toMatch(/32 pre-tokenised lines of 32 \+ 96 tokens/);
+}, 300_000);
+
 test('an unknown kernel or backend is refused with the valid choices', async () => {
   const kernel = await cli(['bench', '--kernels', 'token_stats_forward,softmax']);
   expect(kernel.status).toBe(2);
-  expect(kernel.messages).toEqual(['intuitor: error: --kernels: expected a comma-separated list of token_stats_forward, token_stats_backward, linear, linear_decode, attention, train_step, decode, got "softmax"']);
+  expect(kernel.messages).toEqual(['intuitor: error: --kernels: expected a comma-separated list of token_stats_forward, token_stats_backward, linear, linear_decode, attention, train_step, decode, score_completions, got "softmax"']);
   const backend = await cli(['bench', '--backends', 'cuda']);
   expect(backend.status).toBe(2);
   expect(backend.messages).toEqual(['intuitor: error: --backends: expected a comma-separated list of webgpu, native, js, gpujs, got "cuda"']);
