@@ -80,7 +80,8 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<void> {
           return;
         }
         stopping = true;
-        log(`worker ${worker.name}: ${signal}: finishing the current job, then stopping (again to stop at once)`);
+        const current = worker.state.current;
+        log(`worker ${worker.name}: ${signal}: ${current === '' ? 'between jobs' : `finishing job ${current}`}, then stopping (again to stop at once)`);
         void worker.close();
       };
       process.on('SIGINT', onSignal);

@@ -9,6 +9,9 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { DEFAULT_QUEUE_NAME } from '../../src/fleet/protocol.js';
+import { workerKey, type WorkerState } from '../../src/fleet/worker.js';
 import { mulberry32 } from '../../src/util/random.js';
 import { ROOT } from '../cli/run-cli.js';
 import { FIXTURES, describeGpu } from '../helpers.js';
@@ -116,15 +119,25 @@ describeGpu('scoring fleet', () => {
       const first = worker(redis, 'doomed');
       const out = nextOut();
       const p = producer(redis, out);
-      // Jobs are waiting, so as the first one ends the worker takes the next at once.
-      await first.waitFor(/: lines 1–20 of run/);
+      // Killed once it has published that it is on lines 21–40 (its state key; see queue status).
+      const client = new Redis(redis.url);
+      try {
+        for (;;) {
+          const state = await client.get(workerKey(DEFAULT_QUEUE_NAME, 'doomed'));
+          if (state !== null && (JSON.parse(state) as WorkerState).current.includes('(lines 21–40)')) break;
+          await new Promise((wake) => setTimeout(wake, 20));
+        }
+      } finally {
+        client.disconnect();
+      }
       first.child.kill('SIGKILL');
       await first.exit;
+      expect(scoredChunks(first)).toEqual([1]);
       const s = await status(redis);
       expect(s.active).toBe(1);
       const second = worker(redis, 'rescuer');
       await expectFleetRun(p, out);
-      expect(scoredChunks(second)).toContain(scoredChunks(first).at(-1)! + CHUNK);
+      expect(scoredChunks(second)).toContain(21);
       second.child.kill('SIGTERM');
       expect(await second.exit).toBe(0);
     } finally {
@@ -178,11 +191,17 @@ describeGpu('scoring fleet', () => {
       await first.waitFor(/: lines 1–20 of run/);
       first.child.kill('SIGTERM');
       expect(await first.exit).toBe(0);
+      // Jobs are waiting, so the worker is almost always on the next one when the signal comes;
+      // then that job's result is handed in after the signal.
       const log = first.output();
-      expect(log.slice(log.indexOf('SIGTERM'))).toMatch(/: lines 21–40 of run[^]*stopped after 2 jobs/);
+      const onJob = /SIGTERM: finishing job \S+ \(lines (\d+)–\d+\)/.exec(log);
+      expect(log).toMatch(/SIGTERM: (between jobs|finishing job)/);
+      if (onJob !== null) expect(log.slice(onJob.index)).toMatch(new RegExp(`: lines ${onJob[1]}–\\d+ of run`));
+      expect(log).toMatch(new RegExp(`stopped after ${scoredChunks(first).length} jobs`));
       const second = worker(redis, 'staying');
       await expectFleetRun(p, out);
-      expect(scoredChunks(second)).not.toContain(21);
+      // Nothing the first worker started was left to the second.
+      expect(scoredChunks(second).filter((c) => scoredChunks(first).includes(c))).toEqual([]);
       second.child.kill('SIGTERM');
       expect(await second.exit).toBe(0);
     } finally {
