@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set-up for a fresh Debian 12 machine with Node 20 (run as root, or with sudo available):
-#   1. the build tools the native addon needs (cmake, g++), if missing;
+#   1. the build tools the native addon needs (cmake, g++), and Debian's redis-server (the scoring
+#      fleet's queue; its tests start their own instances), if missing;
 #   2. npm dependencies (`npm ci`), which builds the native addon with cmake-js, offline;
 #   3. the TypeScript build (dist/);
 #   4. where Dawn finds no WebGPU adapter, Mesa's software Vulkan driver (lavapipe) from
@@ -20,6 +21,7 @@ missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 command -v g++ >/dev/null || missing+=(g++)
 command -v make >/dev/null || missing+=(make)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ "${#missing[@]}" -gt 0 ]; then echo "setup: installing ${missing[*]}"; apt_install "${missing[@]}"; fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

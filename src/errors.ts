@@ -62,6 +62,13 @@ export class GpuError extends IntuitorError {
   }
 }
 
+/** A scoring fleet's failure: a job a worker refused or that failed past its retries, or a queue out of reach. */
+export class QueueError extends IntuitorError {
+  constructor(message: string) {
+    super('QUEUE', message);
+  }
+}
+
 /** `value` if it is a positive safe integer; else an InvalidArgumentError naming `name`. */
 export function positiveInteger(name: string, value: unknown): number {
   if (!Number.isSafeInteger(value) || (value as number) < 1) throw new InvalidArgumentError(name, 'a positive integer', describe(value));

@@ -12,6 +12,7 @@ import { IntuitorError, InvalidArgumentError, FileFormatError } from '../errors.
 import { PACKAGE_VERSION } from '../paths.js';
 import { benchCommand } from './bench.js';
 import { BUILD_BASE_DEFAULTS, buildBaseCommand } from './build-base.js';
+import { FLEET_DEFAULTS, queueStatusCommand, workerCommand } from './fleet.js';
 import { GENERATE_MAX_NEW_TOKENS, generateCommand } from './generate.js';
 import { gradCommand } from './grad.js';
 import { infoCommand } from './info.js';
@@ -129,6 +130,27 @@ function program(): Command {
     .option('--weights <how>', 'as-stored (16-bit stays 16-bit) or f32 (upcast on load)', 'as-stored')
     .action(serveCommand);
 
+  cli.command('worker')
+    .description('a scoring fleet worker (one per GPU): takes score jobs from a Redis queue (BullMQ), refuses jobs made for another model, reports tokens/s; SIGTERM finishes the current job and exits')
+    .requiredOption('--queue <url>', 'Redis URL: redis://[user:password@]host[:port][/db], or rediss:// for TLS')
+    .requiredOption('--model <dir>', 'Hugging Face model folder (the producer must name the same files)')
+    .option('--queue-name <name>', 'the queue (one per fleet)', FLEET_DEFAULTS.queueName)
+    .option('--name <id>', "this worker's name in queue status (default: host-pid)")
+    .option('--weights <how>', 'as-stored (16-bit stays 16-bit) or f32 (upcast on load); jobs must ask for the same', FLEET_DEFAULTS.weights)
+    .option('--max-tokens-per-pass <n>', 'token rows per forward', FLEET_DEFAULTS.maxTokensPerPass)
+    .option('--lock-duration <ms>', "a job's lock: a worker silent this long loses its job to another", FLEET_DEFAULTS.lockDuration)
+    .option('--metrics-port <port>', "serve Prometheus metrics (serve's, per job) at http://HOST:PORT/metrics (0: any free port)")
+    .option('--metrics-host <host>', 'the metrics address (loopback unless told otherwise)', FLEET_DEFAULTS.metricsHost)
+    .action(workerCommand);
+
+  cli.command('queue').description("a scoring fleet's queue")
+    .command('status')
+    .description('jobs waiting, active, done and failed; the workers with their adapters and tokens/s; the ETA')
+    .requiredOption('--queue <url>', 'Redis URL: redis://[user:password@]host[:port][/db], or rediss:// for TLS')
+    .option('--queue-name <name>', 'the queue', FLEET_DEFAULTS.queueName)
+    .option('--json', 'print JSON')
+    .action(queueStatusCommand);
+
   cli.command('throughput')
     .description('token statistics of a built-in batch on every available backend, with throughput')
     .option('--rows <n>', 'rows of the built-in batch', '256')
@@ -165,6 +187,9 @@ function program(): Command {
     .option('--max-tokens-per-pass <n>', 'token rows per forward pass (lowered to what the adapter allows)', SCORE_COMPLETIONS_DEFAULTS.maxTokensPerPass)
     .option('--chunk-lines <n>', 'input lines per chunk (packed into passes together)', SCORE_COMPLETIONS_DEFAULTS.chunkLines)
     .option('--weights <how>', 'as-stored (16-bit stays 16-bit) or f32 (upcast on load)', SCORE_COMPLETIONS_DEFAULTS.weights)
+    .option('--queue <url>', 'score on a fleet of `intuitor worker`s through this Redis: redis://[user:password@]host[:port][/db], or rediss:// for TLS')
+    .option('--queue-name <name>', "with --queue: the fleet's queue", SCORE_COMPLETIONS_DEFAULTS.queueName)
+    .option('--in-flight <n>', 'with --queue: chunks enqueued and awaited at once (keep it above the number of workers)', SCORE_COMPLETIONS_DEFAULTS.inFlight)
     .action(scoreCompletionsCommand);
   cli.command('logits')
     .description("the policy's logits (B, T, V) for token ids (B, T), on WebGPU")

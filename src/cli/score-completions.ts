@@ -6,11 +6,17 @@
  * `--strict` stop the run. Ctrl-C or SIGTERM finishes the chunks in flight and stops; `--resume`
  * continues.
  */
+import { resolve } from 'node:path';
 import { FileFormatError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
 import { DEFAULT_MAX_TOKENS_PER_PASS, Scorer } from '../score/engine.js';
 import { localChunkScorer, type ChunkScorer } from '../score/lines.js';
 import { DEFAULT_CHUNK_LINES, checkScoreFiles, scoreFile, type FileSummary } from '../score/pipeline.js';
+import { modelFingerprint } from '../fleet/fingerprint.js';
+import { queueChunkScorer } from '../fleet/producer.js';
+import { DEFAULT_QUEUE_NAME, type ScoreJob } from '../fleet/protocol.js';
+import { parseRedisUrl, type RedisConnection } from '../fleet/redis.js';
+import { redacting } from './fleet.js';
 import { choiceOption, numberOption, positiveIntOption } from './inputs.js';
 import { createProgress } from './progress.js';
 
@@ -19,6 +25,8 @@ export const SCORE_COMPLETIONS_DEFAULTS = {
   maxTokensPerPass: String(DEFAULT_MAX_TOKENS_PER_PASS),
   chunkLines: String(DEFAULT_CHUNK_LINES),
   weights: 'as-stored',
+  queueName: DEFAULT_QUEUE_NAME,
+  inFlight: '16',
 } as const;
 
 export interface ScoreCompletionsOptions {
@@ -33,6 +41,9 @@ export interface ScoreCompletionsOptions {
   maxTokensPerPass: string;
   chunkLines: string;
   weights: string;
+  queue?: string;
+  queueName: string;
+  inFlight: string;
 }
 
 const LABEL = 'intuitor score-completions';
@@ -43,6 +54,10 @@ export async function scoreCompletionsCommand(o: ScoreCompletionsOptions): Promi
   const chunkLines = positiveIntOption('--chunk-lines', o.chunkLines);
   const weights = choiceOption('--weights', o.weights, ['as-stored', 'f32'] as const);
   await checkScoreFiles(o.input, o.out, o.resume ?? false);
+  if (o.queue !== undefined) {
+    await scoreThroughQueue(o, parseRedisUrl(o.queue), { temperature, perToken: o.perToken ?? false, weights }, chunkLines);
+    return;
+  }
   const ctx = await GpuContext.create();
   try {
     const scorer = await Scorer.load(ctx, o.model, { maxTokensPerPass, dtype: weights });
@@ -54,6 +69,24 @@ export async function scoreCompletionsCommand(o: ScoreCompletionsOptions): Promi
   } finally {
     ctx.close();
   }
+}
+
+/** The producer of a scoring fleet: the same file run, its chunks scored by `intuitor worker`s through the queue. */
+async function scoreThroughQueue(o: ScoreCompletionsOptions, connection: RedisConnection, options: ScoreJob['options'], chunkLines: number): Promise<void> {
+  const inFlight = positiveIntOption('--in-flight', o.inFlight);
+  await redacting(connection, async () => {
+    const model = await modelFingerprint(o.model);
+    const log = (line: string) => process.stderr.write(`${LABEL}: ${line}\n`);
+    const scorer = await queueChunkScorer({ connection, queueName: o.queueName, model, options, output: resolve(o.out), inFlight, log });
+    log(`run ${scorer.run}: model ${o.model} (fingerprint ${model.digest.slice(0, 12)}…); chunks of ${chunkLines} lines, ${inFlight} in flight, to queue ${o.queueName} at ${connection.display}`);
+    try {
+      await runScoreFile(scorer, { ...o, chunkLines });
+    } finally {
+      await scorer.close();
+      const s = scorer.stats;
+      if (s.jobs > 0) log(`fleet: ${s.jobs} jobs, per job ${(s.workMs / s.jobs).toFixed(0)} ms scoring on a worker, ${(s.addMs / s.jobs).toFixed(1)} ms to enqueue, ${(s.deliveryMs / s.jobs).toFixed(1)} ms from a worker's end to the result here`);
+    }
+  });
 }
 
 /**
