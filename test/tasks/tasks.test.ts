@@ -278,6 +278,6 @@ describe('task math (free-form answers of a --data file)', () => {
     expect(math.score('The answer is 7.', '8')).toBe(0);
     expect(math.formatOk('no number here')).toBe(false);
     expect(math.wrongAnswer('8')).not.toBe('8');
-    expect(() => math.generate(0, 1, 'train')).toThrow(/--data FILE for math/);
+    expect(() => math.generate(0, 1, 'train')).toThrow(/math has none, its prompts come from a dataset/);
   });
 });
