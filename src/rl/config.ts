@@ -82,6 +82,17 @@ export interface GrpoConfig {
   evalEvery: number;
   /** Held-out prompts evaluated (greedy pass@1). Default 64. */
   evalPrompts: number;
+  /**
+   * Seed of the held-out prompts drawn from a built-in task. Default 0, whatever the run's seed, so
+   * that runs of different seeds are measured on the same prompts (runs of seed 0 drew from it before).
+   */
+  evalSeed: number;
+  /**
+   * The split of a built-in task evaluated as held-out: 'test' (reported results) or 'validation'
+   * (choosing a recipe without looking at 'test'; only tasks that have one, e.g. addition-modes).
+   * Default 'test'.
+   */
+  heldOutSplit: 'test' | 'validation';
   /** The fixed probe set of the collapse monitor (greedy answers compared with step 0's). Default 16; 0 turns the probe off. */
   probePrompts: number;
   /** Stop cleanly, keeping the last checkpoint saved before the collapse, when the monitors call a collapse. Default false. */
@@ -123,6 +134,8 @@ export const GRPO_DEFAULTS: Omit<GrpoConfig, 'model' | 'task' | 'out' | 'rewards
   randomProbability: 0.5,
   evalEvery: 0,
   evalPrompts: 64,
+  evalSeed: 0,
+  heldOutSplit: 'test',
   probePrompts: 16,
   stopOnCollapse: false,
   collapseThresholds: {},
@@ -148,6 +161,8 @@ export function resolveGrpoConfig(input: GrpoConfigInput): GrpoConfig {
   int('maxCompletionLength', 1);
   int('evalEvery', 0);
   int('evalPrompts', 1);
+  int('evalSeed', 0);
+  if (c.heldOutSplit !== 'test' && c.heldOutSplit !== 'validation') throw new InvalidArgumentError('heldOutSplit', "'test' or 'validation'", describe(c.heldOutSplit));
   int('probePrompts', 0);
   int('saveEvery', 0);
   int('keep', 1);

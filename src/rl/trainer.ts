@@ -28,14 +28,14 @@ import { NonFiniteError, type PreparedTrainStep } from '../model/training.js';
 import { PolicyModel } from '../model/policy.js';
 import { PolicyTokenizer } from '../model/tokenizer.js';
 import { getTask } from '../tasks/index.js';
-import { answerRegion, readJsonlDataset, type Example, type Task } from '../tasks/dataset.js';
+import { finalAnswer, readJsonlDataset, type Example, type Task } from '../tasks/dataset.js';
 import { DataOrder, type DataOrderState } from '../train/data-order.js';
 import { MetricsLog, type MetricValue } from '../train/metrics-log.js';
 import { lineChartSvg } from '../train/plot.js';
 import { TrainingSession } from '../train/session.js';
 import { aggregateRewards } from './advantages.js';
 import { resolveGrpoConfig, type GrpoConfig, type GrpoConfigInput } from './config.js';
-import { evaluate, type Evaluation } from '../tasks/evaluate.js';
+import { evaluate, modeShares, type Evaluation } from '../tasks/evaluate.js';
 import { grpoLoss } from './loss.js';
 import { CollapseMonitor, collapseVerdict, otherPromptIndices, type CollapseMonitorState, type CollapseReport } from './monitors.js';
 import { evaluateReward, parseRewardSpec, resolveRewards, rewardRandom, type ResolvedReward } from './rewards.js';
@@ -94,7 +94,7 @@ const TASK_TRAIN_EXAMPLES = 4096;
  * --data, the file's lines with the last min(evalPrompts, 10%) held out.
  */
 async function loadData(config: GrpoConfig, task: Task): Promise<{ train: Required<Example>[]; heldOut: Required<Example>[] }> {
-  if (config.data === undefined) return { train: task.generate(config.seed, TASK_TRAIN_EXAMPLES, 'train'), heldOut: task.generate(config.seed, config.evalPrompts, 'test') };
+  if (config.data === undefined) return { train: task.generate(config.seed, TASK_TRAIN_EXAMPLES, 'train'), heldOut: task.generate(config.evalSeed, config.evalPrompts, config.heldOutSplit) };
   const all = (await readJsonlDataset(config.data)).map((e) => ({ prompt: e.prompt, answer: String(e.answer) }));
   const held = Math.min(config.evalPrompts, Math.floor(all.length / 10));
   if (held < 1) throw new InvalidArgumentError('--data', 'at least 10 lines (a tenth is held out for evaluation)', `${all.length} lines in ${config.data}`);
@@ -227,10 +227,8 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       }
 
       // 5. Monitors, evaluation, metrics.
-      const answers = completions.map((c) => {
-        const region = answerRegion(c.text, task.stop);
-        return region === '' ? null : region;
-      });
+      const answers = completions.map((c) => finalAnswer(task, c.text));
+      const sampledModes = modeShares(task, completions.map((c) => c.text));
       const probeAnswers = probes.length > 0 ? (await evaluate(policy, tokenizer, task, probes, evalOptions)).greedyAnswers : undefined;
       const report = monitor.update({
         step, answers, prompts: P, meanLength: mean(lengths),
@@ -258,6 +256,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
         answer_diversity: report.diversity, cross_prompt_sc: report.crossPromptSc, length_drift: report.lengthDrift, probe_agreement: report.probeAgreement,
         collapse: report.collapsed ? 1 : 0,
         eval_accuracy: evaluation?.pass1 ?? null,
+        ...modeColumns('mode', sampledModes), ...modeColumns('eval_mode', evaluation?.modeShares ?? null),
       };
       // Warn when a collapse is called and when it ends; the per-step flag is in the metrics (collapse).
       const previous = reports.at(-2);
@@ -279,13 +278,18 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
     }
     const after = lastEvaluation?.step === step ? lastEvaluation.evaluation : await evaluate(policy, tokenizer, task, heldOut, evalOptions);
     const verdict = collapseVerdict(reports);
-    writeFileSync(join(config.out, 'plot.svg'), runPlot([{ name: config.rewards, records: metrics.read() }]));
+    writeFileSync(join(config.out, 'plot.svg'), runPlot([{ name: config.rewards, records: metrics.read() }], task.reasoningMode));
     return { out: config.out, steps: step, before, after, verdict, stoppedOnCollapse, lastCheckpoint, records: metrics.read() };
   } finally {
     prepared?.destroy();
     reference?.destroy();
     session.destroy();
   }
+}
+
+/** `prefix/<mode>` → share, for a task with answer modes (sampled completions: 'mode'; greedy held-out ones: 'eval_mode'). */
+function modeColumns(prefix: string, shares: Record<string, number> | null): Record<string, number> {
+  return shares === null ? {} : Object.fromEntries(Object.entries(shares).map(([mode, share]) => [`${prefix}/${mode}`, share]));
 }
 
 /** The text the model sees for a prompt: itself, or its chat-template rendering (config.chatTemplate). */
@@ -351,8 +355,12 @@ export const GRPO_COLUMNS = [
   'answer_diversity', 'cross_prompt_sc', 'length_drift', 'probe_agreement', 'collapse', 'eval_accuracy',
 ] as const;
 
-/** Reward, self-certainty, held-out accuracy and KL against step, one line per run. */
-export function runPlot(runs: { name: string; records: Record<string, MetricValue>[] }[]): string {
+/**
+ * Reward, self-certainty, held-out accuracy (a point at every evaluation) and KL against step, one
+ * line per run; with `reasoningMode` (a task with answer modes), also that mode's share of the
+ * sampled completions.
+ */
+export function runPlot(runs: { name: string; records: Record<string, MetricValue>[] }[], reasoningMode?: string): string {
   const series = (key: string) => runs.map((run) => ({
     name: run.name,
     points: run.records.filter((r) => typeof r[key] === 'number').map((r) => [r.step as number, r[key] as number] as [number, number]),
@@ -364,6 +372,7 @@ export function runPlot(runs: { name: string; records: Record<string, MetricValu
       { title: 'self-certainty', yLabel: 'nats', series: series('self_certainty_mean') },
       { title: 'held-out accuracy (greedy)', yLabel: 'accuracy', series: series('eval_accuracy') },
       { title: 'KL to reference', yLabel: 'nats', series: series('kl') },
+      ...(reasoningMode === undefined ? [] : [{ title: `sampled share of the ${reasoningMode} mode`, yLabel: 'share', series: series(`mode/${reasoningMode}`) }]),
     ],
   });
 }
