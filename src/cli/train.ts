@@ -12,7 +12,7 @@ import { GRPO_DEFAULTS, type GrpoConfigInput } from '../rl/config.js';
 import { evaluate } from '../tasks/evaluate.js';
 import { KL_ESTIMATORS, LOSS_TYPES } from '../rl/loss.js';
 import { runGrpo, type GrpoResult } from '../rl/trainer.js';
-import { getTask } from '../tasks/index.js';
+import { getTask, taskNames } from '../tasks/index.js';
 import { consoleTable } from '../train/summary.js';
 import { choiceOption, numberOption, positiveIntOption } from './inputs.js';
 import { createProgress } from './progress.js';
@@ -110,7 +110,7 @@ export function grpoInput(o: Omit<TrainCommandOptions, 'reward' | 'out' | 'model
   const epsilonLow = numberOption('--epsilon-low', o.epsilonLow, { min: 0 });
   if (o.systemPrompt !== undefined && !o.chatTemplate) throw new InvalidArgumentError('--system-prompt', 'given together with --chat-template', JSON.stringify(o.systemPrompt));
   return {
-    model: o.model, task: o.task ?? 'math', data: o.data, out: o.out, rewards: o.reward,
+    model: o.model, task: o.task === undefined ? 'math' : choiceOption('--task', o.task, taskNames()), data: o.data, out: o.out, rewards: o.reward,
     steps: positiveIntOption('--steps', o.steps),
     groupSize: numberOption('--group-size', o.groupSize, { min: 2, integer: true }),
     promptsPerStep: positiveIntOption('--prompts-per-step', o.promptsPerStep),
