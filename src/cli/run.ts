@@ -124,30 +124,36 @@ export async function experimentRewardsCommand(o: ExperimentOptions): Promise<vo
   const title = 'intuitor experiment rewards: every base, five rewards, the same recipe and seeds';
   process.stdout.write(`${title}\n${models.length} bases × ${Object.keys(EXPERIMENT_RUNS).length} rewards × ${seeds} seeds (${recipe.seed} … ${recipe.seed! + seeds - 1}); ${recipe.steps} steps × ${recipe.promptsPerStep} prompts × G = ${recipe.groupSize}, lr ${recipe.lr}, β ${recipe.beta}, μ ${recipe.mu}; runs in ${o.out}/\n\n`);
   const started = performance.now();
-  const cells: { base: string; reward: string; task: string; runs: RunSummary[]; verdicts: string[]; records: GrpoResult['records'][] }[] = [];
+  // Seeds outermost: if a long experiment is cut short, every base × reward cell has its first seeds.
+  const cells = models.flatMap((model) => {
+    const task = baseTask(model, recipe.task);
+    return Object.entries(EXPERIMENT_RUNS).map(([reward, spec]) => ({ base: basename(model), model, reward, spec, task, runs: [] as RunSummary[], verdicts: [] as string[], records: [] as GrpoResult['records'][] }));
+  });
+  for (const cell of cells) getTask(cell.task);
   const ctx = await GpuContext.create();
   try {
-    for (const model of models) {
-      const taskName = baseTask(model, recipe.task);
-      const reasoningMode = getTask(taskName).reasoningMode;
-      for (const [name, rewards] of Object.entries(EXPERIMENT_RUNS)) {
-        const cell = { base: basename(model), reward: name, task: taskName, runs: [] as RunSummary[], verdicts: [] as string[], records: [] as GrpoResult['records'][] };
-        for (let i = 0; i < seeds; i++) {
-          const seed = recipe.seed! + i;
-          const input: GrpoConfigInput = { ...recipe, model, task: taskName, rewards, seed, out: join(o.out, basename(model), name, `seed-${seed}`) };
-          const result = await trainWithProgress(ctx, input, `${basename(model)} ${name} seed ${seed}`);
-          cell.runs.push(summarizeRun(result.records, STOP_RULES, reasoningMode));
-          cell.verdicts.push(result.verdict);
-          cell.records.push(result.records);
-        }
-        cells.push(cell);
-        writeFileSync(join(o.out, 'results.json'), `${JSON.stringify(cells.map(({ records: _r, ...c }) => c), null, 1)}\n`);
+    for (let i = 0; i < seeds; i++) {
+      const seed = recipe.seed! + i;
+      for (const cell of cells) {
+        const input: GrpoConfigInput = { ...recipe, model: cell.model, task: cell.task, rewards: cell.spec, seed, out: join(o.out, cell.base, cell.reward, `seed-${seed}`) };
+        const result = await trainWithProgress(ctx, input, `${cell.base} ${cell.reward} seed ${seed}`);
+        cell.runs.push(summarizeRun(result.records, STOP_RULES, getTask(cell.task).reasoningMode));
+        cell.verdicts.push(result.verdict);
+        cell.records.push(result.records);
+        writeExperiment(o.out, title, recipe, cells, (performance.now() - started) / 60000);
       }
     }
   } finally {
     ctx.close();
   }
-  const minutes = (performance.now() - started) / 60000;
+  process.stdout.write(`\n${readFileSync(join(o.out, 'summary.md'), 'utf8')}\nPlot: ${join(o.out, 'plot.svg')}; per-run summaries: ${join(o.out, 'results.json')}.\n`);
+}
+
+type ExperimentCell = { base: string; reward: string; task: string; runs: RunSummary[]; verdicts: string[]; records: GrpoResult['records'][] };
+
+/** The table (summary.md), the plot and results.json of the runs so far (rewritten after every run, so a cut-short experiment keeps what it measured). */
+function writeExperiment(out: string, title: string, recipe: GrpoConfigInput, all: ExperimentCell[], minutes: number): void {
+  const cells = all.filter((c) => c.runs.length > 0);
   const rules = Object.keys(STOP_RULES);
   const columns = ['base', 'reward', 'accuracy before', 'change: mean [min, max]', 'peak (mean)', ...rules.map((r) => `at label-free stop: ${r}`), 'reasoning-mode share (sampled) first → last', 'monitors'];
   const range = (xs: number[]) => {
@@ -164,10 +170,10 @@ export async function experimentRewardsCommand(o: ExperimentOptions): Promise<vo
       ...rules.map((rule) => pct(mean((r) => r.stops[rule]!.accuracy)!)), modeChange(mean((r) => r.modeBefore), mean((r) => r.modeAfter)),
       collapsed.length === 0 ? `stable (${c.verdicts.length}/${c.verdicts.length})` : `${collapsed.length}/${c.verdicts.length} collapsed (${collapsed.map((v) => v.replace('collapsed at ', '')).join(', ')})`];
   });
-  const note = `Held-out accuracy: greedy pass@1 on ${recipe.evalPrompts} test prompts (seed ${recipe.evalSeed ?? 0}), every ${recipe.evalEvery} steps; changes in points, mean over ${seeds} seeds with [min, max]. A label-free stop keeps the checkpoint of the last evaluation before the rule fired (the final one if it never fired). ${minutes.toFixed(1)} minutes.`;
-  writeFileSync(join(o.out, 'summary.md'), `# ${title}\n\n${markdownTable(columns, rows)}\n\n${note}\n`);
-  writeFileSync(join(o.out, 'plot.svg'), experimentPlot(cells));
-  process.stdout.write(`\n${consoleTable(columns, rows)}\n\n${note}\nPlot: ${join(o.out, 'plot.svg')}; table: ${join(o.out, 'summary.md')}; per-run summaries: ${join(o.out, 'results.json')}.\n`);
+  const note = `Recipe: ${recipe.steps} steps × ${recipe.promptsPerStep} prompts × G = ${recipe.groupSize}, lr ${recipe.lr}, β ${recipe.beta} (${recipe.klEstimator ?? 'k3'}), μ ${recipe.mu}, temperature ${recipe.sampling?.temperature ?? 1}, completions ≤ ${recipe.maxCompletionLength} tokens. Held-out accuracy: greedy pass@1 on ${recipe.evalPrompts} ${recipe.heldOutSplit ?? 'test'} prompts (seed ${recipe.evalSeed ?? 0}), every ${recipe.evalEvery} steps; changes in points, mean over the seeds run (n per cell: ${[...new Set(cells.map((c) => c.runs.length))].join(' or ')}) with [min, max]. A label-free stop keeps the checkpoint of the last evaluation before the rule fired (the final one if it never fired). ${minutes.toFixed(1)} minutes so far.`;
+  writeFileSync(join(out, 'summary.md'), `# ${title}\n\n${markdownTable(columns, rows)}\n\n${note}\n`);
+  writeFileSync(join(out, 'plot.svg'), experimentPlot(cells));
+  writeFileSync(join(out, 'results.json'), `${JSON.stringify(cells.map(({ records: _r, ...c }) => c), null, 1)}\n`);
 }
 
 const signed = (x: number) => `${x >= 0 ? '+' : '−'}${Math.abs(100 * x).toFixed(1)}`;

@@ -1,5 +1,5 @@
 /**
- * `addition-modes`: addition of 1–3-digit numbers answered in either of two modes, the miniature of
+ * `addition-modes`: addition of 3-digit numbers answered in either of two modes, the miniature of
  * a base model with a latent reasoning strategy (issue 15; Spurious Rewards' "code reasoning" in
  * Qwen, INTUITOR's longer reasoning):
  *
@@ -56,11 +56,12 @@ function reference(answer: string): bigint {
   return BigInt(text);
 }
 
-/** Operands drawn by digit count first, as in `addition`. */
-function operand(rand: () => number): number {
-  const digits = randomInt(rand, 1, 3);
-  return digits === 1 ? randomInt(rand, 0, 9) : randomInt(rand, 10 ** (digits - 1), 10 ** digits - 1);
-}
+/**
+ * Both operands have 3 digits (the prototype's 3-digit addition): the digits of a column then sit
+ * at fixed positions, so a tiny model learns the scratchpad's column sums within a few minutes of
+ * SFT on 2 CPU cores (with 1–3-digit operands, 2500 updates left both modes near 30%).
+ */
+const operand = (rand: () => number): number => randomInt(rand, 100, 999);
 
 function draw(rand: () => number): { key: string; example: Required<Example> } {
   const a = operand(rand);
@@ -71,7 +72,7 @@ function draw(rand: () => number): { key: string; example: Required<Example> } {
 
 export const additionModesTask: Task = {
   name: 'addition-modes',
-  description: 'addition of 1–3-digit numbers, answered directly ("12+345=" → "357\\n") or with a scratchpad ("12+345=" → "R7530>357\\n")',
+  description: 'addition of 3-digit numbers, answered directly ("123+456=" → "579\\n") or with a scratchpad ("123+456=" → "R9750>579\\n")',
   stop: STOP,
   generate: (seed: number, count: number, split: Split) => generateSplit('addition-modes', seed, count, split, TEST_FRACTION, draw, VALIDATION_FRACTION),
   formatOk: (completion) => answerModeOf(completion) !== null,
