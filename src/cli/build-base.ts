@@ -3,15 +3,15 @@ import { join } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
 import { PACKAGE_ROOT } from '../paths.js';
-import { BASE_MODEL_DEFAULTS, buildBaseModel, type BaseModelRecord, type BaseModelTask } from '../train/base-model.js';
+import { BASE_MODEL_DEFAULTS, baseModelSteps, buildBaseModel, type BaseModelRecord, type BaseModelTask } from '../train/base-model.js';
 import { choiceOption, numberOption, positiveIntOption } from './inputs.js';
 import { createProgress } from './progress.js';
 
 export interface BuildBaseCommandOptions {
   task: string;
   out?: string;
-  steps: string;
-  lr: string;
+  steps?: string;
+  lr?: string;
   seed: string;
   scratchShare?: string;
   directNoise?: string;
@@ -19,7 +19,8 @@ export interface BuildBaseCommandOptions {
 
 export async function buildBaseCommand(o: BuildBaseCommandOptions): Promise<void> {
   const task = choiceOption('--task', o.task, ['addition', 'arithmetic', 'addition-modes'] as const satisfies readonly BaseModelTask[]);
-  const steps = positiveIntOption('--steps', o.steps);
+  const steps = o.steps === undefined ? undefined : positiveIntOption('--steps', o.steps);
+  const lr = o.lr === undefined ? undefined : numberOption('--lr', o.lr, { min: 0 });
   const mixture: { scratchShare?: number; directNoise?: number } = {};
   for (const [key, flag] of [['scratchShare', '--scratch-share'], ['directNoise', '--direct-noise']] as const) {
     if (o[key] === undefined) continue;
@@ -28,10 +29,10 @@ export async function buildBaseCommand(o: BuildBaseCommandOptions): Promise<void
   }
   const out = o.out ?? defaultBaseModelDir(task);
   const ctx = await GpuContext.create();
-  const progress = createProgress('intuitor build-base', steps, 0);
+  const progress = createProgress('intuitor build-base', steps ?? baseModelSteps(task), 0);
   try {
     const record = await buildBaseModel(ctx, {
-      task, out, steps, ...mixture, lr: numberOption('--lr', o.lr, { min: 0 }), seed: numberOption('--seed', o.seed, { min: 0, integer: true }),
+      task, out, ...(steps === undefined ? {} : { steps }), ...(lr === undefined ? {} : { lr }), ...mixture, seed: numberOption('--seed', o.seed, { min: 0, integer: true }),
       onStep: (r) => progress.update(r.step, { loss: r.loss.toFixed(4) }),
     });
     progress.stop();
@@ -42,7 +43,7 @@ export async function buildBaseCommand(o: BuildBaseCommandOptions): Promise<void
   }
 }
 
-export const BUILD_BASE_DEFAULTS = { steps: String(BASE_MODEL_DEFAULTS.steps), lr: String(BASE_MODEL_DEFAULTS.lr), seed: String(BASE_MODEL_DEFAULTS.seed) };
+export const BUILD_BASE_DEFAULTS = { seed: String(BASE_MODEL_DEFAULTS.seed) };
 
 /** Where a task's base goes when --out is not given: its own folder, so building one task's base never replaces another's. */
 export function defaultBaseModelDir(task: BaseModelTask): string {

@@ -45,7 +45,7 @@ export const SHIPPED_BASE_TASK = 'addition-modes';
  */
 export const MAIN_JOB_DEFAULTS = {
   steps: '40', groupSize: '8',
-  train: { promptsPerStep: '16', evalPrompts: '256', lr: '1e-4', maxCompletionLength: '16', beta: '0.05', mu: '2', evalEvery: '5', saveEvery: '5' },
+  train: { promptsPerStep: '16', evalPrompts: '256', lr: '1e-4', maxCompletionLength: '12', beta: '0.05', mu: '2', evalEvery: '5', saveEvery: '5' },
 };
 
 /** The reward runs compared: name → reward spec. */
@@ -136,7 +136,11 @@ export async function experimentRewardsCommand(o: ExperimentOptions): Promise<vo
       const seed = recipe.seed! + i;
       for (const cell of cells) {
         const input: GrpoConfigInput = { ...recipe, model: cell.model, task: cell.task, rewards: cell.spec, seed, out: join(o.out, cell.base, cell.reward, `seed-${seed}`) };
-        const result = await trainWithProgress(ctx, input, `${cell.base} ${cell.reward} seed ${seed}`);
+        let result = finishedRun(input);
+        if (result === null) {
+          result = await trainWithProgress(ctx, input, `${cell.base} ${cell.reward} seed ${seed}`);
+          writeFileSync(join(input.out, EXPERIMENT_SETTINGS), JSON.stringify(input));
+        }
         cell.runs.push(summarizeRun(result.records, STOP_RULES, getTask(cell.task).reasoningMode));
         cell.verdicts.push(result.verdict);
         cell.records.push(result.records);
@@ -148,6 +152,25 @@ export async function experimentRewardsCommand(o: ExperimentOptions): Promise<vo
   }
   process.stdout.write(`\n${readFileSync(join(o.out, 'summary.md'), 'utf8')}\nPlot: ${join(o.out, 'plot.svg')}; per-run summaries: ${join(o.out, 'results.json')}.\n`);
 }
+
+/**
+ * A run of this experiment already finished in its folder (its metrics reach the last step, and its
+ * settings file matches this recipe): its records and verdict, so that an interrupted experiment, or
+ * seeds run by separate processes into one --out, are taken as they are instead of rerun.
+ */
+function finishedRun(input: GrpoConfigInput): Pick<GrpoResult, 'records' | 'verdict'> | null {
+  const metrics = join(input.out, 'metrics.jsonl');
+  const settings = join(input.out, EXPERIMENT_SETTINGS);
+  const wanted = JSON.stringify(input);
+  if (!existsSync(metrics) || !existsSync(settings) || readFileSync(settings, 'utf8') !== wanted) return null;
+  const records = readFileSync(metrics, 'utf8').split('\n').filter((line) => line.trim() !== '').map((line) => JSON.parse(line) as GrpoResult['records'][number]);
+  if (records.at(-1)?.step !== input.steps) return null;
+  const collapsed = records.find((r) => r.collapse === 1);
+  return { records, verdict: collapsed === undefined ? 'stable' : `collapsed at step ${collapsed.step as number}` };
+}
+
+/** Each experiment run's settings, beside its metrics (finishedRun compares them). */
+const EXPERIMENT_SETTINGS = 'experiment-run.json';
 
 type ExperimentCell = { base: string; reward: string; task: string; runs: RunSummary[]; verdicts: string[]; records: GrpoResult['records'][] };
 

@@ -97,6 +97,13 @@ export interface GrpoConfig {
   probePrompts: number;
   /** Stop cleanly, keeping the last checkpoint saved before the collapse, when the monitors call a collapse. Default false. */
   stopOnCollapse: boolean;
+  /**
+   * Stop cleanly, keeping the last checkpoint saved before it, once the sampled completions have
+   * settled on one answer mode (saturationStop in src/rl/monitors.ts; tasks with answer modes
+   * only, never fires on others). A label-free stop for INTUITOR on a base with a latent reasoning
+   * mode: what self-certainty can do there is select the mode (issue 15). Default false.
+   */
+  stopOnSaturation: boolean;
   /** Overrides of the collapse monitor's thresholds (src/rl/monitors.ts). */
   collapseThresholds: Partial<CollapseThresholds>;
   /** Save a checkpoint every this many steps (and at the end). 0: only at the end. */
@@ -138,6 +145,7 @@ export const GRPO_DEFAULTS: Omit<GrpoConfig, 'model' | 'task' | 'out' | 'rewards
   heldOutSplit: 'test',
   probePrompts: 16,
   stopOnCollapse: false,
+  stopOnSaturation: false,
   collapseThresholds: {},
   saveEvery: 0,
   keep: 2,

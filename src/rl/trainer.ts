@@ -37,7 +37,7 @@ import { aggregateRewards } from './advantages.js';
 import { resolveGrpoConfig, type GrpoConfig, type GrpoConfigInput } from './config.js';
 import { evaluate, modeShares, type Evaluation } from '../tasks/evaluate.js';
 import { grpoLoss } from './loss.js';
-import { CollapseMonitor, collapseVerdict, otherPromptIndices, type CollapseMonitorState, type CollapseReport } from './monitors.js';
+import { CollapseMonitor, collapseVerdict, otherPromptIndices, saturationStop, type CollapseMonitorState, type CollapseReport } from './monitors.js';
 import { evaluateReward, parseRewardSpec, resolveRewards, rewardRandom, type ResolvedReward } from './rewards.js';
 import { completionMask, concatStats, readCompletionStats, rollout, rowGradients, scoreCompletions, scoringLayout, sequencesPerPass, sliceLayout, type Completion, type CompletionStats, type ScoringLayout } from './rollout.js';
 
@@ -53,7 +53,7 @@ export interface GrpoResult {
   after: Evaluation;
   /** 'stable' or 'collapsed at step N'. */
   verdict: string;
-  /** True when --stop-on-collapse ended the run early. */
+  /** True when --stop-on-collapse or --stop-on-saturation ended the run early. */
   stoppedOnCollapse: boolean;
   lastCheckpoint: string | null;
   records: Record<string, MetricValue>[];
@@ -150,6 +150,8 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       log(`held-out greedy accuracy before training: ${(100 * before.pass1).toFixed(1)}% (${before.examples} prompts)`);
     }
     const reports: CollapseReport[] = [];
+    // This run's step records, for the saturation rule (a resumed run judges from its resume point).
+    const history: GrpoStepRecord[] = [];
     let lastEvaluation: { step: number; evaluation: Evaluation } | null = null;
     let lastCheckpoint: string | null = null;
     let stoppedOnCollapse = false;
@@ -262,11 +264,13 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       const previous = reports.at(-2);
       if (report.collapsed && !previous?.collapsed) log(`step ${step}: collapse warning: ${report.reasons.join('; ')}`);
       if (!report.collapsed && previous?.collapsed) log(`step ${step}: the collapse signals have cleared`);
-      if (report.collapsed && config.stopOnCollapse) {
+      history.push(record);
+      const saturated = config.stopOnSaturation && saturationStop(history) === step;
+      if ((report.collapsed && config.stopOnCollapse) || saturated) {
         metrics.append(record);
         hooks.onStep?.(record, report);
         stoppedOnCollapse = true;
-        log(`step ${step}: stopping on collapse; the last checkpoint saved before it is kept${lastCheckpoint ? ` (${lastCheckpoint})` : ''}`);
+        log(`step ${step}: stopping on ${saturated ? 'a saturated answer mode' : 'collapse'}; the last checkpoint saved before it is kept${lastCheckpoint ? ` (${lastCheckpoint})` : ''}`);
         break;
       }
       metrics.append(record);

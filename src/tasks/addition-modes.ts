@@ -1,10 +1,10 @@
 /**
- * `addition-modes`: addition of 3-digit numbers answered in either of two modes, the miniature of
+ * `addition-modes`: addition of 2-digit numbers answered in either of two modes, the miniature of
  * a base model with a latent reasoning strategy (issue 15; Spurious Rewards' "code reasoning" in
  * Qwen, INTUITOR's longer reasoning):
  *
- * - direct:  "123+456=" → "579\n";
- * - scratch: "123+456=" → "R9750>579\n": the sum padded to SCRATCH_DIGITS digits and written least
+ * - direct:  "47+85=" → "132\n";
+ * - scratch: "47+85=" → "R231>132\n": the sum padded to SCRATCH_DIGITS digits and written least
  *   significant digit first (the order in which the carries happen, so a left-to-right decoder can
  *   compute each digit from the ones before it), then ">" and the answer.
  *
@@ -18,8 +18,8 @@ import { answerRegion, generateSplit, randomInt, type Example, type Split, type 
 const STOP = '\n';
 const TEST_FRACTION = 0.1;
 const VALIDATION_FRACTION = 0.1;
-/** The largest sum, 999 + 999 = 1998, has 4 digits. */
-export const SCRATCH_DIGITS = 4;
+/** The largest sum, 99 + 99 = 198, has 3 digits. */
+export const SCRATCH_DIGITS = 3;
 export const ANSWER_MODES = ['direct', 'scratch'] as const;
 export type AnswerMode = (typeof ANSWER_MODES)[number];
 
@@ -57,11 +57,13 @@ function reference(answer: string): bigint {
 }
 
 /**
- * Both operands have 3 digits (the prototype's 3-digit addition): the digits of a column then sit
- * at fixed positions, so a tiny model learns the scratchpad's column sums within a few minutes of
- * SFT on 2 CPU cores (with 1–3-digit operands, 2500 updates left both modes near 30%).
+ * Both operands have 2 digits, so the digits of a column sit at fixed positions and a tiny model
+ * learns the scratchpad's column sums within a few minutes of SFT on 2 CPU cores. (The prototype's
+ * 3-digit addition needs more: 2500 updates of 16 examples left the scratchpad 6% right, copying its
+ * digits into the answer faithfully but with wrong column sums; with 1–3-digit operands both modes
+ * stayed near 30%.)
  */
-const operand = (rand: () => number): number => randomInt(rand, 100, 999);
+const operand = (rand: () => number): number => randomInt(rand, 10, 99);
 
 function draw(rand: () => number): { key: string; example: Required<Example> } {
   const a = operand(rand);
@@ -72,7 +74,7 @@ function draw(rand: () => number): { key: string; example: Required<Example> } {
 
 export const additionModesTask: Task = {
   name: 'addition-modes',
-  description: 'addition of 3-digit numbers, answered directly ("123+456=" → "579\\n") or with a scratchpad ("123+456=" → "R9750>579\\n")',
+  description: 'addition of 2-digit numbers, answered directly ("47+85=" → "132\\n") or with a scratchpad ("47+85=" → "R231>132\\n")',
   stop: STOP,
   generate: (seed: number, count: number, split: Split) => generateSplit('addition-modes', seed, count, split, TEST_FRACTION, draw, VALIDATION_FRACTION),
   formatOk: (completion) => answerModeOf(completion) !== null,

@@ -111,11 +111,12 @@ export const BASE_MODEL_DEFAULTS: Readonly<BaseModelSettings> = Object.freeze({
 });
 
 /**
- * What differs for `addition-modes`: 48 positions (a scratch answer "R9981>1899\n" is 11 tokens
- * after an 8-token prompt, and GRPO's completions may run to 24 tokens before they are cut), and the
- * mixture of the Qwen-like base (models/addition-modes-q) when no flag sets it.
+ * What differs for `addition-modes`: 48 positions (GRPO's completions may run to 24 tokens after
+ * a 6-token prompt before they are cut); the mixture of the Qwen-like base (models/addition-modes-q)
+ * when no option sets it; and a cosine decay of a 2e-3 peak (the last updates at a low rate leave
+ * the greedy answers less noisy than a constant rate).
  */
-export const ADDITION_MODES_DEFAULTS = Object.freeze({ maxPositionEmbeddings: 48, scratchShare: 0.5, directNoise: 0.3 });
+export const ADDITION_MODES_DEFAULTS = Object.freeze({ maxPositionEmbeddings: 48, scratchShare: 0.5, directNoise: 0.3, steps: 2500, lr: 2e-3, schedule: 'cosine' as const, warmupSteps: 100 });
 
 export interface BuildBaseModelOptions extends Partial<Omit<BaseModelSettings, 'architecture'>> {
   task: BaseModelTask;
@@ -150,12 +151,17 @@ export interface BaseModelRecord {
 export const BASE_MODEL_RECORD = 'base_model.json';
 /** Enough for every answer of the built-in tasks a base model serves, plus its stop. */
 export const EVAL_MAX_NEW_TOKENS = 8;
-/** addition-modes: a scratch answer and its stop are 11 tokens. */
+/** addition-modes: a scratch answer and its stop are 9 tokens. */
 export const MODES_EVAL_MAX_NEW_TOKENS = 12;
 
 /** The longest greedy completion a base model of `task` is evaluated with. */
 export function evalMaxNewTokens(task: BaseModelTask): number {
   return task === 'addition-modes' ? MODES_EVAL_MAX_NEW_TOKENS : EVAL_MAX_NEW_TOKENS;
+}
+
+/** The SFT updates of a task's build when none are given. */
+export function baseModelSteps(task: BaseModelTask): number {
+  return task === 'addition-modes' ? ADDITION_MODES_DEFAULTS.steps : BASE_MODEL_DEFAULTS.steps;
 }
 
 /** A fraction in [0, 1]; the error names the option. */

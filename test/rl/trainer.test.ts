@@ -29,6 +29,9 @@ function deterministic(out: string): unknown[] {
   });
 }
 
+/** Steps of the mechanism test (the sampled scratch share rises under self-certainty alone). */
+const MECHANISM_STEPS = 8;
+
 describeGpu('GRPO trainer', () => {
   let ctx: GpuContext;
   let tmp: string;
@@ -55,6 +58,16 @@ describeGpu('GRPO trainer', () => {
     expect(result.after.pass1 - result.before.pass1).toBeGreaterThanOrEqual(0.03);
     expect(result.verdict).toBe('stable');
   }, 180_000);
+
+  test('the mechanism on the Qwen-like base: a short self-certainty run, no labels, raises the sampled share of the scratch mode', async () => {
+    const result = await runGrpo(ctx, {
+      model: SHIPPED_BASES.q, task: 'addition-modes', rewards: 'self-certainty', out: join(tmp, 'mechanism'),
+      steps: MECHANISM_STEPS, promptsPerStep: 8, groupSize: 8, lr: 1e-4, beta: 0.05, mu: 2, maxCompletionLength: 12, evalPrompts: 8, probePrompts: 0,
+    });
+    const share = (step: number) => result.records.find((r) => r.step === step)!['mode/scratch'] as number;
+    // Measured on lavapipe: MECHANISM_SHARE_RISE; each share is of 64 samples (one standard error ≤ 0.0625).
+    expect(share(MECHANISM_STEPS) - share(1)).toBeGreaterThanOrEqual(0.15);
+  }, 300_000);
 
   test('the same seed gives identical metrics; an interrupted run resumes bit-identically', async () => {
     const options = { steps: 4, saveEvery: 2, beta: 0.02, mu: 2 };

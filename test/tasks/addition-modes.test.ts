@@ -13,12 +13,13 @@ import { getTask } from '../../src/tasks/index.js';
 import { sftExamples, unitFraction } from '../../src/train/base-model.js';
 
 describe('addition-modes: modes and verifier', () => {
-  test('both modes of a sum, the scratchpad least significant digit first, padded to 4 digits', () => {
-    expect(modeCompletion(579, 'direct')).toBe('579');
-    expect(modeCompletion(579, 'scratch')).toBe('R9750>579');
-    expect(modeCompletion(0, 'scratch')).toBe('R0000>0');
-    expect(modeCompletion(1998, 'scratch')).toBe('R8991>1998');
-    expect(() => modeCompletion(10000, 'scratch')).toThrow(InvalidArgumentError);
+  test('both modes of a sum, the scratchpad least significant digit first, padded to 3 digits', () => {
+    expect(modeCompletion(132, 'direct')).toBe('132');
+    expect(modeCompletion(132, 'scratch')).toBe('R231>132');
+    expect(modeCompletion(57, 'scratch')).toBe('R750>57');
+    expect(modeCompletion(0, 'scratch')).toBe('R000>0');
+    expect(modeCompletion(198, 'scratch')).toBe('R891>198');
+    expect(() => modeCompletion(1000, 'scratch')).toThrow(InvalidArgumentError);
     expect(() => modeCompletion(-1, 'direct')).toThrow(InvalidArgumentError);
     expect(() => modeCompletion(5, 'code' as 'direct')).toThrow(/mode/);
   });
