@@ -50,6 +50,7 @@ function program(): Command {
     'ground-truth, self-certainty, random, format and incorrect rewards on every base (default: the three shipped), several seeds, one recipe: accuracy change, peak, label-free stops, mode share, monitor verdicts, plot')
     .option('--models <dirs>', 'comma-separated base model folders, each trained on the task of its base_model.json (default: models/addition-modes-q, models/addition-modes-l, models/addition-base)')
     .option('--seeds <n>', 'seeds per base and reward (--seed, --seed + 1, ...)', '3')
+    .option('--collect', 'train nothing: tabulate the runs already finished in --out (seeds run by separate processes, or an experiment cut short)')
     .option('--quick', 'a tiny budget (2 steps of 2 prompts × G = 2, 8 held-out prompts): checks that every run works; its numbers mean nothing')
     .action(experimentRewardsCommand);
 

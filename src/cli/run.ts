@@ -44,7 +44,7 @@ export const SHIPPED_BASE_TASK = 'addition-modes';
  * "The seeds' claims, in miniature".
  */
 export const MAIN_JOB_DEFAULTS = {
-  steps: '40', groupSize: '8',
+  steps: '20', groupSize: '8',
   train: { promptsPerStep: '16', evalPrompts: '256', lr: '1e-4', maxCompletionLength: '12', beta: '0.05', mu: '2', evalEvery: '5', saveEvery: '5' },
 };
 
@@ -109,6 +109,8 @@ export interface ExperimentOptions extends CompareOptions {
   models?: string;
   seeds: string;
   quick?: boolean;
+  /** Train nothing: tabulate the runs already finished in --out (an experiment cut short, or seeds run by separate processes). */
+  collect?: boolean;
 }
 
 /** The --quick variant: every base, reward and seed, a couple of tiny steps (a check that it all runs; its numbers mean nothing). */
@@ -130,26 +132,28 @@ export async function experimentRewardsCommand(o: ExperimentOptions): Promise<vo
     return Object.entries(EXPERIMENT_RUNS).map(([reward, spec]) => ({ base: basename(model), model, reward, spec, task, runs: [] as RunSummary[], verdicts: [] as string[], records: [] as GrpoResult['records'][] }));
   });
   for (const cell of cells) getTask(cell.task);
-  const ctx = await GpuContext.create();
+  const ctx = o.collect ? null : await GpuContext.create();
   try {
     for (let i = 0; i < seeds; i++) {
       const seed = recipe.seed! + i;
       for (const cell of cells) {
         const input: GrpoConfigInput = { ...recipe, model: cell.model, task: cell.task, rewards: cell.spec, seed, out: join(o.out, cell.base, cell.reward, `seed-${seed}`) };
         let result = finishedRun(input);
+        if (result === null && o.collect) continue;
         if (result === null) {
-          result = await trainWithProgress(ctx, input, `${cell.base} ${cell.reward} seed ${seed}`);
-          writeFileSync(join(input.out, EXPERIMENT_SETTINGS), JSON.stringify(input));
+          result = await trainWithProgress(ctx!, input, `${cell.base} ${cell.reward} seed ${seed}`);
+          writeFileSync(join(input.out, EXPERIMENT_SETTINGS), runSettings(input));
         }
         cell.runs.push(summarizeRun(result.records, STOP_RULES, getTask(cell.task).reasoningMode));
         cell.verdicts.push(result.verdict);
         cell.records.push(result.records);
-        writeExperiment(o.out, title, recipe, cells, (performance.now() - started) / 60000);
+        writeExperiment(o.out, title, recipe, cells, o.collect ? null : (performance.now() - started) / 60000);
       }
     }
   } finally {
-    ctx.close();
+    ctx?.close();
   }
+  if (!existsSync(join(o.out, 'summary.md'))) throw new InvalidArgumentError('--out', 'a folder with finished runs of this recipe (--collect)', `none in ${o.out}`);
   process.stdout.write(`\n${readFileSync(join(o.out, 'summary.md'), 'utf8')}\nPlot: ${join(o.out, 'plot.svg')}; per-run summaries: ${join(o.out, 'results.json')}.\n`);
 }
 
@@ -161,7 +165,7 @@ export async function experimentRewardsCommand(o: ExperimentOptions): Promise<vo
 function finishedRun(input: GrpoConfigInput): Pick<GrpoResult, 'records' | 'verdict'> | null {
   const metrics = join(input.out, 'metrics.jsonl');
   const settings = join(input.out, EXPERIMENT_SETTINGS);
-  const wanted = JSON.stringify(input);
+  const wanted = runSettings(input);
   if (!existsSync(metrics) || !existsSync(settings) || readFileSync(settings, 'utf8') !== wanted) return null;
   const records = readFileSync(metrics, 'utf8').split('\n').filter((line) => line.trim() !== '').map((line) => JSON.parse(line) as GrpoResult['records'][number]);
   if (records.at(-1)?.step !== input.steps) return null;
@@ -169,13 +173,16 @@ function finishedRun(input: GrpoConfigInput): Pick<GrpoResult, 'records' | 'verd
   return { records, verdict: collapsed === undefined ? 'stable' : `collapsed at step ${collapsed.step as number}` };
 }
 
+/** A run's settings as finishedRun compares them: everything but the folder (a finished run may have been moved in). */
+const runSettings = (input: GrpoConfigInput): string => JSON.stringify({ ...input, out: undefined });
+
 /** Each experiment run's settings, beside its metrics (finishedRun compares them). */
 const EXPERIMENT_SETTINGS = 'experiment-run.json';
 
 type ExperimentCell = { base: string; reward: string; task: string; runs: RunSummary[]; verdicts: string[]; records: GrpoResult['records'][] };
 
 /** The table (summary.md), the plot and results.json of the runs so far (rewritten after every run, so a cut-short experiment keeps what it measured). */
-function writeExperiment(out: string, title: string, recipe: GrpoConfigInput, all: ExperimentCell[], minutes: number): void {
+function writeExperiment(out: string, title: string, recipe: GrpoConfigInput, all: ExperimentCell[], minutes: number | null): void {
   const cells = all.filter((c) => c.runs.length > 0);
   const rules = Object.keys(STOP_RULES);
   const columns = ['base', 'reward', 'accuracy before', 'change: mean [min, max]', 'peak (mean)', ...rules.map((r) => `at label-free stop: ${r}`), 'reasoning-mode share (sampled) first → last', 'monitors'];
@@ -193,7 +200,7 @@ function writeExperiment(out: string, title: string, recipe: GrpoConfigInput, al
       ...rules.map((rule) => pct(mean((r) => r.stops[rule]!.accuracy)!)), modeChange(mean((r) => r.modeBefore), mean((r) => r.modeAfter)),
       collapsed.length === 0 ? `stable (${c.verdicts.length}/${c.verdicts.length})` : `${collapsed.length}/${c.verdicts.length} collapsed (${collapsed.map((v) => v.replace('collapsed at ', '')).join(', ')})`];
   });
-  const note = `Recipe: ${recipe.steps} steps × ${recipe.promptsPerStep} prompts × G = ${recipe.groupSize}, lr ${recipe.lr}, β ${recipe.beta} (${recipe.klEstimator ?? 'k3'}), μ ${recipe.mu}, temperature ${recipe.sampling?.temperature ?? 1}, completions ≤ ${recipe.maxCompletionLength} tokens. Held-out accuracy: greedy pass@1 on ${recipe.evalPrompts} ${recipe.heldOutSplit ?? 'test'} prompts (seed ${recipe.evalSeed ?? 0}), every ${recipe.evalEvery} steps; changes in points, mean over the seeds run (n per cell: ${[...new Set(cells.map((c) => c.runs.length))].join(' or ')}) with [min, max]. A label-free stop keeps the checkpoint of the last evaluation before the rule fired (the final one if it never fired). ${minutes.toFixed(1)} minutes so far.`;
+  const note = `Recipe: ${recipe.steps} steps × ${recipe.promptsPerStep} prompts × G = ${recipe.groupSize}, lr ${recipe.lr}, β ${recipe.beta} (${recipe.klEstimator ?? 'k3'}), μ ${recipe.mu}, temperature ${recipe.sampling?.temperature ?? 1}, completions ≤ ${recipe.maxCompletionLength} tokens. Held-out accuracy: greedy pass@1 on ${recipe.evalPrompts} ${recipe.heldOutSplit ?? 'test'} prompts (seed ${recipe.evalSeed ?? 0}), every ${recipe.evalEvery} steps; changes in points, mean over the seeds run (n per cell: ${[...new Set(cells.map((c) => c.runs.length))].join(' or ')}) with [min, max]. A label-free stop keeps the checkpoint of the last evaluation before the rule fired (the final one if it never fired). ${minutes === null ? 'Tabulated from finished runs (--collect).' : `${minutes.toFixed(1)} minutes so far.`}`;
   writeFileSync(join(out, 'summary.md'), `# ${title}\n\n${markdownTable(columns, rows)}\n\n${note}\n`);
   writeFileSync(join(out, 'plot.svg'), experimentPlot(cells));
   writeFileSync(join(out, 'results.json'), `${JSON.stringify(cells.map(({ records: _r, ...c }) => c), null, 1)}\n`);
