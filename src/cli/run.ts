@@ -15,7 +15,7 @@ import { InvalidArgumentError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import type { GrpoConfigInput } from '../rl/config.js';
-import { collapseStop, spread, summarizeRun, type RunSummary, type StopRule } from '../rl/experiment.js';
+import { collapseStop, probeDriftStop, spread, summarizeRun, type RunSummary, type StopRule } from '../rl/experiment.js';
 import { saturationStop } from '../rl/monitors.js';
 import { runPlot, type GrpoResult } from '../rl/trainer.js';
 import { getTask } from '../tasks/index.js';
@@ -53,7 +53,7 @@ const MAIN_RUNS: Record<string, string> = { intuitor: 'self-certainty', 'ground-
 const EXPERIMENT_RUNS: Record<string, string> = { 'ground-truth': 'accuracy', 'self-certainty': 'self-certainty', random: 'random', format: 'format', incorrect: 'incorrect' };
 
 /** The label-free stopping rules the experiment reports (each reads only metrics a user without labels has). */
-export const STOP_RULES: Record<string, StopRule> = { monitors: collapseStop, saturation: saturationStop };
+export const STOP_RULES: Record<string, StopRule> = { monitors: collapseStop, saturation: saturationStop, 'probe drift': probeDriftStop };
 
 export type CompareOptions = Omit<TrainCommandOptions, 'reward'>;
 

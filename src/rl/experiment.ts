@@ -20,6 +20,27 @@ export const collapseStop: StopRule = (records) => {
   return hit === undefined ? null : (hit.step as number);
 };
 
+/**
+ * Probe drift: the first step at which the greedy answers of the collapse monitor's fixed probe set
+ * (labels unseen) have agreed with the start model's on fewer than PROBE_DRIFT_AGREEMENT of the
+ * probes for 2 consecutive steps. Cheap and label-free, but it cannot tell learning from harm: it
+ * stops a verifier-driven run that is improving as readily as a collapsing one. Its threshold was
+ * set after looking at the recorded runs of issue 15 (not chosen on a validation split).
+ */
+export const probeDriftStop: StopRule = (records) => {
+  let streak = 0;
+  for (const r of records) {
+    const agreement = num(r, 'probe_agreement');
+    if (num(r, 'step') === null || (r.step as number) < 1 || agreement === null) continue;
+    streak = agreement < PROBE_DRIFT_AGREEMENT ? streak + 1 : 0;
+    if (streak >= 2) return r.step as number;
+  }
+  return null;
+};
+
+/** 0.75: a quarter of 16 probe answers changed. */
+export const PROBE_DRIFT_AGREEMENT = 0.75;
+
 /** [step, accuracy] of every held-out evaluation of a run (step 0 is the start model), in step order. */
 export function accuracyCurve(records: RunRecords): Array<[number, number]> {
   return records.filter((r) => num(r, 'eval_accuracy') !== null && num(r, 'step') !== null).map((r) => [r.step as number, r.eval_accuracy as number]);

@@ -351,7 +351,7 @@ async function rewardValues(reward: ResolvedReward, completions: Completion[], b
   return out;
 }
 
-/** The CSV columns (JSON lines carry the same fields, plus per-reward means). */
+/** The CSV columns (JSON lines carry the same fields, plus per-reward means and, for a task with answer modes, each mode's share of the sampled completions, mode/<name>, and of the greedy held-out ones at evaluations, eval_mode/<name>). */
 export const GRPO_COLUMNS = [
   'step', 'reward_mean', 'reward_std', 'frac_reward_zero_std', 'advantage_mean', 'advantage_std', 'loss', 'kl',
   'clip_ratio_low', 'clip_ratio_high', 'clip_ratio_region', 'entropy', 'self_certainty_mean', 'self_certainty_std', 'self_certainty_min', 'self_certainty_max',

@@ -4,7 +4,7 @@
  * arithmetic of the reward experiment (label-free stops, accuracy at a stop, per-run summaries).
  */
 import { InvalidArgumentError } from '../../src/errors.js';
-import { accuracyAtStop, collapseStop, summarizeRun } from '../../src/rl/experiment.js';
+import { accuracyAtStop, collapseStop, probeDriftStop, summarizeRun } from '../../src/rl/experiment.js';
 import { saturationStop } from '../../src/rl/monitors.js';
 import { additionModesTask as task, answerModeOf, finalAnswerOf, modeCompletion } from '../../src/tasks/addition-modes.js';
 import { splitOf } from '../../src/tasks/dataset.js';
@@ -125,6 +125,9 @@ describe('the reward experiment\'s arithmetic', () => {
     expect(saturationStop(records.map((r) => ({ ...r, 'mode/scratch': 0.99 })))).toBeNull(); // saturated from the start: nothing to select
     expect(saturationStop([{ step: 0 }, { step: 1, 'mode/none': 1 }])).toBeNull();
     expect(collapseStop(records.slice(0, 3))).toBeNull();
+    const probes = [0, 1, 0.7, 0.8, 0.7, 0.6].map((probe_agreement, step) => ({ step, probe_agreement }));
+    expect(probeDriftStop(probes)).toBe(5);
+    expect(probeDriftStop(probes.slice(0, 5))).toBeNull();
   });
 
   test('the accuracy a stop keeps is the last evaluation before it; the final one when it never fires', () => {
