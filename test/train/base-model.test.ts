@@ -14,6 +14,7 @@ import { charTokenizerJson } from '../../src/model/char-tokenizer.js';
 import { loadModelConfig } from '../../src/model/config.js';
 import { PolicyModel } from '../../src/model/policy.js';
 import { PolicyTokenizer } from '../../src/model/tokenizer.js';
+import { modeCompletion } from '../../src/tasks/addition-modes.js';
 import { getTask } from '../../src/tasks/index.js';
 import {
   BASE_MODEL_ALPHABETS, BASE_MODEL_DEFAULTS, BASE_MODEL_RECORD, EOS_TOKEN, baseModelEvalSet, buildBaseModel, evaluateGreedy, modeBreakdown, randomInitTensors, tinyQwen2Config,
@@ -75,8 +76,9 @@ describe('character tokenizer', () => {
     const seen = new Set<string>();
     const wrong: string[] = [];
     for (const split of ['train', 'test'] as const) {
-      for (const e of task.generate(3, 1000, split)) {
-        const text = `${e.prompt}${e.answer}${task.stop}`;
+      // addition-modes: each answer in both modes, as its SFT data writes them.
+      const texts = task.generate(3, 1000, split).flatMap((e) => (name === 'addition-modes' ? (['direct', 'scratch'] as const).map((mode) => modeCompletion(Number(e.answer), mode)) : [e.answer]).map((answer) => `${e.prompt}${answer}${task.stop}`));
+      for (const text of texts) {
         const ids = tokenizer.encode(text);
         const want = [...text].map((ch) => files.vocab[ch]);
         if (ids.length !== want.length || ids.some((id, i) => id !== want[i]) || tokenizer.decode(ids) !== text) wrong.push(text);
