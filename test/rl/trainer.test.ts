@@ -164,7 +164,7 @@ describeGpu('GRPO trainer', () => {
 
   test('bad configuration is refused by name before any work', async () => {
     await expect(runGrpo(ctx, small('bad', { groupSize: 1 }))).rejects.toThrow(/groupSize: expected an integer ≥ 2, got 1/);
-    await expect(runGrpo(ctx, small('bad', { task: 'chess' }))).rejects.toThrow(/task: expected one of arithmetic, addition, countdown, permutations, math/);
+    await expect(runGrpo(ctx, small('bad', { task: 'chess' }))).rejects.toThrow(/task: expected one of arithmetic, addition, addition-modes, countdown, permutations, math/);
     await expect(runGrpo(ctx, small('bad', { rewards: 'self-certainty,vibes' }))).rejects.toThrow(/rewards: expected a known reward/);
     await expect(runGrpo(ctx, small('bad', { rewards: 'accuracy:lots' }))).rejects.toThrow(/weight of 'accuracy'/);
     await expect(runGrpo(ctx, small('bad', { maxPromptLength: 3 }))).rejects.toThrow(/prompt \d+: expected 1 to 3 tokens \(maxPromptLength\)/);
