@@ -53,7 +53,7 @@ function program(): Command {
   // The main job and the reward experiment: the same options, the shipped base model by default.
   const comparison = (parent: Command, name: string, description: string, isDefault = false) => trainOptions(parent.command(name, { isDefault })
     .description(`${description}. Takes train's options except --reward (each run has its own) and --data (a built-in --task only)`)
-    .addOption(new Option('--model <dir>', 'base model folder').default(SHIPPED_BASE_MODEL, 'the shipped models/addition-base'))
+    .addOption(new Option('--model <dir>', 'base model folder').default(SHIPPED_BASE_MODEL, 'the shipped models/addition-modes-q'))
     .option('--task <name>', 'built-in task', SHIPPED_BASE_TASK)
     .option('--steps <n>', 'GRPO steps per run', MAIN_JOB_DEFAULTS.steps)
     .option('--group-size <n>', 'completions per prompt (G)', MAIN_JOB_DEFAULTS.groupSize)
@@ -63,7 +63,11 @@ function program(): Command {
   comparison(cli, 'run', 'the main job: INTUITOR (self-certainty, no labels) beside ground-truth GRPO from the shipped base model: held-out accuracy before/after, collapse monitors, plot', true)
     .action(runCommand);
   comparison(cli.command('experiment').description('experiments that compare training set-ups'), 'rewards',
-    'ground-truth, self-certainty, random, format and incorrect rewards from one base model, same seeds and budget: accuracy change per reward, monitor verdicts, plot')
+    'ground-truth, self-certainty, random, format and incorrect rewards on every base (default: the three shipped), several seeds, one recipe: accuracy change, peak, label-free stops, mode share, monitor verdicts, plot')
+    .option('--models <dirs>', 'comma-separated base model folders, each trained on the task of its base_model.json (default: models/addition-modes-q, models/addition-modes-l, models/addition-base)')
+    .option('--seeds <n>', 'seeds per base and reward (--seed, --seed + 1, ...)', '3')
+    .option('--collect', 'train nothing: tabulate the runs already finished in --out (seeds run by separate processes, or an experiment cut short)')
+    .option('--quick', 'a tiny budget (2 steps of 2 prompts × G = 2, 8 held-out prompts): checks that every run works; its numbers mean nothing')
     .action(experimentRewardsCommand);
 
   cli.command('train')
@@ -80,10 +84,12 @@ function program(): Command {
 
   cli.command('build-base')
     .description('rebuild the shipped base model: a tiny Qwen2 character-level model, random init, SFT on a task\'s train split; records its held-out accuracy')
-    .option('--task <name>', 'addition | arithmetic', SHIPPED_BASE_TASK)
-    .option('--out <dir>', 'model folder to write, replaced whole (default: models/<task>-base, so models/addition-base for addition)')
-    .option('--steps <n>', 'SFT updates', BUILD_BASE_DEFAULTS.steps)
-    .option('--lr <x>', 'SFT peak learning rate', BUILD_BASE_DEFAULTS.lr)
+    .option('--task <name>', 'addition | arithmetic | addition-modes', SHIPPED_BASE_TASK)
+    .option('--out <dir>', 'model folder to write (replaced whole; default models/<task>-base)')
+    .option('--scratch-share <p>', 'addition-modes: fraction of SFT examples answered in the scratch mode, in [0, 1] (default 0.5)')
+    .option('--direct-noise <p>', 'addition-modes: fraction of direct-mode SFT answers off by ±1 or ±10, in [0, 1] (default 0.3)')
+    .option('--steps <n>', 'SFT updates (default 2500)')
+    .option('--lr <x>', 'SFT peak learning rate (default 1e-3; addition-modes 2e-3)')
     .option('--seed <n>', 'initialisation and data seed', BUILD_BASE_DEFAULTS.seed)
     .action(buildBaseCommand);
 

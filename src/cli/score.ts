@@ -14,7 +14,7 @@ import { PolicyTokenizer } from '../model/tokenizer.js';
 import { extractAnswer } from '../rl/verifier.js';
 import { rollout, scoreCompletions, scoringLayout } from '../rl/rollout.js';
 import { SELECTION_RULES, selectBest, type SelectionRule } from '../rl/selection.js';
-import { answerRegion, readJsonlDataset } from '../tasks/dataset.js';
+import { finalAnswer, readJsonlDataset } from '../tasks/dataset.js';
 import { getTask } from '../tasks/index.js';
 import { consoleTable } from '../train/summary.js';
 import { choiceOption, maxNewTokensOption, numberOption } from './inputs.js';
@@ -47,8 +47,7 @@ export async function scoreCommand(o: ScoreCommandOptions): Promise<void> {
   const maxNewTokens = maxNewTokensOption(o.maxNewTokens, Math.max(...prompts.map((p) => p.length)), loadModelConfig(o.model).maxPositionEmbeddings, SCORE_MAX_NEW_TOKENS);
   const answerOf = (text: string): string | null => {
     if (task.stop === '') return extractAnswer(text);
-    const region = answerRegion(text, task.stop);
-    return region === '' ? null : region;
+    return finalAnswer(task, text);
   };
   const ctx = await GpuContext.create();
   try {

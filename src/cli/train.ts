@@ -12,7 +12,7 @@ import { GRPO_DEFAULTS, type GrpoConfigInput } from '../rl/config.js';
 import { evaluate } from '../tasks/evaluate.js';
 import { KL_ESTIMATORS, LOSS_TYPES } from '../rl/loss.js';
 import { runGrpo, type GrpoResult } from '../rl/trainer.js';
-import { getTask } from '../tasks/index.js';
+import { getTask, taskNames } from '../tasks/index.js';
 import { consoleTable } from '../train/summary.js';
 import { choiceOption, numberOption, positiveIntOption } from './inputs.js';
 import { createProgress } from './progress.js';
@@ -53,8 +53,11 @@ export interface TrainCommandOptions {
   randomProbability: string;
   evalEvery: string;
   evalPrompts: string;
+  evalSeed: string;
+  heldOutSplit: string;
   probePrompts: string;
   stopOnCollapse?: boolean;
+  stopOnSaturation?: boolean;
   saveEvery: string;
   keep: string;
   resume?: boolean;
@@ -64,7 +67,7 @@ export interface TrainCommandOptions {
 const D = GRPO_DEFAULTS;
 
 /** Option defaults as strings, by flag; a command may override some (the main job's budget). */
-export type TrainDefaults = Partial<Record<'promptsPerStep' | 'lr' | 'maxCompletionLength' | 'evalPrompts' | 'probePrompts', string>>;
+export type TrainDefaults = Partial<Record<'promptsPerStep' | 'lr' | 'maxCompletionLength' | 'evalPrompts' | 'probePrompts' | 'beta' | 'mu' | 'evalEvery' | 'saveEvery', string>>;
 
 /** Registers train's tuning options on a commander command (shared by train, run and experiment rewards). */
 export function trainOptions(cmd: Command, defaults: TrainDefaults = {}): Command {
@@ -75,11 +78,11 @@ export function trainOptions(cmd: Command, defaults: TrainDefaults = {}): Comman
     .option('--warmup-steps <n>', 'linear warmup updates', String(D.warmupSteps))
     .option('--max-grad-norm <x>', 'global gradient-norm clip (0: off)', String(D.maxGradNorm))
     .option('--weight-decay <x>', 'AdamW decoupled weight decay', String(D.weightDecay))
-    .option('--mu <n>', 'optimiser updates per generation batch (TRL num_iterations)', String(D.mu))
+    .option('--mu <n>', 'optimiser updates per generation batch (TRL num_iterations)', defaults.mu ?? String(D.mu))
     .option('--loss-type <name>', LOSS_TYPES.join(' | '), D.lossType)
     .option('--epsilon-low <x>', 'ratio clip below 1 − ε', String(D.epsilonLow))
     .option('--epsilon-high <x>', 'ratio clip above 1 + ε (default: --epsilon-low; DAPO 0.28)')
-    .option('--beta <x>', 'KL coefficient against the frozen start model (0: no reference)', String(D.beta))
+    .option('--beta <x>', 'KL coefficient against the frozen start model (0: no reference)', defaults.beta ?? String(D.beta))
     .option('--kl-estimator <name>', KL_ESTIMATORS.join(' | '), D.klEstimator)
     .option('--temperature <t>', 'rollout sampling temperature (> 0)', String(D.sampling.temperature))
     .option('--top-k <k>', 'rollout top-k (0: off)', String(D.sampling.topK))
@@ -93,11 +96,14 @@ export function trainOptions(cmd: Command, defaults: TrainDefaults = {}): Comman
     .option('--reward-aggregation <mode>', REWARD_AGGREGATIONS.join(' | '), D.rewardAggregation)
     .option('--scale-rewards <mode>', REWARD_SCALINGS.join(' | '), D.scaleRewards)
     .option('--random-probability <p>', 'p of the random reward', String(D.randomProbability))
-    .option('--eval-every <n>', 'held-out evaluation every n steps (0: start and end only)', String(D.evalEvery))
+    .option('--eval-every <n>', 'held-out evaluation every n steps (0: start and end only)', defaults.evalEvery ?? String(D.evalEvery))
     .option('--eval-prompts <n>', 'held-out prompts evaluated', defaults.evalPrompts ?? String(D.evalPrompts))
+    .option('--eval-seed <n>', 'seed of the held-out prompts (the same for every run seed)', String(D.evalSeed))
+    .option('--held-out-split <name>', 'test | validation (choosing a recipe; tasks that have one)', D.heldOutSplit)
     .option('--probe-prompts <n>', "collapse monitor's fixed probe set (0: off)", defaults.probePrompts ?? String(D.probePrompts))
     .option('--stop-on-collapse', 'stop cleanly when the monitors call a collapse, keeping the last good checkpoint')
-    .option('--save-every <n>', 'checkpoint every n steps (0: only at the end)', String(D.saveEvery))
+    .option('--stop-on-saturation', 'stop cleanly once the sampled answers have settled on one answer mode (tasks with modes), keeping the last checkpoint before it')
+    .option('--save-every <n>', 'checkpoint every n steps (0: only at the end)', defaults.saveEvery ?? String(D.saveEvery))
     .option('--keep <n>', 'checkpoints kept', String(D.keep))
     .option('--resume', 'continue from the latest checkpoint in --out')
     .option('--overwrite', 'remove a non-empty --out first (without it or --resume, such a folder is refused)');
@@ -111,7 +117,7 @@ export function grpoInput(o: Omit<TrainCommandOptions, 'reward' | 'out' | 'model
   }
   if (o.systemPrompt !== undefined && !o.chatTemplate) throw new InvalidArgumentError('--system-prompt', 'given together with --chat-template', JSON.stringify(o.systemPrompt));
   return {
-    model: o.model, task: o.task ?? 'math', data: o.data, out: o.out, rewards: o.reward,
+    model: o.model, task: o.task === undefined ? 'math' : choiceOption('--task', o.task, taskNames()), data: o.data, out: o.out, rewards: o.reward,
     steps: positiveIntOption('--steps', o.steps),
     groupSize: numberOption('--group-size', o.groupSize, { min: 2, integer: true }),
     promptsPerStep: numberOption('--prompts-per-step', o.promptsPerStep, { min: 2, integer: true }),
@@ -143,8 +149,11 @@ export function grpoInput(o: Omit<TrainCommandOptions, 'reward' | 'out' | 'model
     randomProbability: numberOption('--random-probability', o.randomProbability, { min: 0, max: 1 }),
     evalEvery: numberOption('--eval-every', o.evalEvery, { min: 0, integer: true }),
     evalPrompts: positiveIntOption('--eval-prompts', o.evalPrompts),
+    evalSeed: numberOption('--eval-seed', o.evalSeed, { min: 0, integer: true }),
+    heldOutSplit: choiceOption('--held-out-split', o.heldOutSplit, ['test', 'validation'] as const),
     probePrompts: numberOption('--probe-prompts', o.probePrompts, { min: 0, integer: true }),
     stopOnCollapse: o.stopOnCollapse ?? false,
+    stopOnSaturation: o.stopOnSaturation ?? false,
     saveEvery: numberOption('--save-every', o.saveEvery, { min: 0, integer: true }),
     keep: positiveIntOption('--keep', o.keep),
     resume: o.resume ?? false,

@@ -82,10 +82,28 @@ export interface GrpoConfig {
   evalEvery: number;
   /** Held-out prompts evaluated (greedy pass@1). Default 64. */
   evalPrompts: number;
+  /**
+   * Seed of the held-out prompts drawn from a built-in task. Default 0, whatever the run's seed, so
+   * that runs of different seeds are measured on the same prompts (runs of seed 0 drew from it before).
+   */
+  evalSeed: number;
+  /**
+   * The split of a built-in task evaluated as held-out: 'test' (reported results) or 'validation'
+   * (choosing a recipe without looking at 'test'; only tasks that have one, e.g. addition-modes).
+   * Default 'test'.
+   */
+  heldOutSplit: 'test' | 'validation';
   /** The fixed probe set of the collapse monitor (greedy answers compared with step 0's). Default 16; 0 turns the probe off. */
   probePrompts: number;
   /** Stop cleanly, keeping the last checkpoint saved before the collapse, when the monitors call a collapse. Default false. */
   stopOnCollapse: boolean;
+  /**
+   * Stop cleanly, keeping the last checkpoint saved before it, once the sampled completions have
+   * settled on one answer mode (saturationStop in src/rl/monitors.ts; tasks with answer modes
+   * only, never fires on others). A label-free stop for INTUITOR on a base with a latent reasoning
+   * mode: what self-certainty can do there is select the mode (issue 15). Default false.
+   */
+  stopOnSaturation: boolean;
   /** Overrides of the collapse monitor's thresholds (src/rl/monitors.ts). */
   collapseThresholds: Partial<CollapseThresholds>;
   /** Save a checkpoint every this many steps (and at the end). 0: only at the end. */
@@ -126,8 +144,11 @@ export const GRPO_DEFAULTS: Omit<GrpoConfig, 'model' | 'task' | 'out' | 'rewards
   randomProbability: 0.5,
   evalEvery: 0,
   evalPrompts: 64,
+  evalSeed: 0,
+  heldOutSplit: 'test',
   probePrompts: 16,
   stopOnCollapse: false,
+  stopOnSaturation: false,
   collapseThresholds: {},
   saveEvery: 0,
   keep: 2,
@@ -153,6 +174,8 @@ export function resolveGrpoConfig(input: GrpoConfigInput): GrpoConfig {
   int('maxCompletionLength', 1);
   int('evalEvery', 0);
   int('evalPrompts', 1);
+  int('evalSeed', 0);
+  if (c.heldOutSplit !== 'test' && c.heldOutSplit !== 'validation') throw new InvalidArgumentError('heldOutSplit', "'test' or 'validation'", describe(c.heldOutSplit));
   int('probePrompts', 0);
   int('saveEvery', 0);
   int('keep', 1);

@@ -366,3 +366,30 @@ export function collapseVerdict(history: readonly CollapseReport[]): string {
   const first = history.find((r) => r.collapsed);
   return first === undefined ? 'stable' : `collapsed at step ${first.step}`;
 }
+
+/**
+ * A label-free stopping rule for tasks with answer modes (issue 15): stop once the sampled
+ * completions have settled on one mode, i.e. one mode's share (the metrics' `mode/<name>`
+ * columns; 'none' excluded) is at least SATURATION_SHARE on SATURATION_PATIENCE consecutive steps,
+ * for a mode that was below that share at the first step. What a label-free reward can do on such a
+ * base is select among the behaviours the base already has; once one has won, further updates only
+ * sharpen it and, on self-certainty, drift towards the confident-noise collapse the other monitors
+ * catch later. Returns that step, or null (never, or no mode columns).
+ */
+export function saturationStop(records: readonly Record<string, unknown>[]): number | null {
+  const steps = records.filter((r) => typeof r.step === 'number' && r.step >= 1);
+  if (steps.length === 0) return null;
+  const modes = Object.keys(steps[0]!).filter((k) => k.startsWith('mode/') && k !== 'mode/none' && typeof steps[0]![k] === 'number');
+  const open = modes.filter((k) => (steps[0]![k] as number) < SATURATION_SHARE);
+  let streak = 0;
+  for (const r of steps) {
+    streak = open.some((k) => typeof r[k] === 'number' && (r[k] as number) >= SATURATION_SHARE) ? streak + 1 : 0;
+    if (streak >= SATURATION_PATIENCE) return r.step as number;
+  }
+  return null;
+}
+
+/** 0.95: with 128 samples a step, a mode that has all but 6 of them; below that a minority mode is still sampled and still being selected against. */
+export const SATURATION_SHARE = 0.95;
+/** 2 consecutive steps, as the collapse rule's patience: one lucky batch does not stop a run. */
+export const SATURATION_PATIENCE = 2;

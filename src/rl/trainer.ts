@@ -28,16 +28,16 @@ import { NonFiniteError, type PreparedTrainStep } from '../model/training.js';
 import { PolicyModel } from '../model/policy.js';
 import { PolicyTokenizer } from '../model/tokenizer.js';
 import { getTask } from '../tasks/index.js';
-import { answerRegion, readJsonlDataset, type Example, type Task } from '../tasks/dataset.js';
+import { finalAnswer, readJsonlDataset, type Example, type Task } from '../tasks/dataset.js';
 import { DataOrder, type DataOrderState } from '../train/data-order.js';
 import { MetricsLog, type MetricValue } from '../train/metrics-log.js';
 import { lineChartSvg } from '../train/plot.js';
 import { TrainingSession } from '../train/session.js';
 import { aggregateRewards } from './advantages.js';
 import { resolveGrpoConfig, type GrpoConfig, type GrpoConfigInput } from './config.js';
-import { evaluate, type Evaluation } from '../tasks/evaluate.js';
+import { evaluate, modeShares, type Evaluation } from '../tasks/evaluate.js';
 import { grpoLoss } from './loss.js';
-import { CollapseMonitor, collapseVerdict, otherPromptIndices, type CollapseMonitorState, type CollapseReport } from './monitors.js';
+import { CollapseMonitor, collapseVerdict, otherPromptIndices, saturationStop, type CollapseMonitorState, type CollapseReport } from './monitors.js';
 import { evaluateReward, parseRewardSpec, resolveRewards, rewardRandom, type ResolvedReward } from './rewards.js';
 import { completionMask, concatStats, readCompletionStats, rollout, rowGradients, scoreCompletions, scoringLayout, sequencesPerPass, sliceLayout, type Completion, type CompletionStats, type ScoringLayout } from './rollout.js';
 
@@ -53,7 +53,7 @@ export interface GrpoResult {
   after: Evaluation;
   /** 'stable' or 'collapsed at step N'. */
   verdict: string;
-  /** True when --stop-on-collapse ended the run early. */
+  /** True when --stop-on-collapse or --stop-on-saturation ended the run early. */
   stoppedOnCollapse: boolean;
   lastCheckpoint: string | null;
   records: Record<string, MetricValue>[];
@@ -94,7 +94,7 @@ const TASK_TRAIN_EXAMPLES = 4096;
  * --data, the file's lines with the last min(evalPrompts, 10%) held out.
  */
 async function loadData(config: GrpoConfig, task: Task): Promise<{ train: Required<Example>[]; heldOut: Required<Example>[] }> {
-  if (config.data === undefined) return { train: task.generate(config.seed, TASK_TRAIN_EXAMPLES, 'train'), heldOut: task.generate(config.seed, config.evalPrompts, 'test') };
+  if (config.data === undefined) return { train: task.generate(config.seed, TASK_TRAIN_EXAMPLES, 'train'), heldOut: task.generate(config.evalSeed, config.evalPrompts, config.heldOutSplit) };
   const all = (await readJsonlDataset(config.data)).map((e) => ({ prompt: e.prompt, answer: String(e.answer) }));
   const held = Math.min(config.evalPrompts, Math.floor(all.length / 10));
   if (held < 1) throw new InvalidArgumentError('--data', 'at least 10 lines (a tenth is held out for evaluation)', `${all.length} lines in ${config.data}`);
@@ -154,6 +154,8 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       log(`held-out greedy accuracy before training: ${(100 * before.pass1).toFixed(1)}% (${before.examples} prompts)`);
     }
     const reports: CollapseReport[] = [];
+    // This run's step records, for the saturation rule (a resumed run judges from its resume point).
+    const history: GrpoStepRecord[] = [];
     let lastEvaluation: { step: number; evaluation: Evaluation } | null = null;
     let lastCheckpoint: string | null = null;
     let stoppedOnCollapse = false;
@@ -231,10 +233,8 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       }
 
       // 5. Monitors, evaluation, metrics.
-      const answers = completions.map((c) => {
-        const region = answerRegion(c.text, task.stop);
-        return region === '' ? null : region;
-      });
+      const answers = completions.map((c) => finalAnswer(task, c.text));
+      const sampledModes = modeShares(task, completions.map((c) => c.text));
       const probeAnswers = probes.length > 0 ? (await evaluate(policy, tokenizer, task, probes, evalOptions)).greedyAnswers : undefined;
       const report = monitor.update({
         step, answers, prompts: P, meanLength: mean(lengths),
@@ -262,16 +262,19 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
         answer_diversity: report.diversity, cross_prompt_sc: report.crossPromptSc, length_drift: report.lengthDrift, probe_agreement: report.probeAgreement,
         collapse: report.collapsed ? 1 : 0,
         eval_accuracy: evaluation?.pass1 ?? null,
+        ...modeColumns('mode', sampledModes), ...modeColumns('eval_mode', evaluation?.modeShares ?? null),
       };
       // Warn when a collapse is called and when it ends; the per-step flag is in the metrics (collapse).
       const previous = reports.at(-2);
       if (report.collapsed && !previous?.collapsed) log(`step ${step}: collapse warning: ${report.reasons.join('; ')}`);
       if (!report.collapsed && previous?.collapsed) log(`step ${step}: the collapse signals have cleared`);
-      if (report.collapsed && config.stopOnCollapse) {
+      history.push(record);
+      const saturated = config.stopOnSaturation && saturationStop(history) === step;
+      if ((report.collapsed && config.stopOnCollapse) || saturated) {
         metrics.append(record);
         hooks.onStep?.(record, report);
         stoppedOnCollapse = true;
-        log(`step ${step}: stopping on collapse; the last checkpoint saved before it is kept${lastCheckpoint ? ` (${lastCheckpoint})` : ''}`);
+        log(`step ${step}: stopping on ${saturated ? 'a saturated answer mode' : 'collapse'}; the last checkpoint saved before it is kept${lastCheckpoint ? ` (${lastCheckpoint})` : ''}`);
         break;
       }
       metrics.append(record);
@@ -283,13 +286,18 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
     }
     const after = lastEvaluation?.step === step ? lastEvaluation.evaluation : await evaluate(policy, tokenizer, task, heldOut, evalOptions);
     const verdict = collapseVerdict(reports);
-    writeFileSync(join(config.out, 'plot.svg'), runPlot([{ name: config.rewards, records: metrics.read() }]));
+    writeFileSync(join(config.out, 'plot.svg'), runPlot([{ name: config.rewards, records: metrics.read() }], task.reasoningMode));
     return { out: config.out, steps: step, before, after, verdict, stoppedOnCollapse, lastCheckpoint, records: metrics.read() };
   } finally {
     prepared?.destroy();
     reference?.destroy();
     session.destroy();
   }
+}
+
+/** `prefix/<mode>` → share, for a task with answer modes (sampled completions: 'mode'; greedy held-out ones: 'eval_mode'). */
+function modeColumns(prefix: string, shares: Record<string, number> | null): Record<string, number> {
+  return shares === null ? {} : Object.fromEntries(Object.entries(shares).map(([mode, share]) => [`${prefix}/${mode}`, share]));
 }
 
 /** The text the model sees for a prompt: itself, or its chat-template rendering (config.chatTemplate). */
@@ -347,7 +355,7 @@ async function rewardValues(reward: ResolvedReward, completions: Completion[], b
   return out;
 }
 
-/** The CSV columns (JSON lines carry the same fields, plus per-reward means). */
+/** The CSV columns (JSON lines carry the same fields, plus per-reward means and, for a task with answer modes, each mode's share of the sampled completions, mode/<name>, and of the greedy held-out ones at evaluations, eval_mode/<name>). */
 export const GRPO_COLUMNS = [
   'step', 'reward_mean', 'reward_std', 'frac_reward_zero_std', 'advantage_mean', 'advantage_std', 'loss', 'kl',
   'clip_ratio_low', 'clip_ratio_high', 'clip_ratio_region', 'entropy', 'self_certainty_mean', 'self_certainty_std', 'self_certainty_min', 'self_certainty_max',
@@ -355,8 +363,12 @@ export const GRPO_COLUMNS = [
   'answer_diversity', 'cross_prompt_sc', 'length_drift', 'probe_agreement', 'collapse', 'eval_accuracy',
 ] as const;
 
-/** Reward, self-certainty, held-out accuracy and KL against step, one line per run. */
-export function runPlot(runs: { name: string; records: Record<string, MetricValue>[] }[]): string {
+/**
+ * Reward, self-certainty, held-out accuracy (a point at every evaluation) and KL against step, one
+ * line per run; with `reasoningMode` (a task with answer modes), also that mode's share of the
+ * sampled completions.
+ */
+export function runPlot(runs: { name: string; records: Record<string, MetricValue>[] }[], reasoningMode?: string): string {
   const series = (key: string) => runs.map((run) => ({
     name: run.name,
     points: run.records.filter((r) => typeof r[key] === 'number').map((r) => [r.step as number, r[key] as number] as [number, number]),
@@ -368,6 +380,7 @@ export function runPlot(runs: { name: string; records: Record<string, MetricValu
       { title: 'self-certainty', yLabel: 'nats', series: series('self_certainty_mean') },
       { title: 'held-out accuracy (greedy)', yLabel: 'accuracy', series: series('eval_accuracy') },
       { title: 'KL to reference', yLabel: 'nats', series: series('kl') },
+      ...(reasoningMode === undefined ? [] : [{ title: `sampled share of the ${reasoningMode} mode`, yLabel: 'share', series: series(`mode/${reasoningMode}`) }]),
     ],
   });
 }

@@ -13,8 +13,9 @@ export interface Example {
   answer?: string;
 }
 
-export type Split = 'train' | 'test';
-export const SPLITS: readonly Split[] = ['train', 'test'];
+/** 'validation' exists only for tasks that define it (used to choose a recipe without looking at 'test'). */
+export type Split = 'train' | 'validation' | 'test';
+export const SPLITS: readonly Split[] = ['train', 'validation', 'test'];
 
 /** The three scores of "Reasoning LLMs are Wandering Solution Explorers" (Lu et al., 2025), each in [0, 1]. */
 export interface ExplorationScores {
@@ -41,6 +42,24 @@ export interface Task {
   /** A fixed, deterministic wrong label in the same format (the incorrect-label control of Shao et al., 2025). */
   wrongAnswer(answer: string): string;
   explorationScores?(completion: string, answer: string): ExplorationScores;
+  /** For tasks whose answers come in several modes (e.g. direct or with a scratchpad): the mode names. */
+  modes?: readonly string[];
+  /** The mode a completion answered in, or null when it is in none of them. */
+  modeOf?(completion: string): string | null;
+  /** The mode that carries the latent reasoning (its sampled share is plotted). */
+  reasoningMode?: string;
+  /**
+   * The final answer of a completion, for tasks where it is only part of the answer region (a
+   * scratchpad before it); the collapse monitors compare these. Default: the answer region.
+   */
+  finalAnswer?(completion: string): string | null;
+}
+
+/** The final answer of a completion: task.finalAnswer where defined, else the answer region (null when empty). */
+export function finalAnswer(task: Task, completion: string): string | null {
+  if (task.finalAnswer) return task.finalAnswer(completion);
+  const region = answerRegion(completion, task.stop);
+  return region === '' ? null : region;
 }
 
 /** The completion's answer region: everything before the first `stop` (all of it if there is none, or stop is ''), trimmed. */
@@ -83,9 +102,13 @@ export function fnv1a(text: string): number {
   return h >>> 0;
 }
 
-/** The split a problem belongs to: 'test' for a fixed `testFraction` of keys by hash, 'train' for the rest. */
-export function splitOf(key: string, testFraction: number): Split {
-  return fnv1a(key) / 4294967296 < testFraction ? 'test' : 'train';
+/**
+ * The split a problem belongs to: 'test' for a fixed `testFraction` of keys by hash, 'validation'
+ * for the next `validationFraction` (0 for tasks without one), 'train' for the rest.
+ */
+export function splitOf(key: string, testFraction: number, validationFraction = 0): Split {
+  const u = fnv1a(key) / 4294967296;
+  return u < testFraction ? 'test' : u < testFraction + validationFraction ? 'validation' : 'train';
 }
 
 /**
@@ -100,17 +123,19 @@ export function generateSplit(
   split: Split,
   testFraction: number,
   draw: (rand: () => number) => { key: string; example: Required<Example> },
+  validationFraction = 0,
 ): Array<Required<Example>> {
   if (!Number.isSafeInteger(seed)) throw new InvalidArgumentError('seed', 'an integer', describe(seed));
   if (!Number.isSafeInteger(count) || count < 0) throw new InvalidArgumentError('count', 'an integer ≥ 0', describe(count));
   if (!SPLITS.includes(split)) throw new InvalidArgumentError('split', `one of ${SPLITS.join(', ')}`, describe(split));
+  if (split === 'validation' && validationFraction === 0) throw new InvalidArgumentError('split', `train or test (${taskName} has no validation split)`, describe(split));
   const rand = mulberry32((seed ^ fnv1a(`${taskName}:${split}`)) >>> 0);
   const out: Array<Required<Example>> = [];
   const maxDraws = 1000 + 200 * count;
   for (let draws = 0; out.length < count; draws++) {
     if (draws >= maxDraws) throw new InvalidArgumentError('split', `a split of ${taskName} with problems to draw`, `none found in ${draws} draws`);
     const { key, example } = draw(rand);
-    if (splitOf(`${taskName}:${key}`, testFraction) === split) out.push(example);
+    if (splitOf(`${taskName}:${key}`, testFraction, validationFraction) === split) out.push(example);
   }
   return out;
 }

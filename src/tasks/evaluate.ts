@@ -7,7 +7,7 @@ import { InvalidArgumentError, describe } from '../errors.js';
 import type { PolicyModel } from '../model/policy.js';
 import type { PolicyTokenizer } from '../model/tokenizer.js';
 import type { SamplingOptions } from '../sampling/sample.js';
-import { answerRegion, type Example, type ExplorationScores, type Task } from './dataset.js';
+import { finalAnswer, type Example, type ExplorationScores, type Task } from './dataset.js';
 import { deriveSeed } from '../util/random.js';
 
 export interface Evaluation {
@@ -22,6 +22,16 @@ export interface Evaluation {
   /** The greedy completions, and their answers (answer regions; null when empty), in example order. */
   greedyCompletions: string[];
   greedyAnswers: (string | null)[];
+  /** Tasks with answer modes: the share of greedy completions in each mode, and in none ('none'). */
+  modeShares: Record<string, number> | null;
+}
+
+/** The share of `completions` in each of the task's answer modes, and in none ('none'); null for a task without modes. */
+export function modeShares(task: Task, completions: readonly string[]): Record<string, number> | null {
+  if (!task.modeOf || !task.modes) return null;
+  const shares: Record<string, number> = Object.fromEntries([...task.modes, 'none'].map((m) => [m, 0]));
+  for (const c of completions) shares[task.modeOf(c) ?? 'none']! += 1 / completions.length;
+  return shares;
 }
 
 export interface EvaluateOptions {
@@ -70,10 +80,7 @@ export async function evaluate(model: PolicyModel, tokenizer: PolicyTokenizer, t
     exploration = { validity: mean('validity'), effectiveness: mean('effectiveness'), necessity: mean('necessity') };
   }
   return {
-    examples: examples.length, pass1, meanAtK, k, exploration, greedyCompletions: greedy,
-    greedyAnswers: greedy.map((text) => {
-      const region = answerRegion(text, task.stop);
-      return region === '' ? null : region;
-    }),
+    examples: examples.length, pass1, meanAtK, k, exploration, greedyCompletions: greedy, modeShares: modeShares(task, greedy),
+    greedyAnswers: greedy.map((text) => finalAnswer(task, text)),
   };
 }

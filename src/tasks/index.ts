@@ -1,5 +1,6 @@
 /** The built-in tasks by name. */
 import { InvalidArgumentError, describe } from '../errors.js';
+import { additionModesTask } from './addition-modes.js';
 import { additionTask, arithmeticTask } from './arithmetic.js';
 import { countdownTask } from './countdown.js';
 import type { Task } from './dataset.js';
@@ -9,6 +10,7 @@ import { permutationsTask } from './permutations.js';
 export const TASKS: Readonly<Record<string, Task>> = Object.freeze({
   arithmetic: arithmeticTask,
   addition: additionTask,
+  'addition-modes': additionModesTask,
   countdown: countdownTask,
   permutations: permutationsTask,
   math: mathTask,
@@ -25,5 +27,5 @@ export function getTask(name: string): Task {
   return task;
 }
 
-export { additionTask, arithmeticTask, countdownTask, mathTask, permutationsTask };
+export { additionModesTask, additionTask, arithmeticTask, countdownTask, mathTask, permutationsTask };
 export type { Task };

@@ -26,6 +26,7 @@ import { evaluate } from '../tasks/evaluate.js';
 import { getTask } from '../tasks/index.js';
 import type { Example } from '../tasks/dataset.js';
 import type { Task } from '../tasks/index.js';
+import { modeCompletion, type AnswerMode } from '../tasks/addition-modes.js';
 import { gaussian, mulberry32 } from '../util/random.js';
 import { runSft, type SftRecord } from './sft.js';
 
@@ -33,6 +34,7 @@ import { runSft, type SftRecord } from './sft.js';
 export const BASE_MODEL_ALPHABETS = {
   arithmetic: [...'0123456789+*=\n'],
   addition: [...'0123456789+=\n'],
+  'addition-modes': [...'0123456789+=R>\n'],
 } as const satisfies Record<string, readonly string[]>;
 
 export type BaseModelTask = keyof typeof BASE_MODEL_ALPHABETS;
@@ -67,6 +69,14 @@ export interface BaseModelSettings {
   /** Standard deviation of the random matrices (N(0, σ²), as transformers' initializer_range). */
   initStd: number;
   architecture: TinyArchitecture;
+  /** addition-modes only: the fraction of SFT examples answered in the scratch mode (the rest direct), in [0, 1]. */
+  scratchShare: number;
+  /**
+   * addition-modes only: the fraction of direct-mode SFT examples whose answer is off by ±1 or ±10
+   * (drawn uniformly; never below 0), in [0, 1]. Scratch-mode examples are always right, so the
+   * noise makes the direct mode the less reliable one, as in issue 15's prototype.
+   */
+  directNoise: number;
 }
 
 /**
@@ -96,7 +106,17 @@ export const BASE_MODEL_DEFAULTS: Readonly<BaseModelSettings> = Object.freeze({
   architecture: Object.freeze({
     hiddenSize: 64, numLayers: 2, numHeads: 4, numKeyValueHeads: 2, intermediateSize: 176, maxPositionEmbeddings: 32, ropeTheta: 10000,
   }),
+  scratchShare: 0,
+  directNoise: 0,
 });
+
+/**
+ * What differs for `addition-modes`: 48 positions (GRPO's completions may run to 24 tokens after
+ * a 6-token prompt before they are cut); the mixture of the Qwen-like base (models/addition-modes-q)
+ * when no option sets it; and a cosine decay of a 2e-3 peak (the last updates at a low rate leave
+ * the greedy answers less noisy than a constant rate).
+ */
+export const ADDITION_MODES_DEFAULTS = Object.freeze({ maxPositionEmbeddings: 48, scratchShare: 0.5, directNoise: 0.3, steps: 2500, lr: 2e-3, schedule: 'cosine' as const, warmupSteps: 100 });
 
 export interface BuildBaseModelOptions extends Partial<Omit<BaseModelSettings, 'architecture'>> {
   task: BaseModelTask;
@@ -117,14 +137,38 @@ export interface BaseModelRecord {
   seed: number;
   architecture: TinyArchitecture;
   init: { std: number };
+  /** addition-modes: the SFT data's mode mixture and direct-mode label noise. */
+  mixture?: { scratchShare: number; directNoise: number };
   sft: { steps: number; lr: number; schedule: string; warmupSteps: number; weightDecay: number; batchSize: number; trainExamples: number; finalLoss: number | null; seconds: number };
-  eval: { split: 'test'; seed: number; prompts: number; accuracy: number; maxNewTokens: number; stopAt: string[] };
+  eval: {
+    split: 'test'; seed: number; prompts: number; accuracy: number; maxNewTokens: number; stopAt: string[];
+    /** Tasks with answer modes: per mode (and 'none': neither format), the share of greedy answers in it and their accuracy (null when none). */
+    modes?: Record<string, { share: number; accuracy: number | null }>;
+  };
   created: string;
 }
 
 export const BASE_MODEL_RECORD = 'base_model.json';
 /** Enough for every answer of the built-in tasks a base model serves, plus its stop. */
 export const EVAL_MAX_NEW_TOKENS = 8;
+/** addition-modes: a scratch answer and its stop are 9 tokens. */
+export const MODES_EVAL_MAX_NEW_TOKENS = 12;
+
+/** The longest greedy completion a base model of `task` is evaluated with. */
+export function evalMaxNewTokens(task: BaseModelTask): number {
+  return task === 'addition-modes' ? MODES_EVAL_MAX_NEW_TOKENS : EVAL_MAX_NEW_TOKENS;
+}
+
+/** The SFT updates of a task's build when none are given. */
+export function baseModelSteps(task: BaseModelTask): number {
+  return task === 'addition-modes' ? ADDITION_MODES_DEFAULTS.steps : BASE_MODEL_DEFAULTS.steps;
+}
+
+/** A fraction in [0, 1]; the error names the option. */
+export function unitFraction(name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > 1) throw new InvalidArgumentError(name, 'a number in [0, 1]', describe(value));
+  return value;
+}
 
 function positiveNumber(name: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new InvalidArgumentError(name, 'a positive finite number', describe(value));
@@ -132,12 +176,19 @@ function positiveNumber(name: string, value: unknown): number {
 }
 
 function resolveSettings(options: BuildBaseModelOptions): BaseModelSettings {
-  const d = BASE_MODEL_DEFAULTS;
+  const modes = options.task === 'addition-modes';
+  const d = modes ? { ...BASE_MODEL_DEFAULTS, ...ADDITION_MODES_DEFAULTS, architecture: { ...BASE_MODEL_DEFAULTS.architecture, maxPositionEmbeddings: ADDITION_MODES_DEFAULTS.maxPositionEmbeddings } } : BASE_MODEL_DEFAULTS;
+  if (!modes) {
+    for (const key of ['scratchShare', 'directNoise'] as const) {
+      if (options[key] !== undefined && options[key] !== 0) throw new InvalidArgumentError(key, `0 or unset (a mode mixture needs task addition-modes, not ${options.task})`, describe(options[key]));
+    }
+  }
   const s: BaseModelSettings = {
     seed: options.seed ?? d.seed, steps: options.steps ?? d.steps, lr: options.lr ?? d.lr, schedule: options.schedule ?? d.schedule,
     warmupSteps: options.warmupSteps ?? d.warmupSteps, weightDecay: options.weightDecay ?? d.weightDecay, batchSize: options.batchSize ?? d.batchSize,
     trainExamples: options.trainExamples ?? d.trainExamples, evalPrompts: options.evalPrompts ?? d.evalPrompts, evalSeed: options.evalSeed ?? d.evalSeed,
     initStd: options.initStd ?? d.initStd, architecture: { ...d.architecture, ...options.architecture },
+    scratchShare: unitFraction('scratchShare', options.scratchShare ?? d.scratchShare), directNoise: unitFraction('directNoise', options.directNoise ?? d.directNoise),
   };
   if (!Number.isSafeInteger(s.seed) || s.seed < 0) throw new InvalidArgumentError('seed', 'an integer ≥ 0', describe(s.seed));
   if (!Number.isSafeInteger(s.evalSeed) || s.evalSeed < 0) throw new InvalidArgumentError('evalSeed', 'an integer ≥ 0', describe(s.evalSeed));
@@ -206,16 +257,46 @@ export interface GreedyEvaluation {
   completions: string[];
 }
 
-/** Greedy accuracy of the model in `modelDir` on `examples` (src/tasks/evaluate.ts, completions of at most EVAL_MAX_NEW_TOKENS). */
-export async function evaluateGreedy(ctx: GpuContext, modelDir: string, task: Task, examples: readonly Required<Example>[]): Promise<GreedyEvaluation> {
+/** Greedy accuracy of the model in `modelDir` on `examples` (src/tasks/evaluate.ts, completions of at most `maxNewTokens`). */
+export async function evaluateGreedy(ctx: GpuContext, modelDir: string, task: Task, examples: readonly Required<Example>[], maxNewTokens = EVAL_MAX_NEW_TOKENS): Promise<GreedyEvaluation> {
   const tokenizer = PolicyTokenizer.load(modelDir);
   const model = await PolicyModel.load(ctx, modelDir);
   try {
-    const result = await evaluate(model, tokenizer, task, examples, { maxNewTokens: EVAL_MAX_NEW_TOKENS });
+    const result = await evaluate(model, tokenizer, task, examples, { maxNewTokens });
     return { accuracy: result.pass1, completions: result.greedyCompletions };
   } finally {
     model.destroy();
   }
+}
+
+/** Per answer mode (and 'none'), the share of `completions` in it and their accuracy. */
+export function modeBreakdown(task: Task, completions: readonly string[], examples: readonly Required<Example>[]): Record<string, { share: number; accuracy: number | null }> {
+  const out: Record<string, { share: number; accuracy: number | null }> = {};
+  for (const mode of [...(task.modes ?? []), 'none']) {
+    const indices = completions.flatMap((c, i) => ((task.modeOf?.(c) ?? 'none') === mode ? [i] : []));
+    const right = indices.reduce((sum, i) => sum + task.score(completions[i]!, examples[i]!.answer), 0);
+    out[mode] = { share: indices.length / completions.length, accuracy: indices.length > 0 ? right / indices.length : null };
+  }
+  return out;
+}
+
+/**
+ * The SFT lines of a base model: the task's TRAIN split, answered as the task answers; for
+ * addition-modes, each example in the scratch mode with probability scratchShare, and a direct
+ * answer made wrong (±1 or ±10) with probability directNoise, all from a generator seeded by the
+ * build's seed (so a build is deterministic).
+ */
+export function sftExamples(task: BaseModelTask, settings: Pick<BaseModelSettings, 'seed' | 'trainExamples' | 'scratchShare' | 'directNoise'>): Array<{ prompt: string; completion: string; mode?: AnswerMode; noisy?: boolean }> {
+  const train = getTask(task).generate(settings.seed, settings.trainExamples, 'train');
+  if (task !== 'addition-modes') return train.map((e) => ({ prompt: e.prompt, completion: e.answer }));
+  const rand = mulberry32((settings.seed ^ 0x5eed_0de5) >>> 0);
+  return train.map((e) => {
+    const sum = Number(e.answer);
+    if (rand() < settings.scratchShare) return { prompt: e.prompt, completion: modeCompletion(sum, 'scratch'), mode: 'scratch' as const };
+    if (rand() >= settings.directNoise) return { prompt: e.prompt, completion: modeCompletion(sum, 'direct'), mode: 'direct' as const };
+    const offsets = [-10, -1, 1, 10].filter((d) => sum + d >= 0);
+    return { prompt: e.prompt, completion: String(sum + offsets[Math.floor(rand() * offsets.length)]!), mode: 'direct' as const, noisy: true };
+  });
 }
 
 /** The held-out prompts a base model's recorded accuracy is measured on. */
@@ -257,8 +338,8 @@ export async function buildBaseModel(ctx: GpuContext, options: BuildBaseModelOpt
     await writeSafetensors(join(initDir, 'model.safetensors'), randomInitTensors(config, settings.seed, settings.initStd), { format: 'pt' });
 
     const data = join(workDir, 'sft.jsonl');
-    const train = task.generate(settings.seed, settings.trainExamples, 'train');
-    await fsp.writeFile(data, train.map((e) => JSON.stringify({ prompt: e.prompt, completion: `${e.answer}${task.stop}` })).join('\n') + '\n');
+    const train = sftExamples(taskName, settings);
+    await fsp.writeFile(data, train.map((e) => JSON.stringify({ prompt: e.prompt, completion: `${e.completion}${task.stop}` })).join('\n') + '\n');
 
     const started = performance.now();
     const { checkpoint, last } = await runSft(ctx, {
@@ -273,15 +354,20 @@ export async function buildBaseModel(ctx: GpuContext, options: BuildBaseModelOpt
     // The checkpoint's config.json is the initial one (torch_dtype float32 already); only the weights are new.
     await fsp.copyFile(join(checkpoint, 'model.safetensors'), join(staging, 'model.safetensors'));
 
-    const evaluation = await evaluateGreedy(ctx, staging, task, baseModelEvalSet(taskName, settings.evalSeed, settings.evalPrompts));
+    const evalSet = baseModelEvalSet(taskName, settings.evalSeed, settings.evalPrompts);
+    const evaluation = await evaluateGreedy(ctx, staging, task, evalSet, evalMaxNewTokens(taskName));
     const record: BaseModelRecord = {
       format: 'intuitor-base-model', version: 1, task: taskName, seed: settings.seed, architecture: settings.architecture,
       init: { std: settings.initStd },
+      ...(taskName === 'addition-modes' ? { mixture: { scratchShare: settings.scratchShare, directNoise: settings.directNoise } } : {}),
       sft: {
         steps: settings.steps, lr: settings.lr, schedule: settings.schedule, warmupSteps: settings.warmupSteps, weightDecay: settings.weightDecay,
         batchSize: settings.batchSize, trainExamples: settings.trainExamples, finalLoss: last?.loss ?? null, seconds: Math.round(seconds * 10) / 10,
       },
-      eval: { split: 'test', seed: settings.evalSeed, prompts: settings.evalPrompts, accuracy: evaluation.accuracy, maxNewTokens: EVAL_MAX_NEW_TOKENS, stopAt: [task.stop, EOS_TOKEN] },
+      eval: {
+        split: 'test', seed: settings.evalSeed, prompts: settings.evalPrompts, accuracy: evaluation.accuracy, maxNewTokens: evalMaxNewTokens(taskName), stopAt: [task.stop, EOS_TOKEN],
+        ...(task.modeOf ? { modes: modeBreakdown(task, evaluation.completions, evalSet) } : {}),
+      },
       created: new Date().toISOString(),
     };
     await writeJson(join(staging, BASE_MODEL_RECORD), record);

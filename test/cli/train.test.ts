@@ -70,7 +70,7 @@ describeGpu('intuitor train, run, eval, score, sft', () => {
   const train = (task: string, reward: string, ...extra: string[]) => ['train', '--model', model, '--task', task, '--reward', reward, '--out', join(tmpdir(), 'intuitor-refused'), ...extra];
   test.each([
     [train('arithmetic', 'accuracy', '--group-size', '1'), /--group-size: expected an integer ≥ 2, got "1"/],
-    [train('chess', 'accuracy'), /^intuitor: error: --task: expected one of arithmetic, addition, countdown, permutations, math, got "chess"/],
+    [train('chess', 'accuracy'), /^intuitor: error: --task: expected one of arithmetic, addition, addition-modes, countdown, permutations, math, got "chess"/],
     [train('arithmetic', 'vibes'), /^intuitor: error: --reward: expected a known reward/],
     [train('arithmetic', 'accuracy:lots'), /^intuitor: error: --reward: weight of 'accuracy'/],
     [train('arithmetic', 'accuracy', '--loss-type', 'ppo'), /--loss-type: expected one of grpo, bnpo, dr_grpo, dapo, got "ppo"/],

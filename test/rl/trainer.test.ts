@@ -14,7 +14,7 @@ import { tokenStats } from '../../src/ops/token-stats.js';
 import { resolveGrpoConfig, type GrpoConfigInput } from '../../src/rl/config.js';
 import { rollout, scoreCompletions, scoringLayout, sequencesPerPass } from '../../src/rl/rollout.js';
 import { runGrpo } from '../../src/rl/trainer.js';
-import { SHIPPED_BASE_MODEL, SHIPPED_BASE_TASK } from '../../src/cli/run.js';
+import { SHIPPED_BASES } from '../../src/cli/run.js';
 import { latestCheckpoint, loadCheckpoint } from '../../src/train/checkpoint.js';
 import { FIXTURES, describeGpu, openGpu } from '../helpers.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';
@@ -28,6 +28,9 @@ function deterministic(out: string): unknown[] {
     return rest;
   });
 }
+
+/** Steps of the mechanism test (the sampled scratch share rises under self-certainty alone). */
+const MECHANISM_STEPS = 8;
 
 describeGpu('GRPO trainer', () => {
   let ctx: GpuContext;
@@ -48,13 +51,23 @@ describeGpu('GRPO trainer', () => {
 
   test('a short run with the accuracy reward raises held-out accuracy (the shipped addition base, 20 steps)', async () => {
     const result = await runGrpo(ctx, {
-      model: SHIPPED_BASE_MODEL, task: SHIPPED_BASE_TASK, rewards: 'accuracy', out: join(tmp, 'learns'),
+      model: SHIPPED_BASES.none, task: 'addition', rewards: 'accuracy', out: join(tmp, 'learns'),
       steps: 20, promptsPerStep: 16, groupSize: 8, lr: 3e-4, maxCompletionLength: 8, evalPrompts: 256, probePrompts: 0,
     });
     // Measured on lavapipe: about +6 points. One standard error of a ~55% accuracy on 256 prompts is 3.1 points.
     expect(result.after.pass1 - result.before.pass1).toBeGreaterThanOrEqual(0.03);
     expect(result.verdict).toBe('stable');
   }, 180_000);
+
+  test('the mechanism on the Qwen-like base: a short self-certainty run, no labels, raises the sampled share of the scratch mode', async () => {
+    const result = await runGrpo(ctx, {
+      model: SHIPPED_BASES.q, task: 'addition-modes', rewards: 'self-certainty', out: join(tmp, 'mechanism'),
+      steps: MECHANISM_STEPS, promptsPerStep: 8, groupSize: 8, lr: 1e-4, beta: 0.05, mu: 2, maxCompletionLength: 12, evalPrompts: 8, probePrompts: 0,
+    });
+    const share = (step: number) => result.records.find((r) => r.step === step)!['mode/scratch'] as number;
+    // Measured on lavapipe: MECHANISM_SHARE_RISE; each share is of 64 samples (one standard error ≤ 0.0625).
+    expect(share(MECHANISM_STEPS) - share(1)).toBeGreaterThanOrEqual(0.15);
+  }, 300_000);
 
   test('the same seed gives identical metrics; an interrupted run resumes bit-identically', async () => {
     const options = { steps: 4, saveEvery: 2, beta: 0.02, mu: 2 };
@@ -151,7 +164,7 @@ describeGpu('GRPO trainer', () => {
 
   test('bad configuration is refused by name before any work', async () => {
     await expect(runGrpo(ctx, small('bad', { groupSize: 1 }))).rejects.toThrow(/groupSize: expected an integer ≥ 2, got 1/);
-    await expect(runGrpo(ctx, small('bad', { task: 'chess' }))).rejects.toThrow(/task: expected one of arithmetic, addition, countdown, permutations, math/);
+    await expect(runGrpo(ctx, small('bad', { task: 'chess' }))).rejects.toThrow(/task: expected one of arithmetic, addition, addition-modes, countdown, permutations, math/);
     await expect(runGrpo(ctx, small('bad', { rewards: 'self-certainty,vibes' }))).rejects.toThrow(/rewards: expected a known reward/);
     await expect(runGrpo(ctx, small('bad', { rewards: 'accuracy:lots' }))).rejects.toThrow(/weight of 'accuracy'/);
     await expect(runGrpo(ctx, small('bad', { maxPromptLength: 3 }))).rejects.toThrow(/maxPromptLength: expected at least the \d+ tokens of prompt \d+ of task arithmetic .*, got 3/);

@@ -7,6 +7,7 @@ import { InvalidArgumentError } from '../../src/errors.js';
 import { additionTask, arithmeticTask } from '../../src/tasks/arithmetic.js';
 import { countdownTask, evaluateExpression, parseCountdownAnswer } from '../../src/tasks/countdown.js';
 import type { Task } from '../../src/tasks/dataset.js';
+import { modeCompletion } from '../../src/tasks/addition-modes.js';
 import { TASKS, getTask, taskNames } from '../../src/tasks/index.js';
 import { distinctPermutations, listedItems, permutationScores, permutationsTask } from '../../src/tasks/permutations.js';
 
@@ -44,6 +45,7 @@ function solveCountdown(numbers: number[], target: number): string | null {
 const SOLVE: Record<string, (answer: string) => string> = {
   arithmetic: (answer) => `${answer}\n`,
   addition: (answer) => `${answer}\n`,
+  'addition-modes': (answer) => `${modeCompletion(Number(answer), 'scratch')}\n`,
   permutations: (answer) => `${answer.split(',').reverse().join(',')}\n`,
   countdown: (answer) => {
     const { numbers, target } = parseCountdownAnswer(answer);
@@ -55,6 +57,7 @@ const SOLVE: Record<string, (answer: string) => string> = {
 const KEY: Record<string, (prompt: string) => string> = {
   arithmetic: (prompt) => prompt,
   addition: (prompt) => prompt,
+  'addition-modes': (prompt) => prompt,
   permutations: (prompt) => [...prompt.slice(5, -1)].sort().join(''),
   countdown: (prompt) => {
     const [numbers, target] = prompt.slice(0, -1).split(' -> ');
@@ -118,16 +121,16 @@ describe.each(GENERATED.map((task) => [task.name, task] as [string, Task]))('tas
   test('bad generate arguments are refused', () => {
     expect(() => task.generate(1.5, 3, 'train')).toThrow(/seed: expected an integer/);
     expect(() => task.generate(1, -1, 'train')).toThrow(/count: expected an integer ≥ 0/);
-    expect(() => task.generate(1, 3, 'valid' as never)).toThrow(/split: expected one of train, test/);
+    expect(() => task.generate(1, 3, 'valid' as never)).toThrow(/split: expected one of train, validation, test/);
   });
 });
 
 describe('getTask', () => {
   test('known names, and an error listing them', () => {
-    expect(taskNames()).toEqual(['arithmetic', 'addition', 'countdown', 'permutations', 'math']);
+    expect(taskNames()).toEqual(['arithmetic', 'addition', 'addition-modes', 'countdown', 'permutations', 'math']);
     expect(getTask('countdown')).toBe(countdownTask);
     expect(() => getTask('sudoku')).toThrow(InvalidArgumentError);
-    expect(() => getTask('sudoku')).toThrow('task: expected one of arithmetic, addition, countdown, permutations, math, got "sudoku"');
+    expect(() => getTask('sudoku')).toThrow('task: expected one of arithmetic, addition, addition-modes, countdown, permutations, math, got "sudoku"');
     expect(() => getTask('toString')).toThrow(InvalidArgumentError);
   });
 });

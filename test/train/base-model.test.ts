@@ -14,9 +14,10 @@ import { charTokenizerJson } from '../../src/model/char-tokenizer.js';
 import { loadModelConfig } from '../../src/model/config.js';
 import { PolicyModel } from '../../src/model/policy.js';
 import { PolicyTokenizer } from '../../src/model/tokenizer.js';
+import { modeCompletion } from '../../src/tasks/addition-modes.js';
 import { getTask } from '../../src/tasks/index.js';
 import {
-  BASE_MODEL_ALPHABETS, BASE_MODEL_DEFAULTS, BASE_MODEL_RECORD, EOS_TOKEN, baseModelEvalSet, buildBaseModel, evaluateGreedy, randomInitTensors, tinyQwen2Config,
+  BASE_MODEL_ALPHABETS, BASE_MODEL_DEFAULTS, BASE_MODEL_RECORD, EOS_TOKEN, baseModelEvalSet, buildBaseModel, evaluateGreedy, modeBreakdown, randomInitTensors, tinyQwen2Config,
   type BaseModelRecord, type BaseModelTask,
 } from '../../src/train/base-model.js';
 import { describeGpu, openGpu } from '../helpers.js';
@@ -75,8 +76,9 @@ describe('character tokenizer', () => {
     const seen = new Set<string>();
     const wrong: string[] = [];
     for (const split of ['train', 'test'] as const) {
-      for (const e of task.generate(3, 1000, split)) {
-        const text = `${e.prompt}${e.answer}${task.stop}`;
+      // addition-modes: each answer in both modes, as its SFT data writes them.
+      const texts = task.generate(3, 1000, split).flatMap((e) => (name === 'addition-modes' ? (['direct', 'scratch'] as const).map((mode) => modeCompletion(Number(e.answer), mode)) : [e.answer]).map((answer) => `${e.prompt}${answer}${task.stop}`));
+      for (const text of texts) {
         const ids = tokenizer.encode(text);
         const want = [...text].map((ch) => files.vocab[ch]);
         if (ids.length !== want.length || ids.some((id, i) => id !== want[i]) || tokenizer.decode(ids) !== text) wrong.push(text);
@@ -221,12 +223,46 @@ describeGpu('base model', () => {
     expect(existsSync(join(out, 'optimizer.safetensors'))).toBe(false);
   });
 
+  test('addition-modes: a build is deterministic (same seed, same weights and record), with 48 positions, its mixture and per-mode accuracy recorded', async () => {
+    const options = { task: 'addition-modes', steps: 4, batchSize: 8, trainExamples: 64, evalPrompts: 8, seed: 2, scratchShare: 0.4, directNoise: 0.2 } as const;
+    const a = await buildBaseModel(ctx, { ...options, out: join(tmp, 'modes-a') });
+    const b = await buildBaseModel(ctx, { ...options, out: join(tmp, 'modes-b') });
+    expect(readFileSync(join(tmp, 'modes-b', 'model.safetensors')).equals(readFileSync(join(tmp, 'modes-a', 'model.safetensors')))).toBe(true);
+    const stable = (r: BaseModelRecord) => ({ ...r, created: null, sft: { ...r.sft, seconds: null } });
+    expect(stable(b)).toEqual(stable(a));
+    expect(a.mixture).toEqual({ scratchShare: 0.4, directNoise: 0.2 });
+    expect(Object.keys(a.eval.modes!)).toEqual(['direct', 'scratch', 'none']);
+    expect(a.eval.maxNewTokens).toBe(12);
+    expect(loadModelConfig(join(tmp, 'modes-a')).maxPositionEmbeddings).toBe(48);
+    const c = await buildBaseModel(ctx, { ...options, seed: 3, out: join(tmp, 'modes-c') });
+    expect(readFileSync(join(tmp, 'modes-c', 'model.safetensors')).equals(readFileSync(join(tmp, 'modes-a', 'model.safetensors')))).toBe(false);
+    expect(c.seed).toBe(3);
+    for (const dir of ['modes-a', 'modes-b', 'modes-c']) rmSync(join(tmp, dir), { recursive: true, force: true });
+  }, 120_000);
+
+  test.each(['addition-modes-q', 'addition-modes-l'])('the shipped models/%s is small, loads, and scores what base_model.json records, mode by mode', async (name) => {
+    const dir = fileURLToPath(new URL(`../../../models/${name}/`, import.meta.url));
+    const bytes = readdirSync(dir).reduce((sum, f) => sum + statSync(join(dir, f)).size, 0);
+    expect(bytes).toBeLessThan(2 ** 20);
+    const record = readRecord(dir);
+    expect(record).toMatchObject({ format: 'intuitor-base-model', version: 1, task: 'addition-modes' });
+    const task = getTask('addition-modes');
+    const examples = baseModelEvalSet('addition-modes', record.eval.seed, record.eval.prompts);
+    const { accuracy, completions } = await evaluateGreedy(ctx, dir, task, examples, record.eval.maxNewTokens);
+    expect(Math.abs(accuracy - record.eval.accuracy)).toBeLessThanOrEqual(TOLERANCES.baseModelAccuracy.atol);
+    const modes = modeBreakdown(task, completions, examples);
+    for (const [mode, m] of Object.entries(record.eval.modes!)) expect(Math.abs(modes[mode]!.share - m.share)).toBeLessThanOrEqual(TOLERANCES.baseModelAccuracy.atol);
+  });
+
   test('bad options are refused by name before anything is written', async () => {
     const out = join(tmp, 'refused');
     await expect(buildBaseModel(ctx, { task: 'countdown' as 'arithmetic', out })).rejects.toMatchObject({ argument: 'task' });
     await expect(buildBaseModel(ctx, { task: 'arithmetic', out, steps: 0 })).rejects.toMatchObject({ argument: 'steps' });
     await expect(buildBaseModel(ctx, { task: 'arithmetic', out, lr: -1 })).rejects.toMatchObject({ argument: 'lr' });
     await expect(buildBaseModel(ctx, { task: 'arithmetic', out, architecture: { numHeads: 0 } })).rejects.toMatchObject({ argument: 'architecture.numHeads' });
+    await expect(buildBaseModel(ctx, { task: 'addition-modes', out, scratchShare: 1.5 })).rejects.toMatchObject({ argument: 'scratchShare' });
+    await expect(buildBaseModel(ctx, { task: 'addition-modes', out, directNoise: -0.1 })).rejects.toMatchObject({ argument: 'directNoise' });
+    await expect(buildBaseModel(ctx, { task: 'addition', out, scratchShare: 0.5 })).rejects.toMatchObject({ argument: 'scratchShare' });
     expect(existsSync(out)).toBe(false);
   });
 });
