@@ -8,11 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultBaseModelDir } from '../../src/cli/build-base.js';
 import { writeNpy } from '../../src/io/npy.js';
-import { SHIPPED_BASE_MODEL } from '../../src/cli/run.js';
+import { PACKAGE_ROOT } from '../../src/paths.js';
 import { SKIP_GPU } from '../helpers.js';
 import { cli, expectSuccess, type CliResult } from './run-cli.js';
 
-const model = SHIPPED_BASE_MODEL;
+// The shipped one-mode addition model (32 positions, digits and + = only).
+const model = join(PACKAGE_ROOT, 'models', 'addition-base');
 let dir: string;
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'intuitor-edges-'));
@@ -111,7 +112,8 @@ describe('commands', () => {
   });
 
   test("build-base writes each task's model to its own folder by default", () => {
-    expect(defaultBaseModelDir('addition')).toBe(SHIPPED_BASE_MODEL);
+    expect(defaultBaseModelDir('addition')).toBe(model);
+    expect(defaultBaseModelDir('addition-modes')).toMatch(/models\/addition-modes-base$/);
     expect(defaultBaseModelDir('arithmetic')).toMatch(/models\/arithmetic-base$/);
   });
 });
