@@ -39,11 +39,11 @@ describeGpu('intuitor score-completions over a stream', () => {
   const path = (name: string) => join(dir, name);
   const score = (input: string, out: string, ...args: string[]) => cli(['score-completions', '--model', model, '--input', input, '--out', out, ...args], ROOT, 120_000);
 
-  test('memory does not grow with the file: the peak RSS over 15 MB and 60 MB of lines differs by under 20 MB', async () => {
+  test('memory does not grow with the file: the peak RSS over 15 MB and 100 MB of lines differs by under 40 MB', async () => {
     // A capped V8 heap collects garbage early, so the peak is what the pipeline holds, not how lazily V8 collects.
     const env = { NODE_OPTIONS: '--max-old-space-size=32' };
     const peaks: number[] = [];
-    for (const [name, count] of [['small', 75], ['large', 300]] as const) {
+    for (const [name, count] of [['small', 75], ['large', 500]] as const) {
       writeFileSync(path(`${name}.jsonl`), generatedLines(count, 11, 200_000));
       const r = await cli(['score-completions', '--model', model, '--input', path(`${name}.jsonl`), '--out', path(`${name}.out.jsonl`), '--json', '--chunk-lines', '16'], ROOT, 120_000, env);
       expectSuccess(r);
@@ -51,9 +51,12 @@ describeGpu('intuitor score-completions over a stream', () => {
       expect(summary.scored).toBe(count);
       peaks.push(summary.max_rss_bytes);
     }
-    expect(statSync(path('large.jsonl')).size).toBeGreaterThan(60e6);
-    // Read whole, the large file would add the 45 MB it has over the small one (as a buffer or an external string).
-    expect(peaks[1]! - peaks[0]!).toBeLessThan(20 * 2 ** 20);
+    expect(statSync(path('large.jsonl')).size).toBeGreaterThan(100e6);
+    // Read whole, the large file would add the 85 MB it has over the small one (as a buffer or an
+    // external string); the bound leaves room for the allocator's and the adapter's noise (a
+    // 31 MB difference was seen between 15 and 60 MB inputs on a loaded machine).
+    const growthMiB = (peaks[1]! - peaks[0]!) / 2 ** 20;
+    expect({ peaksMiB: peaks.map((p) => Math.round(p / 2 ** 20)), growthUnder40MiB: growthMiB < 40 }).toEqual({ peaksMiB: expect.any(Array), growthUnder40MiB: true });
   });
 
   test('killed (SIGKILL) at random moments and resumed each time, the output equals an uninterrupted run byte for byte', async () => {
