@@ -19,6 +19,7 @@ import type { GpuContext } from '../gpu/context.js';
 import type { LoadWeightsOptions } from '../model/weights.js';
 import { PolicyModel, type PreparedForward } from '../model/policy.js';
 import { PolicyTokenizer } from '../model/tokenizer.js';
+import { rowsPerWindow } from '../ops/split.js';
 import { allocateOutputs, prepareForward as prepareStatsForward } from '../ops/token-stats/webgpu.js';
 import { parseScoreItem, type ItemLimits, type ScoreItem } from './items.js';
 
@@ -146,7 +147,7 @@ export class Scorer {
   get packing(): PackingLimits {
     const c = this.model.config;
     const widest = 4 * Math.max(c.hiddenSize, c.numHeads * c.headDim, c.intermediateSize);
-    return { maxRows: Math.min(this.requestedRows, Math.floor(this.model.ctx.maxBindingBytes / widest)), maxSeqLen: c.maxPositionEmbeddings };
+    return { maxRows: Math.min(this.requestedRows, rowsPerWindow(widest, this.model.ctx.maxBindingBytes)), maxSeqLen: c.maxPositionEmbeddings };
   }
 
   /** Runs `work` after every earlier call has finished: one pass on the GPU at a time. */
@@ -206,7 +207,7 @@ export class Scorer {
       this.forwards.delete(oldest);
     }
     const rows = batch * seqLen;
-    const windowRows = Math.max(1, Math.floor(this.model.ctx.maxBindingBytes / (4 * this.model.config.vocabSize)));
+    const windowRows = Math.max(1, rowsPerWindow(4 * this.model.config.vocabSize, this.model.ctx.maxBindingBytes));
     const window = Math.min(windowRows, rows - 1);
     const prepared = { forward: await this.model.prepareForward(batch, seqLen, { logitWindow: window }), window };
     this.forwards.set(key, prepared);
