@@ -41,7 +41,9 @@ describeGpu('intuitor score-completions over a stream', () => {
 
   test('memory does not grow with the file: the peak RSS over 15 MB and 100 MB of lines differs by under 40 MB', async () => {
     // A capped V8 heap collects garbage early, so the peak is what the pipeline holds, not how lazily V8 collects.
-    const env = { NODE_OPTIONS: '--max-old-space-size=32' };
+    // 64 MB: two 16-line chunks of 200 KB completions in flight, with their token ids, hold about
+    // 27 MB; a 32 MB cap ran out once on a loaded machine. The large file whole would not fit.
+    const env = { NODE_OPTIONS: '--max-old-space-size=64' };
     const peaks: number[] = [];
     for (const [name, count] of [['small', 75], ['large', 500]] as const) {
       writeFileSync(path(`${name}.jsonl`), generatedLines(count, 11, 200_000));
