@@ -7,7 +7,10 @@
  *   tokens/s, the peak of GPU memory in buffers (GpuContext.memory), and the model FLOP/s
  *   (6 · parameters · tokens + attention).
  * - decode: greedy generation, batch 1 and 32, a 64-token prompt and 128 new tokens (EOS off); new
- *   tokens/s. Beside it, decode_step: the GPU's own time per step, steps recorded back to back.
+ *   tokens/s. Beside it, decode_step: the GPU's own time per step, steps recorded back to back, at
+ *   batch 32 and 128 with f32 and with bf16 weights (a bf16 copy of the checkpoint), its GB/s the
+ *   weights' bytes per step, so its fraction of the copy ceiling is one read of the weights over
+ *   the step's time (issue 16's target: a step within 3× that floor, a fraction ≥ 33%).
  * - score_completions: `intuitor score-completions`' path (src/score/pipeline.ts with this
  *   process's scorer: a JSON lines file of pre-tokenised completions read, parsed, packed into
  *   passes, scored, written) over 32 sequences of a 128-token prompt and a 384-token completion;
@@ -32,8 +35,9 @@ import { charTokenizerJson } from '../src/model/char-tokenizer.js';
 import { Scorer } from '../src/score/engine.js';
 import { localChunkScorer } from '../src/score/lines.js';
 import { scoreFile } from '../src/score/pipeline.js';
+import { floatToBf16Bits } from '../src/dtype.js';
 import { mulberry32 } from '../src/util/random.js';
-import { runCase, withMatmulCeiling, type BenchEnv } from './harness.js';
+import { runCase, withBandwidthCeiling, withMatmulCeiling, type BenchEnv } from './harness.js';
 import { rowFromSamples, type BenchRow } from './schema.js';
 
 export const POLICY_KERNELS = ['train_step', 'decode', 'score_completions'] as const;
@@ -51,9 +55,9 @@ export function policyConfig(small: boolean): Record<string, unknown> {
 /**
  * Writes a random checkpoint of `json`'s shape (uniform ±0.04 matrices, unit norms) into a new
  * temporary folder, with a character tokenizer (the scorer loads one; the benchmark's lines are
- * pre-tokenised).
+ * pre-tokenised). With dtype bf16 the same values are stored rounded to bf16.
  */
-async function randomCheckpoint(json: Record<string, unknown>): Promise<string> {
+async function randomCheckpoint(json: Record<string, unknown>, dtype: 'f32' | 'bf16' = 'f32'): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'intuitor-bench-policy-'));
   writeFileSync(join(dir, 'config.json'), JSON.stringify(json));
   const { tokenizer, tokenizerConfig } = charTokenizerJson([...'0123456789+= '], { eos: '<|endoftext|>' });
@@ -65,7 +69,7 @@ async function randomCheckpoint(json: Record<string, unknown>): Promise<string> 
     const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
     if (name.endsWith('norm.weight')) data.fill(1);
     else for (let i = 0; i < data.length; i++) data[i] = 0.08 * (rand() - 0.5);
-    tensors[name] = { dtype: 'f32', shape, data };
+    tensors[name] = dtype === 'f32' ? { dtype, shape, data } : { dtype, shape, data: Uint16Array.from(data, floatToBf16Bits) };
   }
   await writeSafetensors(join(dir, 'model.safetensors'), tensors);
   return dir;
@@ -84,10 +88,11 @@ export async function policySuite(env: BenchEnv, kernels: ReadonlySet<string>): 
       const parameters = [...expectedParameters(config).values()].reduce((sum, shape) => sum + shape.reduce((a, b) => a * b, 1), 0);
       try {
         if (kernels.has('train_step')) await trainStepCase(env, model, parameters, small);
-        if (kernels.has('decode')) await decodeCase(env, model, small);
+        if (kernels.has('decode')) await decodeCase(env, model, parameters, small);
       } finally {
         model.destroy();
       }
+      if (kernels.has('decode')) await decodeStepBf16(env, json, parameters, small);
     }
     if (kernels.has('score_completions')) await scoreCompletionsCase(env, dir, small);
   } finally {
@@ -139,7 +144,10 @@ async function trainStepCase(env: BenchEnv, model: PolicyModel, parameters: numb
   });
 }
 
-async function decodeCase(env: BenchEnv, model: PolicyModel, small: boolean): Promise<void> {
+/** Batches of the decode_step rows (issue 16's targets: 32 and 128). */
+const DECODE_STEP_BATCHES = [32, 128];
+
+async function decodeCase(env: BenchEnv, model: PolicyModel, parameters: number, small: boolean): Promise<void> {
   const [promptLen, newTokens] = small ? [16, 16] : [64, 128];
   for (const batch of [1, 32]) {
     await runCase(env, `decode ${batch}x${promptLen}+${newTokens}`, async () => {
@@ -156,8 +164,28 @@ async function decodeCase(env: BenchEnv, model: PolicyModel, small: boolean): Pr
         kernel: 'decode', backend: 'webgpu', dtype: 'f32', shape: [batch, promptLen, newTokens], device: env.gpuDevice, method: 'wall-clock',
         note: 'greedy, prefill + KV-cache decode, f32 weights; rows/s = new tokens/s',
       }, samples, 0, batch * newTokens));
-      env.rows.push(await decodeStepRow(env, model, batch, promptLen + newTokens / 2));
     });
+  }
+  for (const batch of DECODE_STEP_BATCHES) {
+    await runCase(env, `decode_step f32 ${batch}`, async () => { env.rows.push(await decodeStepRow(env, model, 'f32', parameters, batch, promptLen + newTokens / 2)); });
+  }
+}
+
+/** decode_step with the weights stored and read as bf16: the same random checkpoint, rounded. */
+async function decodeStepBf16(env: BenchEnv, json: Record<string, unknown>, parameters: number, small: boolean): Promise<void> {
+  const dir = await randomCheckpoint(json, 'bf16');
+  try {
+    const model = await PolicyModel.load(env.gpu!, dir, { dtype: 'as-stored' });
+    try {
+      const [promptLen, newTokens] = small ? [16, 16] : [64, 128];
+      for (const batch of DECODE_STEP_BATCHES) {
+        await runCase(env, `decode_step bf16 ${batch}`, async () => { env.rows.push(await decodeStepRow(env, model, 'bf16', parameters, batch, promptLen + newTokens / 2)); });
+      }
+    } finally {
+      model.destroy();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -166,7 +194,7 @@ async function decodeCase(env: BenchEnv, model: PolicyModel, small: boolean): Pr
  * wait at the end, so the host never holds the GPU up (a diagnostic beside `decode`: how much of
  * generate's time per token the GPU is busy). Each step attends to `keys` cached positions.
  */
-async function decodeStepRow(env: BenchEnv, model: PolicyModel, batch: number, keys: number): Promise<BenchRow> {
+async function decodeStepRow(env: BenchEnv, model: PolicyModel, dtype: 'f32' | 'bf16', parameters: number, batch: number, keys: number): Promise<BenchRow> {
   const gpu = env.gpu!;
   const STEPS = 32;
   const cache = await model.createCache(batch, keys);
@@ -182,11 +210,13 @@ async function decodeStepRow(env: BenchEnv, model: PolicyModel, batch: number, k
       await gpu.sync('decode_step');
       if (i > 0) samples.push((performance.now() - started) / STEPS);
     }
-    if (env.profile) env.profiles.push(await profileDispatches(gpu, `decode_step batch ${batch}, ${keys} cached keys`, (pass) => step.encode(pass)));
-    return rowFromSamples({
-      kernel: 'decode_step', backend: 'webgpu', dtype: 'f32', shape: [batch, keys], device: env.gpuDevice, method: 'wall-clock',
-      note: `one decode step (${keys} cached keys), ${STEPS} recorded back to back, one wait: the GPU's time per step; rows/s = tokens/s`,
-    }, samples, 0, batch);
+    if (env.profile) env.profiles.push(await profileDispatches(gpu, `decode_step ${dtype} weights, batch ${batch}, ${keys} cached keys`, (pass) => step.encode(pass)));
+    // One read of every weight (the tied embedding once, as the lm_head) is the step's floor; GB/s counts those bytes.
+    const weightBytes = parameters * (dtype === 'f32' ? 4 : 2);
+    return withBandwidthCeiling(rowFromSamples({
+      kernel: 'decode_step', backend: 'webgpu', dtype, shape: [batch, keys], device: env.gpuDevice, method: 'wall-clock',
+      note: `one decode step (${keys} cached keys), ${STEPS} recorded back to back, one wait: the GPU's time per step; GB/s = the weights' ${(weightBytes / 2 ** 20).toFixed(0)} MiB a step, so the fraction of the copy ceiling is the weights-read floor over the step's time; rows/s = tokens/s`,
+    }, samples, weightBytes, batch), env.ceilings.gpuCopy);
   } finally {
     step.destroy();
     cache.destroy();
