@@ -109,7 +109,7 @@ export interface LmHeadStatsPlan {
  * How partials_main cuts the work: row tiles of tileM, and the vocabulary in ranges of rangeCols
  * (a multiple of 64), as many as bring the grid to about TARGET_WORKGROUPS; a range never crosses
  * a window. E.g. 4096 rows × V 151,936: 64 row tiles, 32 ranges of 4,800 columns per row; 8 rows:
- * 2,048 ranges of 128 columns (1,187 of them).
+ * one 32-row tile, 1,187 ranges of 128 columns.
  */
 export function lmHeadStatsPlan(rows: number, windowRows: readonly number[]): LmHeadStatsPlan {
   const tileM = rows <= SMALL_M ? 32 : 64;

@@ -79,7 +79,7 @@ test('--quick writes the JSON, Markdown and chart it was asked for', async () =>
 test('an unknown kernel or backend is refused with the valid choices', async () => {
   const kernel = await cli(['bench', '--kernels', 'token_stats_forward,softmax']);
   expect(kernel.status).toBe(2);
-  expect(kernel.messages).toEqual(['intuitor: error: --kernels: expected a comma-separated list of token_stats_forward, token_stats_backward, linear, linear_decode, attention, train_step, decode, score_completions, serve, got "softmax"']);
+  expect(kernel.messages).toEqual(['intuitor: error: --kernels: expected a comma-separated list of token_stats_forward, token_stats_backward, linear, linear_decode, attention, lm_head_stats, train_step, decode, score_completions, serve, got "softmax"']);
   const backend = await cli(['bench', '--backends', 'cuda']);
   expect(backend.status).toBe(2);
   expect(backend.messages).toEqual(['intuitor: error: --backends: expected a comma-separated list of webgpu, native, js, gpujs, got "cuda"']);
