@@ -20,6 +20,9 @@
 //     parallel, then the same workgroup reduction) and writes the outputs as f32 bit patterns (so
 //     NaN/−inf are written exactly). Grid: (min(N, 65535), ceil(N / 65535)) workgroups.
 
+// The online state and its combine live in token_stats_online.wgsl (included by
+// token_stats_common.wgsl), shared with the fused lm_head kernel (lm_head_stats.wgsl), whose
+// second pass is this file's finalize_main.
 //!include token_stats_common.wgsl
 
 struct FinalizeParams {
