@@ -274,7 +274,7 @@ export class PolicyModel {
         for (const step of steps) step.encode(pass);
       },
       encodeLogits(pass) {
-        for (const step of steps.slice(-headSteps)) step.encode(pass);
+        for (const step of steps.slice(steps.length - headSteps)) step.encode(pass);
       },
       destroy() {
         release(steps, buffers);
