@@ -52,7 +52,8 @@ if has bench; then
   nvidia-smi --query-gpu=$CLOCK_FIELDS --format=csv -c 1 > /dev/null 2>&1 || CLOCK_FIELDS=${CLOCK_FIELDS/clocks_event_reasons/clocks_throttle_reasons}
   nvidia-smi --query-gpu=$CLOCK_FIELDS --format=csv -lms 100 > "$OUT/clocks.csv" 2>&1 &
   CLOCK_LOG=$!
-  timeout 360 node bin/intuitor.js bench --backends webgpu --rows 8,2048 --dtypes f32,bf16 \
+  # 420 s (was 360): room for the lm_head_stats rows, 4 runs at 8 × 512 × 896 × 151,936 with inputs made once (an estimate of ~40 s, not yet measured on a GPU).
+  timeout 420 node bin/intuitor.js bench --backends webgpu --rows 8,2048 --dtypes f32,bf16 \
     --peers "${PEERS:-$OUT/peers.json}" --profile --json "$OUT/bench.json" --markdown "$OUT/bench.md" > "$OUT/bench.txt" 2>&1
   echo "bench exit $?"; tail -5 "$OUT/bench.txt"
   kill $CLOCK_LOG 2> /dev/null
