@@ -214,5 +214,14 @@ describeGpu('lm_head + token statistics, fused (WebGPU)', () => {
     await expect(lmHeadStats(ctx, hidden, weight, shape, { ids: new Int32Array([7]) })).rejects.toMatchObject({ argument: 'ids[0]' });
     await expect(lmHeadStatsBackward(ctx, hidden, weight as Float32Array, { ...shape, weightDType: 'bf16' }, { logsumexp: new Float32Array(1), validCount: new Uint32Array(1) }))
       .rejects.toMatchObject({ argument: 'weightDType' });
+    // Slabs at a byte offset are the backward's own use of the linear backward; other ops refuse them.
+    const buffer = ctx.upload('test:w', new Float32Array(64 * 7));
+    const outputs = allocateOutputs(ctx, 1, false);
+    try {
+      await expect(prepareLmHeadStats(ctx, shape, { hidden: buffer, weight: [{ buffer, firstRow: 0, rows: 7, byteOffset: 256 }], ids: null }, outputs))
+        .rejects.toMatchObject({ argument: 'weight byteOffset' });
+    } finally {
+      for (const b of [buffer, outputs.logsumexp, outputs.selfCertainty, outputs.entropy, outputs.validCount]) b.destroy();
+    }
   });
 });
