@@ -295,7 +295,10 @@ export class PolicyModel {
     return { batch, maxLen, k, v, destroy: () => buffers.forEach((b) => b.destroy()) };
   }
 
-  /** Records the pick of one token per row of `logits` (rows, vocab). */
+  /**
+   * Records the pick of one token per row of `logits` (rows, vocab). Sampling reads the logits, so
+   * generation keeps the unfused lm_head (a few rows a step) and its statistics read those logits.
+   */
   private async prepareTokenPicker(label: string, rows: number, logits: GPUBuffer, sampling: SamplingOptions): Promise<TokenPicker> {
     const ctx = this.ctx;
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
