@@ -9,7 +9,11 @@
  *   kernel variant of the D ≤ 64 class (backend `webgpu` for the default, `webgpu/<variant>` for
  *   the others), so one run compares them with each other and with PyTorch's SDPA; and one D 128
  *   row (B 8, 16/2 heads, T 2048) for the default configuration of that class.
- * On a software adapter (lavapipe) both run at reduced sizes, labelled by their shapes.
+ * - lm_head_stats: the lm_head fused with the token statistics (src/ops/lm-head-stats.ts) against
+ *   the unfused path (linear into logits, in windows of rows that fit one binding, then the
+ *   token-stats forward), 8 × 512 rows, hidden 896, V 151,936, f32 and bf16 weights; each row's
+ *   note gives the peak GPU memory the step allocates beyond its inputs (the logits, unfused).
+ * On a software adapter (lavapipe) they run at reduced sizes, labelled by their shapes.
  * PyTorch rows (cuBLAS `x @ W.T`, `scaled_dot_product_attention`) come from
  * bench/peers/torch_token_stats.py on the same card and join through --peers.
  */
@@ -18,11 +22,14 @@ import type { GpuContext } from '../src/gpu/context.js';
 import { timeOnGpu, type GpuTiming } from '../src/gpu/timing.js';
 import { ATTENTION_VARIANTS, DEFAULT_ATTENTION_VARIANT, prepareAttention, type AttentionShape, type AttentionVariant } from '../src/ops/attention.js';
 import { linearPlan, prepareLinear } from '../src/ops/linear.js';
+import { prepareLmHeadStats } from '../src/ops/lm-head-stats.js';
+import { rowsPerWindow, type RowWindow } from '../src/ops/split.js';
+import { allocateOutputs, prepareForward as prepareStatsForward } from '../src/ops/token-stats/webgpu.js';
 import { gaussian, mulberry32 } from '../src/util/random.js';
 import { runCase, withBandwidthCeiling, withMatmulCeiling, type BenchEnv } from './harness.js';
 import { rowFromSamples } from './schema.js';
 
-export const MODEL_KERNELS = ['linear', 'linear_decode', 'attention'] as const;
+export const MODEL_KERNELS = ['linear', 'linear_decode', 'attention', 'lm_head_stats'] as const;
 
 function randomValues(n: number, seed: number): Float32Array {
   const rand = mulberry32(seed);
@@ -44,6 +51,64 @@ async function timeLinear(gpu: GpuContext, label: string, { m, k, n }: { m: numb
     }
   } finally {
     for (const b of [x, w, y]) b.destroy();
+  }
+}
+
+interface Step {
+  encode(pass: GPUComputePassEncoder): void;
+  destroy(): void;
+}
+
+/**
+ * Times the per-row statistics of hidden (rows, k) · Wᵀ (V, k): `fused` with prepareLmHeadStats, else
+ * the linear op into logits windows then the token-stats forward per window. Returns the GPU
+ * samples and the peak bytes the step's own buffers reach (inputs and outputs excluded).
+ */
+async function timeLmHeadStats(gpu: GpuContext, fused: boolean, { rows, k, vocab }: { rows: number; k: number; vocab: number }, dtype: DType,
+  weightValues: Float32Array, timing: { samples: number; warmupMs: number }): Promise<{ timing: GpuTiming; peakBytes: number; windows: number }> {
+  const bpe = dtype === 'f32' ? 4 : 2;
+  const owned: GPUBuffer[] = [];
+  const keep = (b: GPUBuffer): GPUBuffer => (owned.push(b), b);
+  const steps: Step[] = [];
+  try {
+    // W in row windows that fit one binding (an even count for 16-bit rows of odd length).
+    const perWindow = Math.min(vocab, rowsPerWindow(k * bpe, gpu.maxBindingBytes, bpe === 2 && k % 2 === 1 ? 2 : 1));
+    const weight: RowWindow[] = [];
+    for (let first = 0; first < vocab; first += perWindow) {
+      const n = Math.min(perWindow, vocab - first);
+      weight.push({ buffer: keep(gpu.upload(`bench:w[${first}]`, encode(dtype, weightValues.subarray(first * k, (first + n) * k)))), firstRow: first, rows: n });
+    }
+    const rand = mulberry32(rows);
+    const hiddenValues = randomValues(rows * k, 7);
+    const ids = Uint32Array.from({ length: rows }, () => Math.floor(rand() * vocab));
+    // Unfused: logits of `window` rows at a time (each window its own hidden and ids buffers).
+    const window = fused ? rows : Math.max(1, Math.min(rows, rowsPerWindow(vocab * 4, gpu.maxBindingBytes)));
+    const parts = Array.from({ length: Math.ceil(rows / window) }, (_, i) => {
+      const first = i * window;
+      const count = Math.min(window, rows - first);
+      return {
+        count, hidden: keep(gpu.upload(`bench:hidden[${first}]`, hiddenValues.subarray(first * k, (first + count) * k))),
+        ids: keep(gpu.upload(`bench:ids[${first}]`, ids.subarray(first, first + count))),
+      };
+    });
+    const outputs = allocateOutputs(gpu, window, true);
+    [outputs.logsumexp, outputs.selfCertainty, outputs.entropy, outputs.logprob!, outputs.validCount].forEach(keep);
+    const before = gpu.memory.liveBytes;
+    gpu.resetPeak();
+    if (fused) {
+      steps.push(await prepareLmHeadStats(gpu, { rows, hidden: k, vocab, weightDType: dtype }, { hidden: parts[0]!.hidden, weight, ids: parts[0]!.ids }, outputs));
+    } else {
+      const logits = keep(gpu.createBuffer('bench:logits', window * vocab * 4, GPUBufferUsage.STORAGE));
+      for (const part of parts) {
+        steps.push(await prepareLinear(gpu, { m: part.count, k, n: vocab, weightDType: dtype }, part.hidden, weight, null, logits));
+        steps.push(await prepareStatsForward(gpu, { dtype: 'f32', rows: part.count, vocab, logits, ids: part.ids, invTemperature: 1 }, outputs));
+      }
+    }
+    const t = await timeOnGpu(gpu, fused ? 'lm_head_stats' : 'lm_head_then_stats', (pass) => steps.forEach((step) => step.encode(pass)), timing);
+    return { timing: t, peakBytes: gpu.memory.peakBytes - before, windows: parts.length };
+  } finally {
+    for (const step of steps) step.destroy();
+    for (const b of owned) b.destroy();
   }
 }
 
@@ -81,6 +146,27 @@ export async function modelSuite(env: BenchEnv, kernels: ReadonlySet<string>, dt
             env.rows.push(withBandwidthCeiling(row, env.ceilings.gpuCopy));
           });
         }
+      }
+    }
+  }
+  if (kernels.has('lm_head_stats')) {
+    // The issue's row: 8 × 512 rows of Qwen2.5-0.5B (hidden 896, V 151,936); a small shape on lavapipe.
+    const shape = small ? { rows: 128, k: 128, vocab: 8192 } : { rows: 8 * 512, k: 896, vocab: 151936 };
+    // W ~ N(0, 1/k), made once (136M values at full size) for every run.
+    const weightValues = randomValues(shape.vocab * shape.k, 1).map((v) => v / Math.sqrt(shape.k));
+    for (const dtype of dtypes) {
+      for (const fused of [true, false]) {
+        const backend = fused ? 'webgpu/fused' : 'webgpu/unfused';
+        await runCase(env, `lm_head_stats ${backend} ${JSON.stringify(shape)} ${dtype}`, async () => {
+          const { timing: t, peakBytes, windows } = await timeLmHeadStats(gpu, fused, shape, dtype, weightValues, timing);
+          const mib = (peakBytes / 2 ** 20).toFixed(1);
+          const note = fused
+            ? `lm_head fused with the statistics: no logits; peak ${mib} MiB beyond inputs`
+            : `linear into logits (${windows} window${windows === 1 ? '' : 's'} of rows), then token_stats; peak ${mib} MiB beyond inputs`;
+          const row = rowFromSamples({ kernel: 'lm_head_stats', backend, dtype, shape: [shape.rows, shape.k, shape.vocab], device: env.gpuDevice, method: t.method, note }, t.samples, 0, shape.rows);
+          row.gflops = (2 * shape.rows * shape.k * shape.vocab) / (row.medianMs / 1000) / 1e9;
+          env.rows.push(withMatmulCeiling(env, row));
+        });
       }
     }
   }

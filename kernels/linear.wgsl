@@ -8,7 +8,7 @@
 // (bf16 = bits << 16; f16 rebuilt field by field, subnormals included).
 //
 // linear_main: grid (ceil(N / 64), ceil(M / TILE_M), splits) of TILE_M threads (8 × TILE_M / 8).
-//   A workgroup computes one TILE_M × 64 tile of x · Wᵀ over the K range
+//   A workgroup computes one TILE_M × 64 tile of x · Wᵀ (tile_product, kernels/linear_tile.wgsl) over the K range
 //   [z · kPerSplit, min(K, (z + 1) · kPerSplit)) of its grid z. TILE_M is 64, or 32 when M ≤ 32
 //   (decoding: the whole batch in one tile row, so W is read exactly once). Each step stages a
 //   DEPTH-deep slab of x and of W in workgroup memory as vec4s of 4 consecutive rows (rows padded
@@ -66,32 +66,18 @@ struct Params {
 @group(0) @binding(8) var<storage, read> partials: array<f32>;
 @group(0) @binding(9) var<storage, read_write> y: array<f32>;
 
-override W_DTYPE: u32 = 0u;   // 0 = f32, 1 = f16, 2 = bf16
 override B_DTYPE: u32 = 3u;   // as W_DTYPE, or 3 = no bias (also for linear_main when it writes partials)
-override K_ALIGNED: bool = false;
-override TILE_M: u32 = 64u;   // 64 or 32
 override ACCUMULATE: bool = false;   // y += x · Wᵀ + b (linear_main only when it writes y itself)
 
-const TILE_N: u32 = 64u;
-const DEPTH: u32 = 16u;
-override X_STRIDE: u32 = TILE_M / 4u + 1u;   // vec4s per slab row of x: TILE_M / 4 quads of rows and a pad
-const W_STRIDE: u32 = TILE_N / 4u + 1u;
-override W_QUADS_PER_THREAD: u32 = TILE_N * DEPTH / 4u / TILE_M;   // 4, or 8 when TILE_M = 32
 const REDUCE_WG: u32 = 256u;
 const ROWS_MAX: u32 = 8u;                          // linear_rows_main: rows of x at most (src/ops/linear.ts ROWS_MAX)
 override ROWS_M: u32 = 1u;                         // linear_rows_main: rows of x, 1 … ROWS_MAX
 override ROWS_LANES: u32 = 32u;                    // linear_rows_main: lanes per column, 4 … 32
 override ROWS_COLUMNS: u32 = 256u / ROWS_LANES;    // linear_rows_main: columns of y per workgroup
 
-var<workgroup> tileX: array<vec4<f32>, DEPTH * X_STRIDE>;   // [k][quad of x rows]
-var<workgroup> tileW: array<vec4<f32>, DEPTH * W_STRIDE>;   // [k][quad of W rows = columns of y]
 var<workgroup> laneSums: array<array<f32, ROWS_MAX>, 256>;    // linear_rows_main: [thread][row of x]
 
-//!include packed16.wgsl
-
-fn weight_at(e: u32) -> f32 {
-  return bitcast<f32>(packed_bits(w[packed_word(e, W_DTYPE)], e, W_DTYPE));
-}
+//!include linear_tile.wgsl
 
 fn bias_at(e: u32) -> f32 {
   if (B_DTYPE == 3u) {
@@ -100,108 +86,13 @@ fn bias_at(e: u32) -> f32 {
   return bitcast<f32>(packed_bits(bias[packed_word(e, B_DTYPE)], e, B_DTYPE));
 }
 
-// x[row, col..col+3], zeros past M or past kEnd.
-fn x_quad(row: u32, col: u32, kEnd: u32) -> vec4<f32> {
-  var v = vec4(0.0);
-  if (row < params.m && col < kEnd) {
-    let e = row * params.k + col;
-    if (K_ALIGNED) {
-      v = xQuads[e / 4u];
-    } else {
-      for (var c = 0u; c < 4u && col + c < kEnd; c++) {
-        v[c] = x[e + c];
-      }
-    }
-  }
-  return v;
-}
-
-// W[row, col..col+3] decoded, zeros past N or past kEnd.
-fn w_quad(row: u32, col: u32, kEnd: u32) -> vec4<f32> {
-  var v = vec4(0.0);
-  if (row < params.n && col < kEnd) {
-    let e = row * params.k + col;
-    if (K_ALIGNED && W_DTYPE == 0u) {
-      v = bitcast<vec4<f32>>(wQuads[e / 4u]);
-    } else if (K_ALIGNED) {
-      // e is a multiple of 4: elements e, e+1 are the halves of one word, e+2, e+3 of the next.
-      let p = wPairs[e / 4u];
-      v = bitcast<vec4<f32>>(vec4(packed_bits(p.x, 0u, W_DTYPE), packed_bits(p.x, 1u, W_DTYPE),
-                                  packed_bits(p.y, 0u, W_DTYPE), packed_bits(p.y, 1u, W_DTYPE)));
-    } else {
-      for (var c = 0u; c < 4u && col + c < kEnd; c++) {
-        v[c] = weight_at(e + c);
-      }
-    }
-  }
-  return v;
-}
-
 @compute @workgroup_size(8, TILE_M / 8)
 fn linear_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let row0 = wid.y * TILE_M;
   let col0 = wid.x * TILE_N;
   let kBegin = wid.z * params.kPerSplit;
   let kEnd = min(params.k, kBegin + params.kPerSplit);
-  let thread = lid.y * 8u + lid.x;
-  // Slabs: 4 threads per row, each loading one quad of DEPTH consecutive k; x has TILE_M rows
-  // (4 quads per thread), W 64 (W_QUADS_PER_THREAD).
-  var xNext: array<vec4<f32>, 4>;
-  var wNext: array<vec4<f32>, 8>;
-  for (var j = 0u; j < 4u; j++) {
-    let q = thread + TILE_M * j;
-    xNext[j] = x_quad(row0 + q / 4u, kBegin + 4u * (q % 4u), kEnd);
-  }
-  for (var j = 0u; j < W_QUADS_PER_THREAD; j++) {
-    let q = thread + TILE_M * j;
-    wNext[j] = w_quad(col0 + q / 4u, kBegin + 4u * (q % 4u), kEnd);
-  }
-  // acc[2i + h]: row i of the thread (i < 4: 4ty + i; else TILE_M/2 + 4ty + i − 4), columns 32h + 4tx + 0..3.
-  var acc: array<vec4<f32>, 16>;
-
-  for (var k0 = kBegin; k0 < kEnd; k0 += DEPTH) {
-    // Transposed stores: slab row d holds k0 + d of 4 consecutive rows per vec4.
-    for (var j = 0u; j < 4u; j++) {
-      let q = thread + TILE_M * j;
-      let r = q / 4u;
-      for (var c = 0u; c < 4u; c++) {
-        tileX[(4u * (q % 4u) + c) * X_STRIDE + r / 4u][r % 4u] = xNext[j][c];
-      }
-    }
-    for (var j = 0u; j < W_QUADS_PER_THREAD; j++) {
-      let q = thread + TILE_M * j;
-      let r = q / 4u;
-      for (var c = 0u; c < 4u; c++) {
-        tileW[(4u * (q % 4u) + c) * W_STRIDE + r / 4u][r % 4u] = wNext[j][c];
-      }
-    }
-    workgroupBarrier();
-    // The next slab's loads are issued before the math, so they arrive while it runs.
-    let kNext = k0 + DEPTH;
-    if (kNext < kEnd) {
-      for (var j = 0u; j < 4u; j++) {
-        let q = thread + TILE_M * j;
-        xNext[j] = x_quad(row0 + q / 4u, kNext + 4u * (q % 4u), kEnd);
-      }
-      for (var j = 0u; j < W_QUADS_PER_THREAD; j++) {
-        let q = thread + TILE_M * j;
-        wNext[j] = w_quad(col0 + q / 4u, kNext + 4u * (q % 4u), kEnd);
-      }
-    }
-    for (var d = 0u; d < DEPTH; d++) {
-      let a0 = tileX[d * X_STRIDE + lid.y];
-      let a1 = tileX[d * X_STRIDE + lid.y + TILE_M / 8u];
-      let b0 = tileW[d * W_STRIDE + lid.x];
-      let b1 = tileW[d * W_STRIDE + lid.x + 8u];
-      for (var i = 0u; i < 4u; i++) {
-        acc[2u * i] = fma(vec4(a0[i]), b0, acc[2u * i]);
-        acc[2u * i + 1u] = fma(vec4(a0[i]), b1, acc[2u * i + 1u]);
-        acc[8u + 2u * i] = fma(vec4(a1[i]), b0, acc[8u + 2u * i]);
-        acc[9u + 2u * i] = fma(vec4(a1[i]), b1, acc[9u + 2u * i]);
-      }
-    }
-    workgroupBarrier();
-  }
+  let acc = tile_product(row0, col0, kBegin, kEnd, lid);
 
   let base = wid.z * params.m * params.n;
   var b: array<vec4<f32>, 2>;

@@ -12,6 +12,8 @@
 // item g = r * chunksPerRow + k. One workgroup handles one item. A dispatch covers the items
 // [firstItem, firstItem + itemCount) whose elements all lie inside its bound window.
 
+//!include token_stats_online.wgsl
+
 override DTYPE: u32 = 0u;      // 0 = f32, 1 = f16, 2 = bf16
 override WG: u32 = 256u;       // threads per workgroup
 const DTYPE_F32: u32 = 0u;
@@ -19,10 +21,6 @@ const DTYPE_F16: u32 = 1u;
 const DTYPE_BF16: u32 = 2u;
 override UNIT: u32 = select(8u, 4u, DTYPE == DTYPE_F32);      // elements per 16-byte load
 override GROUPS: u32 = select(2u, 1u, DTYPE == DTYPE_F32);    // 4-element groups per load
-const NAN_BITS: u32 = 0x7fc00000u;
-const LOG2E: f32 = 1.4426950408889634;
-const LN2: f32 = 0.6931471805599453;
-const NEG_INF_BITS: u32 = 0xff800000u;
 
 struct Params {
   vocab: u32,
@@ -131,10 +129,6 @@ fn element_bits(e: u32) -> u32 {
     return select(NAN_BITS, ((h & 0x8000u) << 16u) | 0x7f800000u, (h & 0x3ffu) == 0u);
   }
   return bitcast<u32>(unpack2x16float(h).x);
-}
-
-fn is_special(bits: u32) -> bool {
-  return (bits & 0x7f800000u) == 0x7f800000u;
 }
 
 // The item's elements split into an unaligned head [start, bodyStart), whole units

@@ -33,6 +33,10 @@ export { attentionBackward, prepareAttentionBackward, referenceAttentionBackward
 export { rmsNormBackward, prepareRmsNormBackward, referenceRmsNormBackward } from './ops/rmsnorm-backward.js';
 export { swigluBackward, prepareSwigluBackward, referenceSwigluBackward } from './ops/swiglu-backward.js';
 export { embeddingBackward, prepareEmbeddingBackward, referenceEmbeddingBackward } from './ops/embedding-backward.js';
+export {
+  lmHeadStats, lmHeadStatsBackward, prepareLmHeadStats, prepareLmHeadStatsBackward, referenceLmHeadStats, referenceLmHeadStatsBackward, lmHeadStatsPlan,
+  type LmHeadStatsShape, type LmHeadStatsBackwardBuffers,
+} from './ops/lm-head-stats.js';
 export { sample, prepareSample, checkSamplingOptions, referenceSamplingDistribution, type SamplingOptions, type PreparedSample } from './sampling/sample.js';
 export { TrainingGraph, NonFiniteError, type TrainableParameter, type PreparedTrainStep, type TrainStepOptions } from './model/training.js';
 export { AdamW, referenceAdamW, type AdamWOptions, type AdamWStep, type AdamWState, type OptimParam } from './optim/adamw.js';

@@ -258,7 +258,7 @@ function program(): Command {
 
   cli.command('bench')
     .description("kernel benchmarks: every backend, the machine's ceilings measured in the same run, ratios to peers")
-    .option('--kernels <list>', 'token_stats_forward,token_stats_backward,linear,linear_decode,attention,train_step,decode,score_completions,serve (default: all)')
+    .option('--kernels <list>', 'token_stats_forward,token_stats_backward,linear,linear_decode,attention,lm_head_stats,train_step,decode,score_completions,serve (default: all)')
     .option('--backends <list>', 'webgpu,native,js,gpujs (default: all)')
     .option('--quick', 'small sizes and few samples (about a minute on 2 cores)')
     .option('--rows <list>', 'rows N per case (default 8,256,2048; quick 8,256)')

@@ -102,10 +102,15 @@ export interface PreparedForward {
   lastTokenRows: GPUBuffer | null;
   /** With logitWindow: (window) u32, the token rows (b · seqLen + t) whose logits to compute, written by the caller; else null. */
   windowRows: GPUBuffer | null;
-  /** (batch, seqLen, vocab) f32 logits, (batch, vocab) with lastTokenOnly, (window, vocab) with logitWindow. */
-  logits: GPUBuffer;
+  /**
+   * (batch, seqLen, vocab) f32 logits, (batch, vocab) with lastTokenOnly, (window, vocab) with
+   * logitWindow; null with lmHead: false.
+   */
+  logits: GPUBuffer | null;
+  /** The final (normed) hidden states of the rows the lm_head takes, (rows, hidden) f32: all rows, or those gathered. */
+  hidden: GPUBuffer;
   encode(pass: GPUComputePassEncoder): void;
-  /** Only the lm_head (and its row gather): new logits from the hidden states the last run left. */
+  /** Only the lm_head (and its row gather): new logits (or gathered hidden states) from the hidden states the last run left. */
   encodeLogits(pass: GPUComputePassEncoder): void;
   destroy(): void;
 }
@@ -158,12 +163,13 @@ export class PolicyModel {
    * `attend` records the attention of layer `index`, the only part in which a prefill and a
    * decode step differ. With `logitRows` < rows, only the rows listed in the returned
    * `logitIndex` (logitRows u32) go through the lm_head, in that order. The last `headSteps` steps
-   * are that gather and the lm_head.
+   * are that gather and the lm_head. Without `lmHead` there is no lm_head (nor logits): `hidden`
+   * is what it would have read.
    */
   private async buildDecoder(label: string, rows: number,
     attend: (index: number, a: { q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; out: GPUBuffer }) => Promise<Step>,
-    positionsOf: (row: number) => number, { cache, seqLen = 1, logitRows = rows }: { cache?: KvCache; seqLen?: number; logitRows?: number } = {},
-  ): Promise<{ tokens: GPUBuffer; positions: GPUBuffer; logitIndex: GPUBuffer | null; logits: GPUBuffer; steps: Step[]; headSteps: number; buffers: GPUBuffer[] }> {
+    positionsOf: (row: number) => number, { cache, seqLen = 1, logitRows = rows, lmHead = true }: { cache?: KvCache; seqLen?: number; logitRows?: number; lmHead?: boolean } = {},
+  ): Promise<{ tokens: GPUBuffer; positions: GPUBuffer; logitIndex: GPUBuffer | null; hidden: GPUBuffer; logits: GPUBuffer | null; steps: Step[]; headSteps: number; buffers: GPUBuffer[] }> {
     const ctx = this.ctx;
     const c = this.config;
     const qWidth = c.numHeads * c.headDim;
@@ -174,13 +180,16 @@ export class PolicyModel {
     const elements = {
       tokens: rows, positions: rows, x: rows * c.hiddenSize, h: rows * c.hiddenSize, q: rows * qWidth, k: rows * kvWidth, v: rows * kvWidth,
       attn: rows * qWidth, gate: rows * c.intermediateSize, up: rows * c.intermediateSize, act: rows * c.intermediateSize,
-      logits: logitRows * c.vocabSize, logit_rows: gathered ? logitRows : 0, h_logit_rows: gathered ? logitRows * c.hiddenSize : 0,
+      logits: lmHead ? logitRows * c.vocabSize : 0, logit_rows: gathered ? logitRows : 0, h_logit_rows: gathered ? logitRows * c.hiddenSize : 0,
     };
     const names = (Object.keys(elements) as (keyof typeof elements)[]).filter((name) => elements[name] > 0);
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
     const buffers = await ctx.allocate(label, names.map((name) => ({ label: `${label}:${name}`, bytes: 4 * elements[name], usage })));
-    const [tokens, positions, x, h, q, k, v, attn, gate, up, act, logits, logitIndex, picked] = buffers as [GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer,
-      GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer | undefined, GPUBuffer | undefined];
+    const named = Object.fromEntries(names.map((name, i) => [name, buffers[i]!])) as Partial<Record<keyof typeof elements, GPUBuffer>>;
+    const need = (name: keyof typeof elements): GPUBuffer => named[name]!;
+    const [tokens, positions, x, h, q, k, v] = [need('tokens'), need('positions'), need('x'), need('h'), need('q'), need('k'), need('v')] as const;
+    const [attn, gate, up, act] = [need('attn'), need('gate'), need('up'), need('act')] as const;
+    const { logits = null, logit_rows: logitIndex, h_logit_rows: picked } = named;
     ctx.writeBuffer(positions, 0, Uint32Array.from({ length: rows }, (_, i) => positionsOf(i)));
     try {
       const linear = (input: GPUBuffer, kIn: number, w: GpuTensor, bias: GpuTensor | null, output: GPUBuffer, m = rows) =>
@@ -209,13 +218,13 @@ export class PolicyModel {
       }
       steps.push(await norm(this.weights.finalNorm, h));
       if (logitRows === rows) {
-        steps.push(await linear(h, c.hiddenSize, this.weights.lmHead, null, logits));
-        return { tokens, positions, logitIndex: null, logits, steps, headSteps: 1, buffers };
+        if (logits) steps.push(await linear(h, c.hiddenSize, this.weights.lmHead, null, logits));
+        return { tokens, positions, logitIndex: null, hidden: h, logits, steps, headSteps: logits ? 1 : 0, buffers };
       }
       // The lm_head's rows are gathered first (a lookup in h as the table), so it costs logitRows, not rows.
       steps.push(await prepareEmbedding(ctx, { tokens: logitRows, vocab: rows, hidden: c.hiddenSize, dtype: 'f32' }, logitIndex!, h, picked!));
-      steps.push(await linear(picked!, c.hiddenSize, this.weights.lmHead, null, logits, logitRows));
-      return { tokens, positions, logitIndex: logitIndex!, logits, steps, headSteps: 2, buffers };
+      if (logits) steps.push(await linear(picked!, c.hiddenSize, this.weights.lmHead, null, logits, logitRows));
+      return { tokens, positions, logitIndex: logitIndex!, hidden: picked!, logits, steps, headSteps: logits ? 2 : 1, buffers };
     } catch (err) {
       release(steps, buffers);
       throw err;
@@ -228,9 +237,11 @@ export class PolicyModel {
    * token only (what a prefill before decoding needs), so the lm_head costs batch rows, not
    * batch · seqLen. With `logitWindow` = W, logits are (W, vocab) for the token rows the caller
    * writes into `windowRows`, and `encodeLogits` recomputes them for other rows after a run
-   * (logits larger than one binding, in windows).
+   * (logits larger than one binding, in windows). With `lmHead: false` the lm_head is left out:
+   * `logits` is null and `hidden` holds the final hidden states of those rows, for a head fused
+   * with what reads the logits (src/ops/lm-head-stats.ts: no (rows, vocab) buffer at all).
    */
-  async prepareForward(batch: number, seqLen: number, { cache, lastTokenOnly = false, logitWindow }: { cache?: KvCache; lastTokenOnly?: boolean; logitWindow?: number } = {}): Promise<PreparedForward> {
+  async prepareForward(batch: number, seqLen: number, { cache, lastTokenOnly = false, logitWindow, lmHead = true }: { cache?: KvCache; lastTokenOnly?: boolean; logitWindow?: number; lmHead?: boolean } = {}): Promise<PreparedForward> {
     positiveInteger('batch', batch);
     positiveInteger('seqLen', seqLen);
     if (logitWindow !== undefined && (lastTokenOnly || !Number.isSafeInteger(logitWindow) || logitWindow < 1 || logitWindow >= batch * seqLen)) {
@@ -247,23 +258,23 @@ export class PolicyModel {
     try {
       built = await this.buildDecoder('policy', batch * seqLen,
         (_, { q, k, v, out }) => prepareAttention(ctx, { batch, seqLen, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim }, { q, k, v, lengths, out, lse }),
-        (row) => row % seqLen, { cache, seqLen, logitRows: lastTokenOnly ? batch : logitWindow ?? batch * seqLen });
+        (row) => row % seqLen, { cache, seqLen, logitRows: lastTokenOnly ? batch : logitWindow ?? batch * seqLen, lmHead });
     } catch (err) {
       lengths.destroy();
       lse.destroy();
       throw err;
     }
-    const { tokens, logitIndex, logits, steps, headSteps, buffers } = built;
+    const { tokens, logitIndex, hidden, logits, steps, headSteps, buffers } = built;
     buffers.push(lengths, lse);
     return {
-      batch, seqLen, ids: tokens, lengths, logits,
+      batch, seqLen, ids: tokens, lengths, logits, hidden,
       lastTokenRows: lastTokenOnly ? logitIndex : null,
       windowRows: logitWindow === undefined ? null : logitIndex,
       encode(pass) {
         for (const step of steps) step.encode(pass);
       },
       encodeLogits(pass) {
-        for (const step of steps.slice(-headSteps)) step.encode(pass);
+        for (const step of steps.slice(steps.length - headSteps)) step.encode(pass);
       },
       destroy() {
         release(steps, buffers);
@@ -284,7 +295,10 @@ export class PolicyModel {
     return { batch, maxLen, k, v, destroy: () => buffers.forEach((b) => b.destroy()) };
   }
 
-  /** Records the pick of one token per row of `logits` (rows, vocab). */
+  /**
+   * Records the pick of one token per row of `logits` (rows, vocab). Sampling reads the logits, so
+   * generation keeps the unfused lm_head (a few rows a step) and its statistics read those logits.
+   */
   private async prepareTokenPicker(label: string, rows: number, logits: GPUBuffer, sampling: SamplingOptions): Promise<TokenPicker> {
     const ctx = this.ctx;
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
@@ -317,7 +331,7 @@ export class PolicyModel {
         (index, { q, out }) => prepareAttentionDecode(ctx, { batch: rows, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim, maxLen: cache.maxLen },
           { q, kCache: cache.k[index]!, vCache: cache.v[index]!, lengths, out }),
         () => 0, { cache });
-      picker = await this.prepareTokenPicker('policy_decode', rows, built.logits, sampling);
+      picker = await this.prepareTokenPicker('policy_decode', rows, built.logits!, sampling);
     } catch (err) {
       if (built) release(built.steps, built.buffers);
       lengths.destroy();
@@ -396,7 +410,7 @@ export class PolicyModel {
     let decode: PreparedDecode | undefined;
     try {
       prefill = await this.prepareForward(batch, promptLen, { cache, lastTokenOnly: true });
-      prefillPicker = await this.prepareTokenPicker('policy_prefill', batch, prefill.logits, sampling);
+      prefillPicker = await this.prepareTokenPicker('policy_prefill', batch, prefill.logits!, sampling);
       decode = await this.prepareDecode(cache, sampling);
       const out: Generation = { tokens: prompts.map(() => []), logprobs: prompts.map(() => []), selfCertainty: prompts.map(() => []) };
       const done = new Array<boolean>(batch).fill(false);
@@ -522,7 +536,7 @@ export class PolicyModel {
         const at = first * seqLen * c.vocabSize;
         if (window === undefined) {
           await this.run(forward, chunkIds, chunkLengths);
-          out.set(new Float32Array(await this.ctx.read('policy_forward', forward.logits, rows * rowBytes)), at);
+          out.set(new Float32Array(await this.ctx.read('policy_forward', forward.logits!, rows * rowBytes)), at);
           continue;
         }
         for (let start = 0; start < rows; start += window) {
@@ -531,7 +545,7 @@ export class PolicyModel {
           this.ctx.writeBuffer(forward.windowRows!, 0, Uint32Array.from({ length: window }, (_, i) => start + Math.min(i, count - 1)));
           if (start === 0) await this.run(forward, chunkIds, chunkLengths);
           else await this.ctx.runPass('policy_logits', (pass) => forward.encodeLogits(pass));
-          out.set(new Float32Array(await this.ctx.read('policy_forward', forward.logits, count * rowBytes)), at + start * c.vocabSize);
+          out.set(new Float32Array(await this.ctx.read('policy_forward', forward.logits!, count * rowBytes)), at + start * c.vocabSize);
         }
       }
       return out;

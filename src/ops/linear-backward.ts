@@ -111,7 +111,8 @@ function checkDistinct(inputs: [string, GPUBuffer][], outputs: [string, GPUBuffe
  * windows of the same rows: each window's dispatches read its columns of dy, the row split of dW
  * follows the whole shape's plan and dx is one fma chain across the windows, so every output is
  * bit for bit what one buffer gives (with accumulateDx the chain goes to a scratch buffer that is
- * then added to dx, as the one-buffer kernel adds). Buffers may be larger than needed; the
+ * then added to dx, as the one-buffer kernel adds). A window (of weight and dWeight alike) may
+ * start at a byteOffset into its buffer: a slab of a larger weight. Buffers may be larger than needed; the
  * leading bytes are used. destroy() frees the scratch the op uses (see linearBackwardSplits).
  */
 export async function prepareLinearBackward(ctx: GpuContext, shape: LinearBackwardShape,
@@ -125,16 +126,18 @@ export async function prepareLinearBackward(ctx: GpuContext, shape: LinearBackwa
   for (const [name, size] of [['m', m], ['k', k], ['n', n]] as const) {
     if (Math.ceil(size / TILE) > maxGroups) throw new InvalidArgumentError(name, `at most ${TILE * maxGroups}`, String(size));
   }
-  const windows = windowsOf('weight', weight, n);
-  const gradWindows = windowsOf('dWeight', dWeight, n);
+  // Windows may be slabs of a larger buffer (the fused lm_head backward, src/ops/lm-head-stats.ts).
+  const offsets = ctx.limits.minStorageBufferOffsetAlignment;
+  const windows = windowsOf('weight', weight, n, { offsets });
+  const gradWindows = windowsOf('dWeight', dWeight, n, { offsets });
   const ranges = (list: readonly RowWindow[]) => list.map((w) => `${w.firstRow}:${w.firstRow + w.rows}`).join(',');
   if (ranges(gradWindows) !== ranges(windows)) throw new InvalidArgumentError('dWeight', `row windows of the weight's rows (${ranges(windows)})`, ranges(gradWindows));
   const named = (name: string, w: RowWindow) => (windows.length === 1 ? name : `${name}[${w.firstRow}:${w.firstRow + w.rows}]`);
   const xBinding = bindingOf(ctx, 'x', x, m * k * 4);
-  const wBindings = windows.map((w) => bindingOf(ctx, named('weight', w), w.buffer, w.rows * k * 4));
+  const wBindings = windows.map((w) => bindingOf(ctx, named('weight', w), w.buffer, w.rows * k * 4, w.byteOffset));
   const dyBinding = bindingOf(ctx, 'dy', dy, m * n * 4);
   const dxBinding = dx === null ? null : bindingOf(ctx, 'dx', dx, m * k * 4);
-  const dWeightBindings = gradWindows.map((w) => bindingOf(ctx, named('dWeight', w), w.buffer, w.rows * k * 4));
+  const dWeightBindings = gradWindows.map((w) => bindingOf(ctx, named('dWeight', w), w.buffer, w.rows * k * 4, w.byteOffset));
   if (hasBias && dBias === null) throw new InvalidArgumentError('dBias', 'a GPUBuffer (shape.hasBias is true)', 'null');
   if (!hasBias && dBias !== null && dBias !== undefined) throw new InvalidArgumentError('dBias', 'null (shape.hasBias is false)', describe(dBias));
   const dBiasBinding = hasBias ? bindingOf(ctx, 'dBias', dBias!, n * 4) : null;

@@ -49,10 +49,16 @@ export function lanesFor(length: number, perLane: number, least: number, most: n
  * each in a buffer of its own within one binding, and every op that reads it runs once per window.
  */
 export interface RowWindow {
-  /** Holds rows [firstRow, firstRow + rows) of the tensor, from byte 0. */
+  /** Holds rows [firstRow, firstRow + rows) of the tensor, from byte 0 (or from byteOffset). */
   buffer: GPUBuffer;
   firstRow: number;
   rows: number;
+  /**
+   * Where row firstRow starts in `buffer` (default 0): a slab of a larger window, bound with an
+   * offset (a multiple of the device's minStorageBufferOffsetAlignment). Only ops that say so
+   * accept it (windowsOf's `offsets`); the others refuse a window that has one.
+   */
+  byteOffset?: number;
 }
 
 /**
@@ -66,14 +72,19 @@ export function rowsPerWindow(rowBytes: number, maxBytes: number, multiple = 1):
 
 /**
  * `table` as row windows of a (rows, …) tensor: a buffer is one window of every row; windows
- * must cover [0, rows) in order, each non-empty. Named `name` in errors.
+ * must cover [0, rows) in order, each non-empty. Named `name` in errors. A window with a
+ * byteOffset is refused unless `offsets` is given: the alignment its binding needs.
  */
-export function windowsOf(name: string, table: GPUBuffer | readonly RowWindow[], rows: number): readonly RowWindow[] {
+export function windowsOf(name: string, table: GPUBuffer | readonly RowWindow[], rows: number, { offsets }: { offsets?: number } = {}): readonly RowWindow[] {
   if (!Array.isArray(table)) return [{ buffer: table as GPUBuffer, firstRow: 0, rows }];
   let next = 0;
   for (const w of table as readonly RowWindow[]) {
     if (w === null || typeof w !== 'object' || w.firstRow !== next || !Number.isSafeInteger(w.rows) || w.rows < 1) {
       throw new InvalidArgumentError(name, `row windows covering rows [0, ${rows}) in order`, w === null || typeof w !== 'object' ? describe(w) : `a window of ${describe(w.rows)} rows from row ${describe(w.firstRow)} where row ${next} should start`);
+    }
+    const offset = w.byteOffset ?? 0;
+    if (offset !== 0 && (offsets === undefined || !Number.isSafeInteger(offset) || offset < 0 || offset % offsets !== 0)) {
+      throw new InvalidArgumentError(`${name} byteOffset`, offsets === undefined ? '0 (this op binds windows from byte 0)' : `a multiple of ${offsets}`, describe(offset));
     }
     next += w.rows;
   }

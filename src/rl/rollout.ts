@@ -9,7 +9,8 @@ import { InvalidArgumentError } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import type { PolicyModel } from '../model/policy.js';
 import type { PolicyTokenizer } from '../model/tokenizer.js';
-import { allocateOutputs, prepareForward as prepareStatsForward } from '../ops/token-stats/webgpu.js';
+import { prepareLmHeadStats } from '../ops/lm-head-stats.js';
+import { allocateOutputs } from '../ops/token-stats/webgpu.js';
 import type { SamplingOptions } from '../sampling/sample.js';
 import { deriveSeed } from '../util/random.js';
 
@@ -158,15 +159,21 @@ export function sliceLayout(layout: ScoringLayout, start: number, count: number)
 }
 
 /**
- * Sequences per micro-batch of a forward over `seqLen`-token sequences: as many as keep the logits
- * (sequences × seqLen × vocab float32) within one storage binding, at most `total`.
+ * Sequences per micro-batch of a forward over `seqLen`-token sequences: as many as keep its widest
+ * per-token buffer (sequences × seqLen × `rowFloats` float32, named `what` in errors) within one
+ * storage binding, at most `total`.
  */
-export function sequencesPerPass(maxBindingBytes: number, seqLen: number, vocab: number, total: number): number {
-  const fit = Math.floor(maxBindingBytes / (seqLen * vocab * 4));
+export function sequencesPerPass(maxBindingBytes: number, seqLen: number, rowFloats: number, total: number, what = 'widest activation'): number {
+  const fit = Math.floor(maxBindingBytes / (seqLen * rowFloats * 4));
   if (fit < 1) {
-    throw new InvalidArgumentError('maxPromptLength + maxCompletionLength', `a sequence length whose logits (length × ${vocab} float32) fit one storage binding (${maxBindingBytes} bytes)`, `${seqLen} tokens`);
+    throw new InvalidArgumentError('maxPromptLength + maxCompletionLength', `a sequence length whose ${what} (length × ${rowFloats} float32) fits one storage binding (${maxBindingBytes} bytes)`, `${seqLen} tokens`);
   }
   return Math.min(fit, total);
+}
+
+/** Floats per token of a forward's widest activation (the buffer that bounds its rows per binding). */
+export function widestActivation(config: PolicyModel['config']): number {
+  return Math.max(config.hiddenSize, config.numHeads * config.headDim, config.intermediateSize);
 }
 
 /** Concatenates per-completion statistics of consecutive micro-batches. */
@@ -191,11 +198,12 @@ export function concatStats(parts: readonly CompletionStats[]): CompletionStats 
 
 /**
  * Scores completions under `model` without training state (a frozen reference, or the policy under
- * other prompts): forwards over the layout, in as many micro-batches as the logits need (see
- * sequencesPerPass), then the token statistics at `temperature`.
+ * other prompts): forwards over the layout, in as many micro-batches as its activations need (see
+ * sequencesPerPass), each ending in the lm_head fused with the token statistics at `temperature`
+ * (src/ops/lm-head-stats.ts: no logits stored).
  */
 export async function scoreCompletions(model: PolicyModel, layout: ScoringLayout, maxLength: number, temperature: number): Promise<CompletionStats> {
-  const per = sequencesPerPass(model.ctx.maxBindingBytes, layout.seqLen, model.config.vocabSize, layout.batch);
+  const per = sequencesPerPass(model.ctx.maxBindingBytes, layout.seqLen, widestActivation(model.config), layout.batch);
   const parts: CompletionStats[] = [];
   for (let start = 0; start < layout.batch; start += per) parts.push(await scoreOnce(model, sliceLayout(layout, start, Math.min(per, layout.batch - start)), maxLength, temperature));
   return concatStats(parts);
@@ -203,12 +211,15 @@ export async function scoreCompletions(model: PolicyModel, layout: ScoringLayout
 
 async function scoreOnce(model: PolicyModel, layout: ScoringLayout, maxLength: number, temperature: number): Promise<CompletionStats> {
   const ctx = model.ctx;
+  const c = model.config;
   const rows = layout.batch * layout.seqLen;
-  const forward = await model.prepareForward(layout.batch, layout.seqLen);
+  const forward = await model.prepareForward(layout.batch, layout.seqLen, { lmHead: false });
   const targets = ctx.upload('score:targets', layout.targets);
   const stats = allocateOutputs(ctx, rows, true);
   try {
-    const statsStep = await prepareStatsForward(ctx, { dtype: 'f32', rows, vocab: model.config.vocabSize, logits: forward.logits, ids: targets, invTemperature: 1 / temperature }, stats);
+    const lmHead = model.weights.lmHead;
+    const statsStep = await prepareLmHeadStats(ctx, { rows, hidden: c.hiddenSize, vocab: c.vocabSize, weightDType: lmHead.dtype },
+      { hidden: forward.hidden, weight: lmHead.windows, ids: targets }, stats, { invTemperature: 1 / temperature });
     try {
       await model.run(forward, layout.ids, layout.lengths, { pass: (pass) => statsStep.encode(pass) });
     } finally {

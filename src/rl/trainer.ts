@@ -139,7 +139,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
     reference = config.beta > 0 ? await PolicyModel.load(ctx, config.model) : null;
     // Micro-batches: as many sequences per training pass as keep its logits within one storage
     // binding (all P × G at once for small vocabularies; Qwen's 151,936-token vocabulary needs several).
-    const passes = Math.ceil(P * G / sequencesPerPass(ctx.maxBindingBytes, seqLen, policy.config.vocabSize, P * G));
+    const passes = Math.ceil(P * G / sequencesPerPass(ctx.maxBindingBytes, seqLen, policy.config.vocabSize, P * G, 'logits'));
     const passSize = Math.ceil(P * G / passes);
     prepared = await session.graph.prepareStep(passSize, seqLen, { temperature: config.sampling.temperature });
     const trainStep = prepared;

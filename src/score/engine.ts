@@ -4,10 +4,10 @@
  * workers all call `Scorer.score`.
  *
  * Token alignment (as in src/rl/rollout.ts): completion token j of a sequence whose prompt has P
- * tokens is predicted by row P − 1 + j. Only those rows go through the lm_head (the forward's
- * logit window gathers them), so a pass costs the lm_head of its completion tokens, not of its
- * prompts, and logits never exceed one storage binding: when a pass scores more rows than one
- * window holds, the later windows rerun only the lm_head on the hidden states the forward left.
+ * tokens is predicted by row P − 1 + j. Only those rows go through the lm_head (the forward
+ * gathers their final hidden states), so a pass costs the lm_head of its completion tokens, not
+ * of its prompts. The lm_head is fused with the statistics (src/ops/lm-head-stats.ts): no logits
+ * are ever stored, so a pass is sized by its activations alone, in one lm_head dispatch.
  *
  * Packing: items are sorted by length and cut into passes of similar lengths, each (batch, seqLen)
  * within the token budget and the storage binding of the widest activation. Sequence lengths are
@@ -19,8 +19,9 @@ import type { GpuContext } from '../gpu/context.js';
 import type { LoadWeightsOptions } from '../model/weights.js';
 import { PolicyModel, type PreparedForward } from '../model/policy.js';
 import { PolicyTokenizer } from '../model/tokenizer.js';
+import { prepareLmHeadStats } from '../ops/lm-head-stats.js';
 import { rowsPerWindow } from '../ops/split.js';
-import { allocateOutputs, prepareForward as prepareStatsForward } from '../ops/token-stats/webgpu.js';
+import { allocateOutputs } from '../ops/token-stats/webgpu.js';
 import { parseScoreItem, type ItemLimits, type ScoreItem } from './items.js';
 
 export interface ScoreOptions {
@@ -106,7 +107,7 @@ export class Scorer {
   private model: PolicyModel;
   private tokenizer: PolicyTokenizer;
   private readonly requestedRows: number;
-  private readonly forwards = new Map<string, { forward: PreparedForward; window: number }>();
+  private readonly forwards = new Map<string, PreparedForward>();
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(model: PolicyModel, tokenizer: PolicyTokenizer, options: ScorerOptions = {}) {
@@ -192,8 +193,8 @@ export class Scorer {
     });
   }
 
-  /** The prepared forward of (batch, seqLen), whose logits hold `window` gathered rows. */
-  private async forwardFor(batch: number, seqLen: number): Promise<{ forward: PreparedForward; window: number }> {
+  /** The prepared forward of (batch, seqLen), without lm_head, gathering up to batch · seqLen − 1 rows' hidden states. */
+  private async forwardFor(batch: number, seqLen: number): Promise<PreparedForward> {
     const key = `${batch}x${seqLen}`;
     const cached = this.forwards.get(key);
     if (cached) {
@@ -202,21 +203,20 @@ export class Scorer {
       return cached;
     }
     while (this.forwards.size >= FORWARD_CACHE_SIZE) {
-      const [oldest, { forward }] = this.forwards.entries().next().value!;
+      const [oldest, forward] = this.forwards.entries().next().value!;
       forward.destroy();
       this.forwards.delete(oldest);
     }
-    const rows = batch * seqLen;
-    const windowRows = Math.max(1, rowsPerWindow(4 * this.model.config.vocabSize, this.model.ctx.maxBindingBytes));
-    const window = Math.min(windowRows, rows - 1);
-    const prepared = { forward: await this.model.prepareForward(batch, seqLen, { logitWindow: window }), window };
-    this.forwards.set(key, prepared);
-    return prepared;
+    // Every item has a prompt token, so at most batch · seqLen − 1 rows are scored.
+    const forward = await this.model.prepareForward(batch, seqLen, { logitWindow: batch * seqLen - 1, lmHead: false });
+    this.forwards.set(key, forward);
+    return forward;
   }
 
   private async runPass(items: readonly ScoreItem[], pass: ScoringPass, invTemperature: number, perToken: boolean, results: ScoreResult[]): Promise<void> {
     const { batch, seqLen } = pass;
     const ctx = this.model.ctx;
+    const c = this.model.config;
     const ids = new Uint32Array(batch * seqLen);
     const lengths = new Uint32Array(batch);
     // The rows to score, in item order, and each row's target (the completion token it predicts).
@@ -232,31 +232,27 @@ export class Scorer {
         targets.push(token);
       });
     });
-    const { forward, window } = await this.forwardFor(batch, seqLen);
-    const targetBuffer = ctx.createBuffer('score:targets', window * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
-    const stats = allocateOutputs(ctx, window, true);
-    const logprob = new Float32Array(rows.length);
-    const selfCertainty = new Float32Array(rows.length);
-    const entropy = new Float32Array(rows.length);
+    const forward = await this.forwardFor(batch, seqLen);
+    const count = rows.length;
+    const window = batch * seqLen - 1;
+    // The gathered rows past `count` repeat the last one (they are not scored).
+    ctx.writeBuffer(forward.windowRows!, 0, Uint32Array.from({ length: window }, (_, i) => rows[Math.min(i, count - 1)]!));
+    const targetBuffer = ctx.upload('score:targets', Uint32Array.from(targets));
+    const stats = allocateOutputs(ctx, count, true);
+    let logprob: Float32Array;
+    let selfCertainty: Float32Array;
+    let entropy: Float32Array;
     try {
-      const statsStep = await prepareStatsForward(ctx, { dtype: 'f32', rows: window, vocab: this.model.config.vocabSize, logits: forward.logits, ids: targetBuffer, invTemperature }, stats);
+      const lmHead = this.model.weights.lmHead;
+      const statsStep = await prepareLmHeadStats(ctx, { rows: count, hidden: c.hiddenSize, vocab: c.vocabSize, weightDType: lmHead.dtype },
+        { hidden: forward.hidden, weight: lmHead.windows, ids: targetBuffer }, stats, { invTemperature });
       try {
-        for (let start = 0; start < rows.length; start += window) {
-          const count = Math.min(window, rows.length - start);
-          // A window's unused tail repeats its last row (its statistics are not read).
-          const at = (i: number) => start + Math.min(i, count - 1);
-          ctx.writeBuffer(forward.windowRows!, 0, Uint32Array.from({ length: window }, (_, i) => rows[at(i)]!));
-          ctx.writeBuffer(targetBuffer, 0, Uint32Array.from({ length: window }, (_, i) => targets[at(i)]!));
-          if (start === 0) await this.model.run(forward, ids, lengths, { pass: (p) => statsStep.encode(p) });
-          else await ctx.runPass('score_logits', (p) => { forward.encodeLogits(p); statsStep.encode(p); });
-          const read = async (b: GPUBuffer) => new Float32Array(await ctx.read('score', b, count * 4));
-          logprob.set(await read(stats.logprob!), start);
-          selfCertainty.set(await read(stats.selfCertainty), start);
-          entropy.set(await read(stats.entropy), start);
-        }
+        await this.model.run(forward, ids, lengths, { pass: (p) => statsStep.encode(p) });
       } finally {
         statsStep.destroy();
       }
+      const read = async (b: GPUBuffer) => new Float32Array(await ctx.read('score', b, count * 4));
+      [logprob, selfCertainty, entropy] = await Promise.all([read(stats.logprob!), read(stats.selfCertainty), read(stats.entropy)]);
     } finally {
       for (const b of [targetBuffer, stats.logsumexp, stats.selfCertainty, stats.entropy, stats.logprob!, stats.validCount]) b.destroy();
     }
@@ -278,7 +274,7 @@ export class Scorer {
   }
 
   private dropForwards(): void {
-    for (const { forward } of this.forwards.values()) forward.destroy();
+    for (const forward of this.forwards.values()) forward.destroy();
     this.forwards.clear();
   }
 

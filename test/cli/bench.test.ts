@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BenchReport } from '../../bench/run.js';
+import type { BenchRow } from '../../bench/schema.js';
 import { SKIP_GPU, SKIP_NATIVE } from '../helpers.js';
 import { cli, expectSuccess } from './run-cli.js';
 
@@ -76,10 +77,26 @@ test('--quick writes the JSON, Markdown and chart it was asked for', async () =>
   expect(rows[0]!.note).toMatch(/32 pre-tokenised lines of 32 \+ 96 tokens/);
 }, 300_000);
 
+(SKIP_GPU ? test.skip : test)('lm_head_stats times the fused lm_head + statistics against linear then token stats, with each path\'s peak memory', async () => {
+  const r = await cli(['bench', '--quick', '--kernels', 'lm_head_stats', '--backends', 'webgpu', '--json', join(dir, 'l.json')], undefined, 280_000);
+  expectSuccess(r);
+  const report = JSON.parse(readFileSync(join(dir, 'l.json'), 'utf8')) as BenchReport;
+  const rows = report.rows.filter((row) => row.kernel === 'lm_head_stats');
+  const shape = [128, 128, 8192];
+  expect(rows.map((row) => [row.backend, row.dtype, row.shape])).toEqual(['f32', 'bf16'].flatMap((dtype) => [['webgpu/fused', dtype, shape], ['webgpu/unfused', dtype, shape]]));
+  const peak = (row: BenchRow) => Number(/peak ([0-9.]+) MiB/.exec(row.note!)![1]);
+  for (let i = 0; i < rows.length; i += 2) {
+    // The unfused path's peak holds the 4 MiB of logits (128 × 8192 f32); the fused one's does not.
+    expect(peak(rows[i + 1]!)).toBeGreaterThanOrEqual(4);
+    expect(peak(rows[i]!)).toBeLessThan(1);
+    expect(rows[i]!.ratios['webgpu/unfused']).toBeGreaterThan(0);
+  }
+}, 300_000);
+
 test('an unknown kernel or backend is refused with the valid choices', async () => {
   const kernel = await cli(['bench', '--kernels', 'token_stats_forward,softmax']);
   expect(kernel.status).toBe(2);
-  expect(kernel.messages).toEqual(['intuitor: error: --kernels: expected a comma-separated list of token_stats_forward, token_stats_backward, linear, linear_decode, attention, train_step, decode, score_completions, serve, got "softmax"']);
+  expect(kernel.messages).toEqual(['intuitor: error: --kernels: expected a comma-separated list of token_stats_forward, token_stats_backward, linear, linear_decode, attention, lm_head_stats, train_step, decode, score_completions, serve, got "softmax"']);
   const backend = await cli(['bench', '--backends', 'cuda']);
   expect(backend.status).toBe(2);
   expect(backend.messages).toEqual(['intuitor: error: --backends: expected a comma-separated list of webgpu, native, js, gpujs, got "cuda"']);

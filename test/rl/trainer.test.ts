@@ -104,7 +104,7 @@ describeGpu('GRPO trainer', () => {
       const [a, b] = [await final('whole'), await final('split')];
       for (const name of Object.keys(a)) expectClose(name, b[name]!.data as Float32Array, a[name]!.data as Float32Array, TOLERANCES.grpoMicroBatches);
       // A sequence whose own logits exceed a binding is refused by name.
-      expect(() => sequencesPerPass(98_304, 100, 384, 15)).toThrow(/maxPromptLength \+ maxCompletionLength: expected a sequence length whose logits \(length × 384 float32\) fit one storage binding \(98304 bytes\), got 100 tokens/);
+      expect(() => sequencesPerPass(98_304, 100, 384, 15, 'logits')).toThrow(/maxPromptLength \+ maxCompletionLength: expected a sequence length whose logits \(length × 384 float32\) fits one storage binding \(98304 bytes\), got 100 tokens/);
     } finally {
       narrow.close();
     }

@@ -1,11 +1,14 @@
 /**
  * The scoring path (src/score/engine.ts) against the library's two steps (PolicyModel.logits, then
  * the float64 token statistics of those logits) and against transformers' float64 fixture.
- * Contexts with small storage bindings force the packing and logit-window paths:
- *   - the default binding: one window holds every scored row of a pass;
- *   - 128 KiB (85 rows of the fixture's 384-entry logits): several lm_head windows per pass, and
- *     passes of at most 186 rows (the widest activation, 176 floats, is 704 bytes a row).
+ * Contexts with small storage bindings force the packing paths:
+ *   - the default binding: one pass;
+ *   - 128 KiB: passes of at most 186 rows (the widest activation, 176 floats, is 704 bytes a row),
+ *     whose scored rows' logits (up to 185 × 384 float32 = 284 KiB) would not fit one binding:
+ *     the fused lm_head + statistics (src/ops/lm-head-stats.ts) stores no logits, so a pass needs
+ *     no logit windows.
  */
+import { jest } from '@jest/globals';
 import { join } from 'node:path';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { readNpy } from '../../src/io/npy.js';
@@ -93,14 +96,34 @@ describeGpu('Scorer', () => {
   });
 
   test.each([
-    ['the default binding: one window per pass', () => scorer, 1],
-    ['128 KiB bindings: lm_head windows of 85 rows, passes of ≤ 186 rows', () => smallScorer, 1],
+    ['the default binding: one pass', () => scorer, 1],
+    ['128 KiB bindings: passes of ≤ 186 rows, more scored rows than one binding of logits holds', () => smallScorer, 1],
     ['temperature 0.7 applies to every statistic', () => scorer, 0.7],
   ])('equals logits + float64 statistics (%s)', async (_, which, temperature) => {
     const items = randomItems(12, 7);
     const got = await which().score(items, { temperature, perToken: true });
     expect(got.map((r) => r.id)).toEqual(items.map((it) => it.id));
     for (const [i, item] of items.entries()) expectResult(got[i]!, await twoSteps(model, item, temperature));
+  });
+
+  test('a pass stores no logits: every buffer it makes is smaller than one logits row per scored row', async () => {
+    const items = randomItems(12, 7);
+    const scoredRows = items.reduce((n, it) => n + it.completionIds.length, 0);
+    const original = small.createBuffer.bind(small);
+    const made: { label: string; size: number }[] = [];
+    const spy = jest.spyOn(small, 'createBuffer').mockImplementation((label: string, size: number, usage: GPUBufferUsageFlags) => {
+      made.push({ label, size });
+      return original(label, size, usage);
+    });
+    try {
+      await smallScorer.score(items);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(made.some((b) => b.label.endsWith(':logits'))).toBe(false);
+    // The largest is an activation of a pass (≤ 128 KiB): far below the scored rows' logits.
+    expect(Math.max(...made.map((b) => b.size))).toBeLessThanOrEqual(128 * 1024);
+    expect(scoredRows * VOCAB * 4).toBeGreaterThan(2 * 128 * 1024);
   });
 
   test('matches the fixture: transformers float64 log-probs, self-certainty and entropy', async () => {
