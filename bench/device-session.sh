@@ -61,7 +61,7 @@ if has bench; then
   echo "bench exit $?"; tail -5 "$OUT/bench.txt"
   kill $CLOCK_LOG 2> /dev/null
   echo "clock samples $(wc -l < "$OUT/clocks.csv"); SM MHz min/max $(cut -d, -f2 "$OUT/clocks.csv" | grep -o '[0-9]*' | sort -n | sed -n '1p;$p' | paste -sd/)"
-  grep -E "^\| (token_stats|linear|attention|train_step|decode|score_completions|lm_head|matmul)" "$OUT/bench.md" | cut -c1-240
+  grep -E "^\| (token_stats|linear|attention|train_step|decode|score_completions|matmul)" "$OUT/bench.md" | cut -c1-240
   # The issue's row: fused lm_head + statistics forward, 8 × 512 rows, V = 151,936 (webgpu/fused)
   # should take ≤ the unfused path's time (its "webgpu/unfused" ratio ≥ 1) with a peak memory lower
   # by the logits' size (8 × 512 × 151,936 f32 = 2.3 GiB; the notes give both peaks).
