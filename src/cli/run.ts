@@ -15,7 +15,7 @@ import { InvalidArgumentError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import type { GrpoConfigInput } from '../rl/config.js';
-import { collapseStop, probeDriftStop, spread, summarizeRun, type RunSummary, type StopRule } from '../rl/experiment.js';
+import { collapseStop, probeDriftStop, probeModeSettledStop, spread, summarizeRun, type RunSummary, type StopRule } from '../rl/experiment.js';
 import { saturationStop } from '../rl/monitors.js';
 import { runPlot, type GrpoResult } from '../rl/trainer.js';
 import { getTask } from '../tasks/index.js';
@@ -44,8 +44,8 @@ export const SHIPPED_BASE_TASK = 'addition-modes';
  * "The seeds' claims, in miniature".
  */
 export const MAIN_JOB_DEFAULTS = {
-  steps: '20', groupSize: '8',
-  train: { promptsPerStep: '16', evalPrompts: '256', lr: '1e-4', maxCompletionLength: '12', beta: '0.05', mu: '2', evalEvery: '5', saveEvery: '5' },
+  steps: '30', groupSize: '8',
+  train: { promptsPerStep: '16', evalPrompts: '256', lr: '3e-5', maxCompletionLength: '12', beta: '0.05', mu: '2', evalEvery: '5', saveEvery: '5' },
 };
 
 /** The reward runs compared: name → reward spec. */
@@ -53,7 +53,7 @@ const MAIN_RUNS: Record<string, string> = { intuitor: 'self-certainty', 'ground-
 const EXPERIMENT_RUNS: Record<string, string> = { 'ground-truth': 'accuracy', 'self-certainty': 'self-certainty', random: 'random', format: 'format', incorrect: 'incorrect' };
 
 /** The label-free stopping rules the experiment reports (each reads only metrics a user without labels has). */
-export const STOP_RULES: Record<string, StopRule> = { monitors: collapseStop, saturation: saturationStop, 'probe drift': probeDriftStop };
+export const STOP_RULES: Record<string, StopRule> = { monitors: collapseStop, saturation: saturationStop, 'probe drift': probeDriftStop, 'probe modes': probeModeSettledStop };
 
 export type CompareOptions = Omit<TrainCommandOptions, 'reward'>;
 

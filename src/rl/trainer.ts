@@ -150,7 +150,8 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
     const evalOptions = { maxNewTokens: T, batchSize: 64 };
     const before = saved?.before ?? await evaluate(policy, tokenizer, task, heldOut, evalOptions);
     if (!saved) {
-      metrics.append({ step: 0, eval_accuracy: before.pass1 });
+      // The probes are the first held-out prompts: the start model's greedy answers to them are in its evaluation.
+      metrics.append({ step: 0, eval_accuracy: before.pass1, ...modeColumns('eval_mode', before.modeShares), ...modeColumns('probe_mode', probes.length > 0 ? modeShares(task, before.greedyCompletions.slice(0, probes.length)) : null) });
       log(`held-out greedy accuracy before training: ${(100 * before.pass1).toFixed(1)}% (${before.examples} prompts)`);
     }
     const reports: CollapseReport[] = [];
@@ -235,7 +236,8 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       // 5. Monitors, evaluation, metrics.
       const answers = completions.map((c) => finalAnswer(task, c.text));
       const sampledModes = modeShares(task, completions.map((c) => c.text));
-      const probeAnswers = probes.length > 0 ? (await evaluate(policy, tokenizer, task, probes, evalOptions)).greedyAnswers : undefined;
+      const probeEvaluation = probes.length > 0 ? await evaluate(policy, tokenizer, task, probes, evalOptions) : null;
+      const probeAnswers = probeEvaluation?.greedyAnswers;
       const report = monitor.update({
         step, answers, prompts: P, meanLength: mean(lengths),
         scTrue: stats.meanSelfCertainty, scShuffled: shuffledStats.meanSelfCertainty, probeAnswers,
@@ -263,6 +265,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
         collapse: report.collapsed ? 1 : 0,
         eval_accuracy: evaluation?.pass1 ?? null,
         ...modeColumns('mode', sampledModes), ...modeColumns('eval_mode', evaluation?.modeShares ?? null),
+        ...modeColumns('probe_mode', probeEvaluation?.modeShares ?? null),
       };
       // Warn when a collapse is called and when it ends; the per-step flag is in the metrics (collapse).
       const previous = reports.at(-2);
@@ -295,7 +298,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
   }
 }
 
-/** `prefix/<mode>` → share, for a task with answer modes (sampled completions: 'mode'; greedy held-out ones: 'eval_mode'). */
+/** `prefix/<mode>` → share, for a task with answer modes (sampled completions: 'mode'; greedy held-out ones: 'eval_mode'; the greedy answers of the monitor's probe prompts, every step and label-free: 'probe_mode'). */
 function modeColumns(prefix: string, shares: Record<string, number> | null): Record<string, number> {
   return shares === null ? {} : Object.fromEntries(Object.entries(shares).map(([mode, share]) => [`${prefix}/${mode}`, share]));
 }
@@ -355,7 +358,7 @@ async function rewardValues(reward: ResolvedReward, completions: Completion[], b
   return out;
 }
 
-/** The CSV columns (JSON lines carry the same fields, plus per-reward means and, for a task with answer modes, each mode's share of the sampled completions, mode/<name>, and of the greedy held-out ones at evaluations, eval_mode/<name>). */
+/** The CSV columns (JSON lines carry the same fields, plus per-reward means and, for a task with answer modes, each mode's share of the sampled completions, mode/<name>, of the greedy held-out ones at evaluations, eval_mode/<name>, and of the greedy answers to the probe prompts every step, probe_mode/<name>). */
 export const GRPO_COLUMNS = [
   'step', 'reward_mean', 'reward_std', 'frac_reward_zero_std', 'advantage_mean', 'advantage_std', 'loss', 'kl',
   'clip_ratio_low', 'clip_ratio_high', 'clip_ratio_region', 'entropy', 'self_certainty_mean', 'self_certainty_std', 'self_certainty_min', 'self_certainty_max',
