@@ -86,9 +86,9 @@ function program(): Command {
     .description('rebuild the shipped base model: a tiny Qwen2 character-level model, random init, SFT on a task\'s train split; records its held-out accuracy')
     .option('--task <name>', 'addition | arithmetic | addition-modes', SHIPPED_BASE_TASK)
     .option('--out <dir>', 'model folder to write (replaced whole; default models/<task>-base)')
-    .option('--scratch-share <p>', 'addition-modes: fraction of SFT examples answered in the scratch mode, in [0, 1] (default 0.5)')
+    .option('--scratch-share <p>', 'addition-modes: fraction of SFT examples answered in the scratch mode, in [0, 1] (default 0.45)')
     .option('--direct-noise <p>', 'addition-modes: fraction of direct-mode SFT answers off by ±1 or ±10, in [0, 1] (default 0.3)')
-    .option('--steps <n>', 'SFT updates (default 2500)')
+    .option('--steps <n>', 'SFT updates (default 2500; addition-modes 1900)')
     .option('--lr <x>', 'SFT peak learning rate (default 1e-3; addition-modes 2e-3)')
     .option('--seed <n>', 'initialisation and data seed', BUILD_BASE_DEFAULTS.seed)
     .action(buildBaseCommand);

@@ -15,7 +15,7 @@ import { InvalidArgumentError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import type { GrpoConfigInput } from '../rl/config.js';
-import { collapseStop, probeDriftStop, spread, summarizeRun, type RunSummary, type StopRule } from '../rl/experiment.js';
+import { collapseStop, probeDriftStop, probeModeSettledStop, spread, summarizeRun, type RunSummary, type StopRule } from '../rl/experiment.js';
 import { saturationStop } from '../rl/monitors.js';
 import { runPlot, type GrpoResult } from '../rl/trainer.js';
 import { getTask } from '../tasks/index.js';
@@ -27,9 +27,9 @@ import { grpoInput, summaryRows, trainWithProgress, type TrainCommandOptions } f
 
 /** The shipped bases (built by `intuitor build-base`; their base_model.json says how). */
 export const SHIPPED_BASES = {
-  /** Qwen-like: half its SFT answers use the scratchpad, which is always right; direct answers are 30% noisy. */
+  /** Qwen-like: 45% of its SFT answers use the scratchpad, which is always right; direct answers are 30% noisy. Greedy, it answers about half the prompts directly, mostly wrong. */
   q: join(PACKAGE_ROOT, 'models', 'addition-modes-q'),
-  /** Llama-like: the scratchpad is rare (20% of SFT answers), so it is learned less well. */
+  /** Llama-like: the scratchpad is the unreliable mode (50% scratch, 1400 SFT updates: its column sums not yet learned; direct answers more often right). */
   l: join(PACKAGE_ROOT, 'models', 'addition-modes-l'),
   /** The control: one answer mode, no latent reasoning to select. */
   none: join(PACKAGE_ROOT, 'models', 'addition-base'),
@@ -44,8 +44,8 @@ export const SHIPPED_BASE_TASK = 'addition-modes';
  * "The seeds' claims, in miniature".
  */
 export const MAIN_JOB_DEFAULTS = {
-  steps: '20', groupSize: '8',
-  train: { promptsPerStep: '16', evalPrompts: '256', lr: '1e-4', maxCompletionLength: '12', beta: '0.05', mu: '2', evalEvery: '5', saveEvery: '5' },
+  steps: '30', groupSize: '8',
+  train: { promptsPerStep: '16', evalPrompts: '256', lr: '3e-5', maxCompletionLength: '12', beta: '0.05', mu: '2', evalEvery: '5', saveEvery: '5' },
 };
 
 /** The reward runs compared: name → reward spec. */
@@ -53,7 +53,7 @@ const MAIN_RUNS: Record<string, string> = { intuitor: 'self-certainty', 'ground-
 const EXPERIMENT_RUNS: Record<string, string> = { 'ground-truth': 'accuracy', 'self-certainty': 'self-certainty', random: 'random', format: 'format', incorrect: 'incorrect' };
 
 /** The label-free stopping rules the experiment reports (each reads only metrics a user without labels has). */
-export const STOP_RULES: Record<string, StopRule> = { monitors: collapseStop, saturation: saturationStop, 'probe drift': probeDriftStop };
+export const STOP_RULES: Record<string, StopRule> = { monitors: collapseStop, saturation: saturationStop, 'probe drift': probeDriftStop, 'probe modes': probeModeSettledStop };
 
 export type CompareOptions = Omit<TrainCommandOptions, 'reward'>;
 
@@ -200,7 +200,7 @@ function writeExperiment(out: string, title: string, recipe: GrpoConfigInput, al
       ...rules.map((rule) => pct(mean((r) => r.stops[rule]!.accuracy)!)), modeChange(mean((r) => r.modeBefore), mean((r) => r.modeAfter)),
       collapsed.length === 0 ? `stable (${c.verdicts.length}/${c.verdicts.length})` : `${collapsed.length}/${c.verdicts.length} collapsed (${collapsed.map((v) => v.replace('collapsed at ', '')).join(', ')})`];
   });
-  const note = `Recipe: ${recipe.steps} steps × ${recipe.promptsPerStep} prompts × G = ${recipe.groupSize}, lr ${recipe.lr}, β ${recipe.beta} (${recipe.klEstimator ?? 'k3'}), μ ${recipe.mu}, temperature ${recipe.sampling?.temperature ?? 1}, completions ≤ ${recipe.maxCompletionLength} tokens. Held-out accuracy: greedy pass@1 on ${recipe.evalPrompts} ${recipe.heldOutSplit ?? 'test'} prompts (seed ${recipe.evalSeed ?? 0}), every ${recipe.evalEvery} steps; changes in points, mean over the seeds run (n per cell: ${[...new Set(cells.map((c) => c.runs.length))].join(' or ')}) with [min, max]. A label-free stop keeps the checkpoint of the last evaluation before the rule fired (the final one if it never fired). ${minutes === null ? 'Tabulated from finished runs (--collect).' : `${minutes.toFixed(1)} minutes so far.`}`;
+  const note = `Recipe: ${recipe.steps} steps × ${recipe.promptsPerStep} prompts × G = ${recipe.groupSize}, lr ${recipe.lr}, β ${recipe.beta} (${recipe.klEstimator ?? 'k3'}), μ ${recipe.mu}, temperature ${recipe.sampling?.temperature ?? 1}, completions ≤ ${recipe.maxCompletionLength} tokens. Held-out accuracy: greedy pass@1 on ${recipe.evalPrompts} ${recipe.heldOutSplit ?? 'test'} prompts (seed ${recipe.evalSeed ?? 0}), every ${recipe.evalEvery} steps; changes in points, mean over the seeds run (n per cell: ${[...new Set(cells.map((c) => c.runs.length))].join(' or ')}) with [min, max]. A label-free stop keeps the checkpoint of the last evaluation before the rule fired (probe modes: the first at or after it; the final one if a rule never fired). ${minutes === null ? 'Tabulated from finished runs (--collect).' : `${minutes.toFixed(1)} minutes so far.`}`;
   writeFileSync(join(out, 'summary.md'), `# ${title}\n\n${markdownTable(columns, rows)}\n\n${note}\n`);
   writeFileSync(join(out, 'plot.svg'), experimentPlot(cells));
   writeFileSync(join(out, 'results.json'), `${JSON.stringify(cells.map(({ records: _r, ...c }) => c), null, 1)}\n`);

@@ -58,6 +58,7 @@ export interface TrainCommandOptions {
   probePrompts: string;
   stopOnCollapse?: boolean;
   stopOnSaturation?: boolean;
+  stopOnProbeModes?: boolean;
   saveEvery: string;
   keep: string;
   resume?: boolean;
@@ -102,6 +103,7 @@ export function trainOptions(cmd: Command, defaults: TrainDefaults = {}): Comman
     .option('--held-out-split <name>', 'test | validation (choosing a recipe; tasks that have one)', D.heldOutSplit)
     .option('--probe-prompts <n>', "collapse monitor's fixed probe set (0: off)", defaults.probePrompts ?? String(D.probePrompts))
     .option('--stop-on-collapse', 'stop cleanly when the monitors call a collapse, keeping the last good checkpoint')
+    .option('--stop-on-probe-modes', 'stop once the greedy answers to the probe prompts have settled in one answer mode (tasks with modes; no labels), keeping the next checkpoint')
     .option('--stop-on-saturation', 'stop cleanly once the sampled answers have settled on one answer mode (tasks with modes), keeping the last checkpoint before it')
     .option('--save-every <n>', 'checkpoint every n steps (0: only at the end)', defaults.saveEvery ?? String(D.saveEvery))
     .option('--keep <n>', 'checkpoints kept', String(D.keep))
@@ -154,6 +156,7 @@ export function grpoInput(o: Omit<TrainCommandOptions, 'reward' | 'out' | 'model
     probePrompts: numberOption('--probe-prompts', o.probePrompts, { min: 0, integer: true }),
     stopOnCollapse: o.stopOnCollapse ?? false,
     stopOnSaturation: o.stopOnSaturation ?? false,
+    stopOnProbeModes: o.stopOnProbeModes ?? false,
     saveEvery: numberOption('--save-every', o.saveEvery, { min: 0, integer: true }),
     keep: positiveIntOption('--keep', o.keep),
     resume: o.resume ?? false,

@@ -104,6 +104,15 @@ export interface GrpoConfig {
    * mode: what self-certainty can do there is select the mode (issue 15). Default false.
    */
   stopOnSaturation: boolean;
+  /**
+   * Stop once the greedy answers to the collapse monitor's probe prompts (no labels) have settled in
+   * one answer mode (probeModeStop in src/rl/monitors.ts; tasks with answer modes and probePrompts > 0
+   * only), training on to the next checkpoint (saveEvery; at once when 0) and keeping it. The
+   * label-free stop of the main job (issue 15): held-out accuracy is greedy, so what self-certainty
+   * can gain by selecting the reasoning mode is won when the greedy answers have switched to it.
+   * Default false.
+   */
+  stopOnProbeModes: boolean;
   /** Overrides of the collapse monitor's thresholds (src/rl/monitors.ts). */
   collapseThresholds: Partial<CollapseThresholds>;
   /** Save a checkpoint every this many steps (and at the end). 0: only at the end. */
@@ -149,6 +158,7 @@ export const GRPO_DEFAULTS: Omit<GrpoConfig, 'model' | 'task' | 'out' | 'rewards
   probePrompts: 16,
   stopOnCollapse: false,
   stopOnSaturation: false,
+  stopOnProbeModes: false,
   collapseThresholds: {},
   saveEvery: 0,
   keep: 2,

@@ -6,11 +6,18 @@
  */
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { MetricValue } from '../train/metrics-log.js';
+import { probeModeStop } from './monitors.js';
 
 export type RunRecords = readonly Record<string, MetricValue>[];
 
-/** A label-free stopping rule: the first step (≥ 1) at which it fires, or null. It reads only label-free metrics. */
-export type StopRule = (records: RunRecords) => number | null;
+/**
+ * A label-free stopping rule: the first step (≥ 1) at which it fires, or null. It reads only
+ * label-free metrics. `keeps` says which checkpoint stopping there keeps: 'last-before' (default;
+ * a collapse rule: the weights of the step it fires on are the suspect ones) or 'next' (a rule that
+ * says the run has done what it can: train on to the next checkpoint, at most evalEvery − 1 more
+ * steps, and keep that one).
+ */
+export type StopRule = ((records: RunRecords) => number | null) & { keeps?: 'last-before' | 'next' };
 
 const num = (r: Record<string, MetricValue>, key: string): number | null => (typeof r[key] === 'number' && Number.isFinite(r[key]) ? (r[key] as number) : null);
 
@@ -47,14 +54,16 @@ export function accuracyCurve(records: RunRecords): Array<[number, number]> {
 }
 
 /**
- * The held-out accuracy of the checkpoint a rule stopping at `stopStep` keeps: the last evaluation
- * strictly before it (checkpoints are saved where evaluations are, every evalEvery steps; the
- * stopping step's own weights are the suspect ones), the start model's when none; the final
- * accuracy when the rule never fired.
+ * The held-out accuracy of the checkpoint a rule stopping at `stopStep` keeps: with 'last-before',
+ * the last evaluation strictly before it (checkpoints are saved where evaluations are, every
+ * evalEvery steps; the stopping step's own weights are the suspect ones), the start model's when
+ * none; with 'next', the first evaluation at or after it (the run trains on to its next checkpoint);
+ * the final accuracy when the rule never fired.
  */
-export function accuracyAtStop(curve: ReadonlyArray<readonly [number, number]>, stopStep: number | null): number {
+export function accuracyAtStop(curve: ReadonlyArray<readonly [number, number]>, stopStep: number | null, keeps: 'last-before' | 'next' = 'last-before'): number {
   if (curve.length === 0) throw new InvalidArgumentError('curve', 'at least one evaluation', describe(curve));
   if (stopStep === null) return curve.at(-1)![1];
+  if (keeps === 'next') return (curve.find(([step]) => step >= stopStep) ?? curve.at(-1)!)[1];
   let kept = curve[0]![1];
   for (const [step, accuracy] of curve) if (step < stopStep) kept = accuracy;
   return kept;
@@ -83,7 +92,7 @@ export function summarizeRun(records: RunRecords, rules: Record<string, StopRule
     before: curve[0]![1], after: curve.at(-1)![1], peak, peakStep,
     stops: Object.fromEntries(Object.entries(rules).map(([name, rule]) => {
       const step = rule(records);
-      return [name, { step, accuracy: accuracyAtStop(curve, step) }];
+      return [name, { step, accuracy: accuracyAtStop(curve, step, rule.keeps) }];
     })),
     modeBefore: key === null ? null : num(steps[0] ?? {}, key), modeAfter: key === null ? null : num(steps.at(-1) ?? {}, key),
   };
@@ -101,3 +110,11 @@ export function spread(values: readonly number[]): Spread {
   for (const v of values) sum += v;
   return { mean: sum / values.length, min: Math.min(...values), max: Math.max(...values) };
 }
+
+/**
+ * Probe modes settled (probeModeStop in src/rl/monitors.ts): the greedy answers to the monitor's 16
+ * fixed probe prompts (no labels) have all but switched to one answer mode. Keeps the next
+ * checkpoint: the selection of a mode is what a label-free reward can do on such a base, and it is
+ * done; the collapse that may follow is what the run should not wait for.
+ */
+export const probeModeSettledStop: StopRule = Object.assign((records: RunRecords) => probeModeStop(records), { keeps: 'next' as const });

@@ -377,19 +377,46 @@ export function collapseVerdict(history: readonly CollapseReport[]): string {
  * catch later. Returns that step, or null (never, or no mode columns).
  */
 export function saturationStop(records: readonly Record<string, unknown>[]): number | null {
-  const steps = records.filter((r) => typeof r.step === 'number' && r.step >= 1);
+  return modeSettledStep(records, 'mode', SATURATION_SHARE, SATURATION_PATIENCE);
+}
+
+/**
+ * The first step (≥ 1) at which one answer mode's share in the `prefix/<mode>` columns ('none'
+ * excluded) is at least `share` on `patience` consecutive steps that carry those columns, for a mode
+ * that was below `share` in the first record that carries them (step 0, the start model, where it
+ * does); null when never (or no such columns).
+ */
+export function modeSettledStep(records: readonly Record<string, unknown>[], prefix: string, share: number, patience: number): number | null {
+  const carrying = records.filter((r) => typeof r.step === 'number' && r.step >= 0 && Object.keys(r).some((k) => k.startsWith(`${prefix}/`) && typeof r[k] === 'number'));
+  const steps = carrying.filter((r) => (r.step as number) >= 1);
   if (steps.length === 0) return null;
-  const modes = Object.keys(steps[0]!).filter((k) => k.startsWith('mode/') && k !== 'mode/none' && typeof steps[0]![k] === 'number');
-  const open = modes.filter((k) => (steps[0]![k] as number) < SATURATION_SHARE);
+  const first = carrying[0]!;
+  const modes = Object.keys(first).filter((k) => k.startsWith(`${prefix}/`) && k !== `${prefix}/none` && typeof first[k] === 'number');
+  const open = modes.filter((k) => (first[k] as number) < share);
   let streak = 0;
   for (const r of steps) {
-    streak = open.some((k) => typeof r[k] === 'number' && (r[k] as number) >= SATURATION_SHARE) ? streak + 1 : 0;
-    if (streak >= SATURATION_PATIENCE) return r.step as number;
+    streak = open.some((k) => typeof r[k] === 'number' && (r[k] as number) >= share) ? streak + 1 : 0;
+    if (streak >= patience) return r.step as number;
   }
   return null;
+}
+
+/**
+ * A label-free stopping rule for tasks with answer modes that reads the greedy answers rather than
+ * the samples: stop once the greedy answers to the collapse monitor's fixed probe prompts (no labels;
+ * the `probe_mode/<name>` columns, every step) have settled on one mode, i.e. one mode's share is at
+ * least PROBE_MODE_SHARE on PROBE_MODE_PATIENCE consecutive steps, for a mode below that at the first
+ * step. Held-out accuracy is greedy, so what a label-free reward can gain on such a base is won
+ * when the greedy answers have switched mode; the sampled share (saturationStop) lags behind them.
+ */
+export function probeModeStop(records: readonly Record<string, unknown>[]): number | null {
+  return modeSettledStep(records, 'probe_mode', PROBE_MODE_SHARE, PROBE_MODE_PATIENCE);
 }
 
 /** 0.95: with 128 samples a step, a mode that has all but 6 of them; below that a minority mode is still sampled and still being selected against. */
 export const SATURATION_SHARE = 0.95;
 /** 2 consecutive steps, as the collapse rule's patience: one lucky batch does not stop a run. */
 export const SATURATION_PATIENCE = 2;
+/** Chosen on validation runs (bench/results/recipe-search-addition-modes-node-2core-2026-12-06.md). */
+export const PROBE_MODE_SHARE = 0.9;
+export const PROBE_MODE_PATIENCE = 2;

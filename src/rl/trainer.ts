@@ -37,7 +37,7 @@ import { aggregateRewards } from './advantages.js';
 import { resolveGrpoConfig, type GrpoConfig, type GrpoConfigInput } from './config.js';
 import { evaluate, modeShares, type Evaluation } from '../tasks/evaluate.js';
 import { grpoLoss } from './loss.js';
-import { CollapseMonitor, collapseVerdict, otherPromptIndices, saturationStop, type CollapseMonitorState, type CollapseReport } from './monitors.js';
+import { CollapseMonitor, collapseVerdict, otherPromptIndices, probeModeStop, saturationStop, type CollapseMonitorState, type CollapseReport } from './monitors.js';
 import { evaluateReward, parseRewardSpec, resolveRewards, rewardRandom, type ResolvedReward } from './rewards.js';
 import { completionMask, concatStats, readCompletionStats, rollout, rowGradients, scoreCompletions, scoringLayout, sequencesPerPass, sliceLayout, type Completion, type CompletionStats, type ScoringLayout } from './rollout.js';
 
@@ -53,7 +53,7 @@ export interface GrpoResult {
   after: Evaluation;
   /** 'stable' or 'collapsed at step N'. */
   verdict: string;
-  /** True when --stop-on-collapse or --stop-on-saturation ended the run early. */
+  /** True when --stop-on-collapse, --stop-on-saturation or --stop-on-probe-modes ended the run early. */
   stoppedOnCollapse: boolean;
   lastCheckpoint: string | null;
   records: Record<string, MetricValue>[];
@@ -149,8 +149,12 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
     const metrics = new MetricsLog(config.out, GRPO_COLUMNS, session.startStep);
     const evalOptions = { maxNewTokens: T, batchSize: 64 };
     const before = saved?.before ?? await evaluate(policy, tokenizer, task, heldOut, evalOptions);
+    // The start model's record (not on resume): the probe-modes rule's baseline.
+    const startRecord: Record<string, MetricValue>[] = [];
     if (!saved) {
-      metrics.append({ step: 0, eval_accuracy: before.pass1 });
+      // The probes are the first held-out prompts: the start model's greedy answers to them are in its evaluation.
+      startRecord.push({ step: 0, eval_accuracy: before.pass1, ...modeColumns('eval_mode', before.modeShares), ...modeColumns('probe_mode', probes.length > 0 ? modeShares(task, before.greedyCompletions.slice(0, probes.length)) : null) });
+      metrics.append(startRecord[0]!);
       log(`held-out greedy accuracy before training: ${(100 * before.pass1).toFixed(1)}% (${before.examples} prompts)`);
     }
     const reports: CollapseReport[] = [];
@@ -158,6 +162,8 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
     const history: GrpoStepRecord[] = [];
     let lastEvaluation: { step: number; evaluation: Evaluation } | null = null;
     let lastCheckpoint: string | null = null;
+    // --stop-on-probe-modes has fired: train on to the next checkpoint, keep it and stop.
+    let stopAtCheckpoint = false;
     let stoppedOnCollapse = false;
     let step = session.startStep;
     while (step < config.steps) {
@@ -235,7 +241,8 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       // 5. Monitors, evaluation, metrics.
       const answers = completions.map((c) => finalAnswer(task, c.text));
       const sampledModes = modeShares(task, completions.map((c) => c.text));
-      const probeAnswers = probes.length > 0 ? (await evaluate(policy, tokenizer, task, probes, evalOptions)).greedyAnswers : undefined;
+      const probeEvaluation = probes.length > 0 ? await evaluate(policy, tokenizer, task, probes, evalOptions) : null;
+      const probeAnswers = probeEvaluation?.greedyAnswers;
       const report = monitor.update({
         step, answers, prompts: P, meanLength: mean(lengths),
         scTrue: stats.meanSelfCertainty, scShuffled: shuffledStats.meanSelfCertainty, probeAnswers,
@@ -263,6 +270,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
         collapse: report.collapsed ? 1 : 0,
         eval_accuracy: evaluation?.pass1 ?? null,
         ...modeColumns('mode', sampledModes), ...modeColumns('eval_mode', evaluation?.modeShares ?? null),
+        ...modeColumns('probe_mode', probeEvaluation?.modeShares ?? null),
       };
       // Warn when a collapse is called and when it ends; the per-step flag is in the metrics (collapse).
       const previous = reports.at(-2);
@@ -270,6 +278,10 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
       if (!report.collapsed && previous?.collapsed) log(`step ${step}: the collapse signals have cleared`);
       history.push(record);
       const saturated = config.stopOnSaturation && saturationStop(history) === step;
+      if (config.stopOnProbeModes && !stopAtCheckpoint && probeModeStop([...startRecord, ...history]) === step) {
+        stopAtCheckpoint = true;
+        log(`step ${step}: the greedy answers to the probe prompts have settled in one answer mode; stopping at the next checkpoint`);
+      }
       if ((report.collapsed && config.stopOnCollapse) || saturated) {
         metrics.append(record);
         hooks.onStep?.(record, report);
@@ -278,11 +290,17 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
         break;
       }
       metrics.append(record);
-      if (step === config.steps || (config.saveEvery > 0 && step % config.saveEvery === 0)) {
+      const saving = step === config.steps || (config.saveEvery > 0 && step % config.saveEvery === 0) || (stopAtCheckpoint && config.saveEvery === 0);
+      if (saving) {
         const state: TrainerState = { kind: 'grpo', step, data: order.state(), monitor: monitor.state(), before };
         lastCheckpoint = await session.save(step, state);
       }
       hooks.onStep?.(record, report);
+      if (stopAtCheckpoint && saving && step < config.steps) {
+        stoppedOnCollapse = true;
+        log(`step ${step}: stopped on settled probe modes; this checkpoint is kept (${lastCheckpoint})`);
+        break;
+      }
     }
     const after = lastEvaluation?.step === step ? lastEvaluation.evaluation : await evaluate(policy, tokenizer, task, heldOut, evalOptions);
     const verdict = collapseVerdict(reports);
@@ -295,7 +313,7 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
   }
 }
 
-/** `prefix/<mode>` → share, for a task with answer modes (sampled completions: 'mode'; greedy held-out ones: 'eval_mode'). */
+/** `prefix/<mode>` → share, for a task with answer modes (sampled completions: 'mode'; greedy held-out ones: 'eval_mode'; the greedy answers of the monitor's probe prompts, every step and label-free: 'probe_mode'). */
 function modeColumns(prefix: string, shares: Record<string, number> | null): Record<string, number> {
   return shares === null ? {} : Object.fromEntries(Object.entries(shares).map(([mode, share]) => [`${prefix}/${mode}`, share]));
 }
@@ -355,7 +373,7 @@ async function rewardValues(reward: ResolvedReward, completions: Completion[], b
   return out;
 }
 
-/** The CSV columns (JSON lines carry the same fields, plus per-reward means and, for a task with answer modes, each mode's share of the sampled completions, mode/<name>, and of the greedy held-out ones at evaluations, eval_mode/<name>). */
+/** The CSV columns (JSON lines carry the same fields, plus per-reward means and, for a task with answer modes, each mode's share of the sampled completions, mode/<name>, of the greedy held-out ones at evaluations, eval_mode/<name>, and of the greedy answers to the probe prompts every step, probe_mode/<name>). */
 export const GRPO_COLUMNS = [
   'step', 'reward_mean', 'reward_std', 'frac_reward_zero_std', 'advantage_mean', 'advantage_std', 'loss', 'kl',
   'clip_ratio_low', 'clip_ratio_high', 'clip_ratio_region', 'entropy', 'self_certainty_mean', 'self_certainty_std', 'self_certainty_min', 'self_certainty_max',

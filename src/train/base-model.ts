@@ -112,11 +112,14 @@ export const BASE_MODEL_DEFAULTS: Readonly<BaseModelSettings> = Object.freeze({
 
 /**
  * What differs for `addition-modes`: 48 positions (GRPO's completions may run to 24 tokens after
- * a 6-token prompt before they are cut); the mixture of the Qwen-like base (models/addition-modes-q)
- * when no option sets it; and a cosine decay of a 2e-3 peak (the last updates at a low rate leave
- * the greedy answers less noisy than a constant rate).
+ * a 6-token prompt before they are cut); the mixture and length of the Qwen-like base
+ * (models/addition-modes-q) when no option sets them: 45% scratch, 30% of direct answers noisy,
+ * 1900 updates, so that the model has learned the scratchpad (right on every held-out prompt it
+ * uses it for) but, below an even mixture, answers about half the prompts directly (greedy) and
+ * those mostly wrong; and a cosine decay of a 2e-3 peak (the last updates at a low rate leave the
+ * greedy answers less noisy than a constant rate).
  */
-export const ADDITION_MODES_DEFAULTS = Object.freeze({ maxPositionEmbeddings: 48, scratchShare: 0.5, directNoise: 0.3, steps: 2500, lr: 2e-3, schedule: 'cosine' as const, warmupSteps: 100 });
+export const ADDITION_MODES_DEFAULTS = Object.freeze({ maxPositionEmbeddings: 48, scratchShare: 0.45, directNoise: 0.3, steps: 1900, lr: 2e-3, schedule: 'cosine' as const, warmupSteps: 100 });
 
 export interface BuildBaseModelOptions extends Partial<Omit<BaseModelSettings, 'architecture'>> {
   task: BaseModelTask;

@@ -14,6 +14,7 @@ import { tokenStats } from '../../src/ops/token-stats.js';
 import { resolveGrpoConfig, type GrpoConfigInput } from '../../src/rl/config.js';
 import { rollout, scoreCompletions, scoringLayout, sequencesPerPass } from '../../src/rl/rollout.js';
 import { runGrpo } from '../../src/rl/trainer.js';
+import { probeModeStop } from '../../src/rl/monitors.js';
 import { SHIPPED_BASES } from '../../src/cli/run.js';
 import { latestCheckpoint, loadCheckpoint } from '../../src/train/checkpoint.js';
 import { FIXTURES, describeGpu, openGpu } from '../helpers.js';
@@ -31,6 +32,7 @@ function deterministic(out: string): unknown[] {
 
 /** Steps of the mechanism test (the sampled scratch share rises under self-certainty alone). */
 const MECHANISM_STEPS = 8;
+const MECHANISM_SAMPLED_RISE = 0.1;
 
 describeGpu('GRPO trainer', () => {
   let ctx: GpuContext;
@@ -59,14 +61,31 @@ describeGpu('GRPO trainer', () => {
     expect(result.verdict).toBe('stable');
   }, 180_000);
 
-  test('the mechanism on the Qwen-like base: a short self-certainty run, no labels, raises the sampled share of the scratch mode', async () => {
+  test('the mechanism on the Qwen-like base: a short self-certainty run, no labels, raises the scratch mode\'s share of the sampled and of the greedy answers', async () => {
     const result = await runGrpo(ctx, {
       model: SHIPPED_BASES.q, task: 'addition-modes', rewards: 'self-certainty', out: join(tmp, 'mechanism'),
-      steps: MECHANISM_STEPS, promptsPerStep: 8, groupSize: 8, lr: 1e-4, beta: 0.05, mu: 2, maxCompletionLength: 12, evalPrompts: 8, probePrompts: 0,
+      steps: MECHANISM_STEPS, promptsPerStep: 8, groupSize: 8, lr: 1e-4, beta: 0.05, mu: 2, maxCompletionLength: 12, evalPrompts: 16, probePrompts: 16,
     });
-    const share = (step: number) => result.records.find((r) => r.step === step)!['mode/scratch'] as number;
-    // Measured on lavapipe: MECHANISM_SHARE_RISE; each share is of 64 samples (one standard error ≤ 0.0625).
-    expect(share(MECHANISM_STEPS) - share(1)).toBeGreaterThanOrEqual(0.15);
+    const at = (step: number, key: string) => result.records.find((r) => r.step === step)![key] as number;
+    // Measured on lavapipe: sampled 0.44 → 0.61 (step 1 → 8), greedy probes 0.56 → 1 (step 0 → 8; 1 from
+    // step 4). The sampled shares are of 64 samples (one standard error ≤ 0.0625); the greedy ones of the
+    // 16 probe prompts, the start model's at step 0.
+    expect(at(MECHANISM_STEPS, 'mode/scratch') - at(1, 'mode/scratch')).toBeGreaterThanOrEqual(MECHANISM_SAMPLED_RISE);
+    expect(at(MECHANISM_STEPS, 'probe_mode/scratch') - at(0, 'probe_mode/scratch')).toBeGreaterThanOrEqual(0.25);
+  }, 300_000);
+
+  test('--stop-on-probe-modes trains on to the checkpoint after the greedy probe answers settle, stops there and keeps it', async () => {
+    const result = await runGrpo(ctx, {
+      model: SHIPPED_BASES.q, task: 'addition-modes', rewards: 'self-certainty', out: join(tmp, 'probe-stop'),
+      steps: 12, promptsPerStep: 8, groupSize: 8, lr: 1e-4, beta: 0.05, mu: 2, maxCompletionLength: 12, evalPrompts: 16, probePrompts: 16,
+      saveEvery: 3, stopOnProbeModes: true,
+    });
+    const fired = probeModeStop(result.records);
+    expect(fired).not.toBeNull();
+    expect(result.stoppedOnCollapse).toBe(true);
+    expect(result.steps).toBe(Math.ceil(fired! / 3) * 3);
+    expect(result.records.at(-1)!.step).toBe(result.steps);
+    expect(result.lastCheckpoint).toMatch(new RegExp(`checkpoint-${result.steps}$`));
   }, 300_000);
 
   test('the same seed gives identical metrics; an interrupted run resumes bit-identically', async () => {

@@ -4,8 +4,8 @@
  * arithmetic of the reward experiment (label-free stops, accuracy at a stop, per-run summaries).
  */
 import { InvalidArgumentError } from '../../src/errors.js';
-import { accuracyAtStop, collapseStop, probeDriftStop, summarizeRun } from '../../src/rl/experiment.js';
-import { saturationStop } from '../../src/rl/monitors.js';
+import { accuracyAtStop, collapseStop, probeDriftStop, probeModeSettledStop, summarizeRun } from '../../src/rl/experiment.js';
+import { modeSettledStep, probeModeStop, saturationStop } from '../../src/rl/monitors.js';
 import { additionModesTask as task, answerModeOf, finalAnswerOf, modeCompletion } from '../../src/tasks/addition-modes.js';
 import { splitOf } from '../../src/tasks/dataset.js';
 import { modeShares } from '../../src/tasks/evaluate.js';
@@ -137,6 +137,30 @@ describe('the reward experiment\'s arithmetic', () => {
     expect(accuracyAtStop(curve, 1)).toBe(0.5);
     expect(accuracyAtStop(curve, null)).toBe(0.1);
     expect(() => accuracyAtStop([], 1)).toThrow(InvalidArgumentError);
+  });
+
+  test('a rule that keeps the next checkpoint keeps the first evaluation at or after its step (the final one past the last)', () => {
+    const curve: Array<[number, number]> = [[0, 0.5], [5, 0.8], [10, 0.95], [15, 0.9]];
+    expect(accuracyAtStop(curve, 7, 'next')).toBe(0.95);
+    expect(accuracyAtStop(curve, 5, 'next')).toBe(0.8);
+    expect(accuracyAtStop(curve, 16, 'next')).toBe(0.9);
+    expect(accuracyAtStop(curve, null, 'next')).toBe(0.9);
+    expect(accuracyAtStop(curve, 7)).toBe(0.8);
+  });
+
+  test('probe modes: the greedy probe answers settled on a mode that was open at step 0, on 2 consecutive steps; the next checkpoint is kept', () => {
+    const probe = (step: number, scratch: number, extra: Record<string, number> = {}) => ({ step, 'probe_mode/scratch': scratch, 'probe_mode/direct': 1 - scratch, 'probe_mode/none': 0, ...extra });
+    const run = [probe(0, 0.5, { eval_accuracy: 0.6 }), probe(1, 0.6), probe(2, 0.9375), probe(3, 0.875), probe(4, 0.9375), probe(5, 1, { eval_accuracy: 0.9 }), probe(6, 1), probe(10, 1, { eval_accuracy: 0.4 })];
+    expect(probeModeStop(run)).toBe(5);
+    expect(probeModeSettledStop(run)).toBe(5);
+    expect(probeModeSettledStop.keeps).toBe('next');
+    expect(summarizeRun(run, { 'probe modes': probeModeSettledStop }).stops['probe modes']).toEqual({ step: 5, accuracy: 0.9 });
+    expect(probeModeStop(run.map((r) => ({ ...r, 'probe_mode/scratch': 1, 'probe_mode/direct': 0 })))).toBeNull(); // settled from the start
+    expect(probeModeStop(run.slice(0, 4))).toBeNull();
+    expect(probeModeStop([{ step: 0 }, { step: 1, eval_accuracy: 1 }])).toBeNull(); // no probe columns
+    // Without a step-0 record the first step is the baseline; another prefix is another rule.
+    expect(modeSettledStep(run.slice(1), 'probe_mode', 0.9, 2)).toBe(5);
+    expect(modeSettledStep(run, 'mode', 0.9, 2)).toBeNull();
   });
 
   test('a run\'s summary: before, after, peak, stops, the sampled reasoning-mode share first → last', () => {
