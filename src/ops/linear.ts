@@ -26,10 +26,11 @@ export interface LinearShape {
   biasDType?: DType;
 }
 
-const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2 };
+/** W_DTYPE / B_DTYPE override codes of kernels/linear_tile.wgsl (shared by the fused lm_head). */
+export const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2 };
 const NO_BIAS = 3;
-/** Columns of y per workgroup (kernels/linear.wgsl TILE_N). */
-const TILE_N = 64;
+/** Columns of y per workgroup (kernels/linear_tile.wgsl TILE_N). */
+export const TILE_N = 64;
 /** k elements staged per step; split ranges are multiples of it. */
 const DEPTH = 16;
 const REDUCE_WORKGROUP = 256;

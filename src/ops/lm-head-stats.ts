@@ -24,7 +24,7 @@ import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { DispatchList, bindingOf } from './bindings.js';
 import { prepareLinearBackward, type PreparedLinearBackward } from './linear-backward.js';
-import { referenceLinear } from './linear.js';
+import { DTYPE_CODE, TILE_N, referenceLinear } from './linear.js';
 import { MAX_PARTIAL_BYTES, windowsOf, type RowWindow } from './split.js';
 import { referenceBackward, referenceForward, type ReferenceForward } from './token-stats/reference.js';
 import { grid } from './token-stats/plan.js';
@@ -50,9 +50,6 @@ export interface PreparedLmHeadStats {
 }
 
 const KERNEL = 'lm_head_stats';
-const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2 };
-/** Columns per logits tile (kernels/linear_tile.wgsl TILE_N). */
-const TILE_N = 64;
 /** Up to this many rows run as 32-row tiles, else 64 (as kernels/linear.wgsl). */
 const SMALL_M = 32;
 /** Cut the vocabulary into ranges until about this many workgroups run (as the linear op). */
