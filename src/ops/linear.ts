@@ -42,8 +42,13 @@ const ROWS_WORKGROUP = 256;
 const GUARANTEED_WORKGROUPS = 65535;
 /** Up to this many rows of x run as one 32-row tile row (decoding: W is then read exactly once). */
 const SMALL_M = 32;
+
+/** Rows of the linear tile (kernels/linear_tile.wgsl TILE_M) for m rows of x: 32 up to SMALL_M, else 64. */
+export function tileRows(m: number): 32 | 64 {
+  return m <= SMALL_M ? 32 : 64;
+}
 /** Split k until about this many workgroups run (≈ 15 per SM on a 132-SM GPU: enough waves that the last, partial one costs little)… */
-const TARGET_WORKGROUPS = 2048;
+export const TARGET_WORKGROUPS = 2048;
 /** …but give each range at least this many k (see ./split.ts). */
 const MIN_SPLIT_K = 128;
 
@@ -77,7 +82,7 @@ export interface LinearPlan {
 export function linearPlan({ m, k, n }: Pick<LinearShape, 'm' | 'k' | 'n'>, maxBindingBytes: number): LinearPlan {
   const lanes = lanesFor(Math.ceil(k / 4), 8, 4, 32);
   if (m <= ROWS_MAX && Math.ceil(n / (ROWS_WORKGROUP / lanes)) <= GUARANTEED_WORKGROUPS) return { kernel: 'rows', lanes, tileM: 32, splits: 1, kPerSplit: k };
-  const tileM = m <= SMALL_M ? 32 : 64;
+  const tileM = tileRows(m);
   const tiles = Math.ceil(n / TILE_N) * Math.ceil(m / tileM);
   const { splits, range } = splitReduction({ tiles, length: k, targetWorkgroups: TARGET_WORKGROUPS, minRange: MIN_SPLIT_K, partialBytes: m * n * 4, maxBindingBytes, multiple: DEPTH });
   return { kernel: 'tiles', lanes: 0, tileM, splits, kPerSplit: range };

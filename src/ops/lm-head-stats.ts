@@ -24,7 +24,7 @@ import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { DispatchList, bindingOf } from './bindings.js';
 import { prepareLinearBackward, type PreparedLinearBackward } from './linear-backward.js';
-import { DTYPE_CODE, TILE_N, referenceLinear } from './linear.js';
+import { DTYPE_CODE, TARGET_WORKGROUPS, TILE_N, referenceLinear, tileRows } from './linear.js';
 import { MAX_PARTIAL_BYTES, windowsOf, type RowWindow } from './split.js';
 import { referenceBackward, referenceForward, type ReferenceForward } from './token-stats/reference.js';
 import { grid } from './token-stats/plan.js';
@@ -50,10 +50,6 @@ export interface PreparedLmHeadStats {
 }
 
 const KERNEL = 'lm_head_stats';
-/** Up to this many rows run as 32-row tiles, else 64 (as kernels/linear.wgsl). */
-const SMALL_M = 32;
-/** Cut the vocabulary into ranges until about this many workgroups run (as the linear op). */
-const TARGET_WORKGROUPS = 2048;
 const PARTIAL_BYTES = 24;
 const ROW_TERMS_BYTES = 32;
 const FINALIZE_WORKGROUP = 256;
@@ -104,12 +100,12 @@ export interface LmHeadStatsPlan {
 
 /**
  * How partials_main cuts the work: row tiles of tileM, and the vocabulary in ranges of rangeCols
- * (a multiple of 64), as many as bring the grid to about TARGET_WORKGROUPS; a range never crosses
+ * (a multiple of 64), as many as bring the grid to about the linear op's TARGET_WORKGROUPS; a range never crosses
  * a window. E.g. 4096 rows × V 151,936: 64 row tiles, 32 ranges of 4,800 columns per row; 8 rows:
  * one 32-row tile, 1,187 ranges of 128 columns.
  */
 export function lmHeadStatsPlan(rows: number, windowRows: readonly number[]): LmHeadStatsPlan {
-  const tileM = rows <= SMALL_M ? 32 : 64;
+  const tileM = tileRows(rows);
   const vocab = windowRows.reduce((a, b) => a + b, 0);
   const wanted = Math.max(1, Math.ceil(TARGET_WORKGROUPS / Math.ceil(rows / tileM)));
   const rangeCols = Math.max(TILE_N, Math.ceil(Math.ceil(vocab / wanted) / TILE_N) * TILE_N);
@@ -264,7 +260,7 @@ export async function prepareLmHeadStatsBackward(ctx: GpuContext, shape: LmHeadS
   const gradWindows = windowsOf('dWeight', buffers.dWeight, vocab);
   const ranges = (list: readonly RowWindow[]) => list.map((w) => `${w.firstRow}:${w.firstRow + w.rows}`).join(',');
   if (ranges(gradWindows) !== ranges(windows)) throw new InvalidArgumentError('dWeight', `row windows of the weight's rows (${ranges(windows)})`, ranges(gradWindows));
-  const tileM = rows <= SMALL_M ? 32 : 64;
+  const tileM = tileRows(rows);
   const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
   if (Math.ceil(rows / tileM) > maxGroups) throw new InvalidArgumentError('rows', `at most ${tileM * maxGroups}`, String(rows));
   const slabCols = lmHeadStatsSlabCols(rows, Math.max(...windows.map((w) => w.rows)), ctx.maxBindingBytes, slabBytes);
