@@ -17,6 +17,7 @@ import { GENERATE_MAX_NEW_TOKENS, generateCommand } from './generate.js';
 import { gradCommand } from './grad.js';
 import { infoCommand } from './info.js';
 import { logitsCommand } from './logits.js';
+import { DEFAULT_JOBS } from './run-pool.js';
 import { SHIPPED_BASE_MODEL, SHIPPED_BASE_TASK, MAIN_JOB_DEFAULTS, experimentRewardsCommand, runCommand } from './run.js';
 import { throughputCommand } from './throughput.js';
 import { SCORE_MAX_NEW_TOKENS, scoreCommand } from './score.js';
@@ -58,6 +59,7 @@ function program(): Command {
     .option('--steps <n>', 'GRPO steps per run', MAIN_JOB_DEFAULTS.steps)
     .option('--group-size <n>', 'completions per prompt (G)', MAIN_JOB_DEFAULTS.groupSize)
     .option('--seed <n>', 'run seed (the same for every run)', '0')
+    .option('--jobs <n>', 'runs trained at once, each in a process with its own GPU device', String(DEFAULT_JOBS))
     .option('--out <dir>', 'output folder (one subfolder per run)', `runs/intuitor-${name}`), MAIN_JOB_DEFAULTS.train);
 
   comparison(cli, 'run', 'the main job: INTUITOR (self-certainty, no labels) beside ground-truth GRPO from the shipped base model: held-out accuracy before/after, collapse monitors, plot', true)

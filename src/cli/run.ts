@@ -12,7 +12,6 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
-import { GpuContext } from '../gpu/context.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import type { GrpoConfigInput } from '../rl/config.js';
 import { collapseStop, probeDriftStop, probeModeSettledStop, spread, summarizeRun, type RunSummary, type StopRule } from '../rl/experiment.js';
@@ -23,7 +22,8 @@ import { lineChartSvg } from '../train/plot.js';
 import { BASE_MODEL_RECORD } from '../train/base-model.js';
 import { consoleTable, markdownTable, type Cell } from '../train/summary.js';
 import { positiveIntOption } from './inputs.js';
-import { grpoInput, summaryRows, trainWithProgress, type TrainCommandOptions } from './train.js';
+import { DEFAULT_JOBS, trainInPool } from './run-pool.js';
+import { grpoInput, summaryRows, type TrainCommandOptions } from './train.js';
 
 /** The shipped bases (built by `intuitor build-base`; their base_model.json says how). */
 export const SHIPPED_BASES = {
@@ -55,7 +55,10 @@ const EXPERIMENT_RUNS: Record<string, string> = { 'ground-truth': 'accuracy', 's
 /** The label-free stopping rules the experiment reports (each reads only metrics a user without labels has). */
 export const STOP_RULES: Record<string, StopRule> = { monitors: collapseStop, saturation: saturationStop, 'probe drift': probeDriftStop, 'probe modes': probeModeSettledStop };
 
-export type CompareOptions = Omit<TrainCommandOptions, 'reward'>;
+export type CompareOptions = Omit<TrainCommandOptions, 'reward'> & {
+  /** Runs trained at once, each in a process of its own (./run-pool.ts). */
+  jobs: string;
+};
 
 /** The task a base model folder was built for (its base_model.json), else `fallback`. */
 function baseTask(model: string, fallback: string): string {
@@ -66,20 +69,14 @@ function baseTask(model: string, fallback: string): string {
 
 async function compare(runs: Record<string, string>, o: CompareOptions, title: string): Promise<void> {
   const base = grpoInput({ ...o, reward: 'accuracy' });
+  const jobs = positiveIntOption('--jobs', o.jobs);
   const task = getTask(base.task);
   mkdirSync(o.out, { recursive: true });
-  process.stdout.write(`${title}\nmodel ${o.model}, task ${base.task}, ${base.steps} steps × ${base.promptsPerStep} prompts × G = ${base.groupSize}, seed ${base.seed}; runs in ${o.out}/\n\n`);
-  const ctx = await GpuContext.create();
-  const results: { name: string; result: GrpoResult }[] = [];
+  process.stdout.write(`${title}\nmodel ${o.model}, task ${base.task}, ${base.steps} steps × ${base.promptsPerStep} prompts × G = ${base.groupSize}, seed ${base.seed}; runs in ${o.out}/ (${jobs} at once)\n\n`);
   const started = performance.now();
-  try {
-    for (const [name, rewards] of Object.entries(runs)) {
-      const input: GrpoConfigInput = { ...base, rewards, out: join(o.out, name) };
-      results.push({ name: `${name} (${rewards})`, result: await trainWithProgress(ctx, input, name) });
-    }
-  } finally {
-    ctx.close();
-  }
+  const named = Object.entries(runs).map(([name, rewards]) => ({ name: `${name} (${rewards})`, input: { ...base, rewards, out: join(o.out, name) }, label: name }));
+  const trained = await trainInPool(named, jobs);
+  const results = named.map(({ name }, i) => ({ name, result: trained[i]! }));
   const minutes = (performance.now() - started) / 60000;
   const { columns, rows } = summaryRows(results);
   const stops = stopRows(results.map(({ name, result }) => ({ name, summary: summarizeRun(result.records, STOP_RULES, task.reasoningMode) })));
@@ -118,40 +115,46 @@ const QUICK = { steps: 2, promptsPerStep: 2, groupSize: 2, evalPrompts: 8, evalE
 
 export async function experimentRewardsCommand(o: ExperimentOptions): Promise<void> {
   const seeds = positiveIntOption('--seeds', o.seeds);
+  const jobs = positiveIntOption('--jobs', o.jobs);
   const models = o.models === undefined ? Object.values(SHIPPED_BASES) : o.models.split(',').map((m) => m.trim()).filter((m) => m !== '');
   if (models.length === 0) throw new InvalidArgumentError('--models', 'one or more model folders, comma-separated', JSON.stringify(o.models));
   const first = grpoInput({ ...o, reward: 'accuracy' });
   const recipe: GrpoConfigInput = o.quick ? { ...first, ...QUICK } : first;
   mkdirSync(o.out, { recursive: true });
   const title = 'intuitor experiment rewards: every base, five rewards, the same recipe and seeds';
-  process.stdout.write(`${title}\n${models.length} bases × ${Object.keys(EXPERIMENT_RUNS).length} rewards × ${seeds} seeds (${recipe.seed} … ${recipe.seed! + seeds - 1}); ${recipe.steps} steps × ${recipe.promptsPerStep} prompts × G = ${recipe.groupSize}, lr ${recipe.lr}, β ${recipe.beta}, μ ${recipe.mu}; runs in ${o.out}/\n\n`);
+  process.stdout.write(`${title}\n${models.length} bases × ${Object.keys(EXPERIMENT_RUNS).length} rewards × ${seeds} seeds (${recipe.seed} … ${recipe.seed! + seeds - 1}); ${recipe.steps} steps × ${recipe.promptsPerStep} prompts × G = ${recipe.groupSize}, lr ${recipe.lr}, β ${recipe.beta}, μ ${recipe.mu}; runs in ${o.out}/ (${jobs} at once)\n\n`);
   const started = performance.now();
-  // Seeds outermost: if a long experiment is cut short, every base × reward cell has its first seeds.
   const cells = models.flatMap((model) => {
     const task = baseTask(model, recipe.task);
     return Object.entries(EXPERIMENT_RUNS).map(([reward, spec]) => ({ base: basename(model), model, reward, spec, task, runs: [] as RunSummary[], verdicts: [] as string[], records: [] as GrpoResult['records'][] }));
   });
   for (const cell of cells) getTask(cell.task);
-  const ctx = o.collect ? null : await GpuContext.create();
-  try {
-    for (let i = 0; i < seeds; i++) {
-      const seed = recipe.seed! + i;
-      for (const cell of cells) {
-        const input: GrpoConfigInput = { ...recipe, model: cell.model, task: cell.task, rewards: cell.spec, seed, out: join(o.out, cell.base, cell.reward, `seed-${seed}`) };
-        let result = finishedRun(input);
-        if (result === null && o.collect) continue;
-        if (result === null) {
-          result = await trainWithProgress(ctx!, input, `${cell.base} ${cell.reward} seed ${seed}`);
-          writeFileSync(join(input.out, EXPERIMENT_SETTINGS), runSettings(input));
-        }
-        cell.runs.push(summarizeRun(result.records, STOP_RULES, getTask(cell.task).reasoningMode));
-        cell.verdicts.push(result.verdict);
-        cell.records.push(result.records);
-        writeExperiment(o.out, title, recipe, cells, o.collect ? null : (performance.now() - started) / 60000);
-      }
+  // Every run in table order, seeds outermost (a run cut short leaves every base × reward cell its
+  // first seeds); those already finished in --out with this recipe are taken as they are.
+  const runs = Array.from({ length: seeds }, (_, i) => recipe.seed! + i).flatMap((seed) => cells.map((cell) => {
+    const input: GrpoConfigInput = { ...recipe, model: cell.model, task: cell.task, rewards: cell.spec, seed, out: join(o.out, cell.base, cell.reward, `seed-${seed}`) };
+    return { cell, input, label: `${cell.base} ${cell.reward} seed ${seed}`, result: finishedRun(input) };
+  }));
+  // The table is rewritten whenever a run finishes, from every run finished so far, in table order.
+  const tabulate = () => {
+    for (const cell of cells) Object.assign(cell, { runs: [], verdicts: [], records: [] });
+    for (const { cell, result } of runs) {
+      if (result === null) continue;
+      cell.runs.push(summarizeRun(result.records, STOP_RULES, getTask(cell.task).reasoningMode));
+      cell.verdicts.push(result.verdict);
+      cell.records.push(result.records);
     }
-  } finally {
-    ctx?.close();
+    if (cells.some((c) => c.runs.length > 0)) writeExperiment(o.out, title, recipe, cells, o.collect ? null : (performance.now() - started) / 60000);
+  };
+  tabulate();
+  if (!o.collect) {
+    const pending = runs.filter((r) => r.result === null);
+    await trainInPool(pending, jobs, (i, result) => {
+      const run = pending[i]!;
+      writeFileSync(join(run.input.out, EXPERIMENT_SETTINGS), runSettings(run.input));
+      run.result = result;
+      tabulate();
+    });
   }
   if (!existsSync(join(o.out, 'summary.md'))) throw new InvalidArgumentError('--out', 'a folder with finished runs of this recipe (--collect)', `none in ${o.out}`);
   process.stdout.write(`\n${readFileSync(join(o.out, 'summary.md'), 'utf8')}\nPlot: ${join(o.out, 'plot.svg')}; per-run summaries: ${join(o.out, 'results.json')}.\n`);

@@ -16,6 +16,8 @@ describe('bad input names the flag', () => {
     [['build-base', '--task', 'addition', '--scratch-share', '0.5'], '--scratch-share: expected only with --task addition-modes (the task with two answer modes), got --task addition'],
     [['build-base', '--task', 'subtraction'], '--task: expected one of addition, arithmetic, addition-modes, got "subtraction"'],
     [['experiment', 'rewards', '--seeds', '0'], '--seeds: expected a positive integer, got "0"'],
+    [['experiment', 'rewards', '--jobs', '0'], '--jobs: expected a positive integer, got "0"'],
+    [['run', '--jobs', '1.5'], '--jobs: expected a positive integer, got "1.5"'],
     [['run', '--task', 'subtraction'], '--task: expected one of arithmetic, addition, addition-modes, countdown, permutations, math, got "subtraction"'],
   ])('%j', async (args, message) => {
     const r = await cli(args);

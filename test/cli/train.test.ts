@@ -49,6 +49,25 @@ describeGpu('intuitor train, run, eval, score, sft', () => {
     expect(existsSync(join(out, 'plot.svg'))).toBe(true);
   });
 
+  // Each run trains in a worker process of its own (src/cli/run-pool.ts); how many at once must not change a number.
+  test('run gives the same per-step metrics with its runs one at a time (--jobs 1) and side by side (--jobs 2)', async () => {
+    const metrics = (out: string, name: string) => readFileSync(join(out, name, 'metrics.jsonl'), 'utf8').trim().split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>).map(({ step_s: _s, tokens_per_s: _t, ...rest }) => rest);
+    const outs = [join(dir, 'jobs-1'), join(dir, 'jobs-2')];
+    for (const [i, out] of outs.entries()) expectSuccess(await cli(['run', '--model', model, '--steps', '2', '--seed', '5', '--jobs', String(i + 1), '--out', out, ...TINY], undefined, 180_000));
+    for (const name of ['intuitor', 'ground-truth']) {
+      const [one, two] = outs.map((out) => metrics(out, name));
+      expect(one).toHaveLength(3);
+      expect(two).toEqual(one);
+    }
+  });
+
+  test('an error inside a run\'s worker process reaches the user as one line with its exit status', async () => {
+    const r = await cli(['run', '--model', join(dir, 'no-such-model'), '--steps', '1', '--out', join(dir, 'run-missing'), ...TINY]);
+    expect(r.status).toBe(2);
+    expect(r.messages).toEqual([`intuitor: error: ${join(dir, 'no-such-model', 'tokenizer.json')}: expected a Hugging Face tokenizer.json in the model folder, got no such file`]);
+  });
+
   test('eval and score print their tables; score writes every candidate with its scores', async () => {
     const e = await cli(['eval', '--model', model, '--task', 'permutations', '--prompts', '3', '--n', '2', '--max-new-tokens', '4', '--json']);
     expectSuccess(e);
