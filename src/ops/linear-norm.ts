@@ -5,13 +5,15 @@
  * float64 reference. Weights, biases and the norm weight are f32, f16 or bf16 as src/ops/linear.ts
  * takes them, whole or in row windows (src/ops/split.ts); x and y are f32.
  *
- * Plan (linearNormPlan): a few rows (m ≤ 8, decoding a small batch) run fused, the norm computed
- * by each workgroup from the x loads its projection makes anyway and up to three projections (or
- * row windows) per dispatch: a layer's input norm, q, k and v take one dispatch instead of four,
- * its MLP's norm, gate, up and SwiGLU one instead of four. More rows run as rmsnorm (into scratch)
- * then one src/ops/linear.ts dispatch per projection (then swiglu): a 32- or 64-row tile would
- * have to re-read its rows' whole length of x for the norm whenever k is split, which costs more
- * than the separate norm's one pass. The projections keep their own weight buffers (several
+ * Plan (linearNormPlan): up to 32 rows (decoding a batch) run fused, in blocks of up to 8 rows a
+ * workgroup, the norm computed by each workgroup from the x loads its projection makes anyway and
+ * up to three projections (or row windows) per dispatch: a layer's input norm, q, k and v take one
+ * dispatch instead of four (seven at batch 32, where each linear splits k and reduces), its MLP's
+ * norm, gate, up and SwiGLU one instead of four (six). More rows (a prefill, batch 128) run as
+ * rmsnorm (into scratch) then one src/ops/linear.ts dispatch per projection (then swiglu): there
+ * the tiles' reuse of W across 32 or 64 rows matters more than dispatches, and a tile would have
+ * to re-read its rows' whole length of x for the norm whenever k is split. The 32-row bound is
+ * lavapipe's choice so far; a GPU run has yet to time both sides of it. The projections keep their own weight buffers (several
  * bindings, not one concatenated copy), because training updates those buffers in place and
  * generation must see the update without a second copy of the weights.
  */
@@ -59,10 +61,17 @@ export interface LinearNormBuffers {
   biases: readonly (GPUBuffer | null)[];
   /** Per projection (one with glu): (m, n) f32, distinct from x and from each other. */
   outputs: readonly GPUBuffer[];
+  /**
+   * The unfused plan's activations (sizes: linearNormScratch), which ops recorded one after
+   * another may share: h, the normed x, and with glu gate and up. Unused by the fused plan.
+   */
+  scratch?: { h: GPUBuffer; gate: GPUBuffer | null; up: GPUBuffer | null };
 }
 
-/** Up to this many rows run fused (kernels/linear_norm.wgsl ROWS_MAX). */
-const ROWS_MAX = 8;
+/** Up to this many rows run fused… */
+const FUSED_ROWS_MAX = 32;
+/** …in blocks of up to this many rows a workgroup (kernels/linear_norm.wgsl ROWS_MAX). */
+const BLOCK_ROWS = 8;
 /** Parts (projections or row windows) one fused dispatch takes: the kernel's w0 … w2. */
 const PARTS_MAX = 3;
 /** Storage buffers the fused kernel binds: x, the norm weight, three weights, biases and outputs. */
@@ -114,15 +123,23 @@ export interface LinearNormPlan {
 }
 
 /**
- * How a shape runs: fused when m ≤ 8, every part's columns fit one grid dimension and the device
+ * How a shape runs: fused when m ≤ 32, every part's workgroups fit one grid dimension and the device
  * binds the kernel's 11 storage buffers (Dawn's desktop backends allow 16 and more); else unfused.
  */
 export function linearNormPlan({ m, k, projections }: Pick<CheckedShape, 'm' | 'k' | 'projections'>, limits: Pick<GPUSupportedLimits, 'maxStorageBuffersPerShaderStage' | 'maxComputeWorkgroupsPerDimension'>): LinearNormPlan {
   const lanes = lanesFor(Math.ceil(k / 4), 8, 4, 32);
   const widest = Math.max(...projections.map((p) => p.n));
-  const fused = m <= ROWS_MAX && limits.maxStorageBuffersPerShaderStage >= FUSED_STORAGE_BUFFERS
-    && Math.ceil(widest / (WORKGROUP / lanes)) <= limits.maxComputeWorkgroupsPerDimension;
+  const fused = m <= FUSED_ROWS_MAX && limits.maxStorageBuffersPerShaderStage >= FUSED_STORAGE_BUFFERS
+    && Math.ceil(widest / (WORKGROUP / lanes)) * Math.ceil(m / BLOCK_ROWS) <= limits.maxComputeWorkgroupsPerDimension;
   return { kernel: fused ? 'fused' : 'unfused', lanes };
+}
+
+/** f32 elements of the scratch buffers a shape needs (LinearNormBuffers.scratch): all 0 when it runs fused. */
+export function linearNormScratch(shape: LinearNormShape, limits: Pick<GPUSupportedLimits, 'maxStorageBuffersPerShaderStage' | 'maxComputeWorkgroupsPerDimension'>): { h: number; gate: number; up: number } {
+  const s = checkShape(shape);
+  if (linearNormPlan(s, limits).kernel === 'fused') return { h: 0, gate: 0, up: 0 };
+  const gate = s.glu ? s.m * s.projections[0]!.n : 0;
+  return { h: s.m * s.k, gate, up: gate };
 }
 
 /**
@@ -152,8 +169,7 @@ interface Part {
 /**
  * Records the projections of rmsnorm(x) over GPU buffers into a caller's pass (see
  * LinearNormBuffers). Buffers may be larger than needed; the leading bytes are used (x and the
- * weights in whole 16-byte words: GpuContext pads every buffer so). destroy() frees the uniforms
- * and, unfused, the scratch activations.
+ * weights in whole 16-byte words: GpuContext pads every buffer so). destroy() frees the uniforms.
  */
 export async function prepareLinearNorm(ctx: GpuContext, shape: LinearNormShape, buffers: LinearNormBuffers): Promise<PreparedLinearNorm> {
   const s = checkShape(shape);
@@ -174,6 +190,8 @@ export async function prepareLinearNorm(ctx: GpuContext, shape: LinearNormShape,
 
   const { lanes } = plan;
   const columns = WORKGROUP / lanes;
+  const blockRows = Math.min(m, BLOCK_ROWS);
+  const blocks = Math.ceil(m / blockRows);
   const round16 = (bytes: number) => Math.ceil(bytes / 16) * 16;
   const xBinding = bindingOf(ctx, 'x', x, round16(m * k * 4));
   const normBinding = bindingOf(ctx, 'norm', norm, k * BYTES_PER_ELEMENT[normDType]);
@@ -198,7 +216,7 @@ export async function prepareLinearNorm(ctx: GpuContext, shape: LinearNormShape,
   const dispatches: Part[][] = [];
   for (const part of parts) {
     const last = dispatches.at(-1);
-    const groups = (list: Part[]) => list.reduce((sum, p) => sum + Math.ceil(p.window.rows / columns), 0);
+    const groups = (list: Part[]) => blocks * list.reduce((sum, p) => sum + Math.ceil(p.window.rows / columns), 0);
     if (last && !glu && last.length < PARTS_MAX && !last.some((p) => p.projection === part.projection) && groups([...last, part]) <= maxGroups) last.push(part);
     else dispatches.push([part]);
   }
@@ -208,7 +226,7 @@ export async function prepareLinearNorm(ctx: GpuContext, shape: LinearNormShape,
   const pipelines = await Promise.all(dispatches.map((list) => {
     const slots = glu ? [0, 1, undefined] : [0, 1, 2].map((j) => list[j]?.projection);
     return ctx.pipeline('linear_norm', 'linear_norm_rows', {
-      ROWS_M: m, LANES: lanes, K_ALIGNED: k % 4 === 0 ? 1 : 0, GLU: glu ? 1 : 0, N_DTYPE: DTYPE_CODE[normDType],
+      ROWS_M: blockRows, LANES: lanes, K_ALIGNED: k % 4 === 0 ? 1 : 0, GLU: glu ? 1 : 0, N_DTYPE: DTYPE_CODE[normDType],
       W0_DTYPE: code(slots[0], 'weight'), W1_DTYPE: code(slots[1], 'weight'), W2_DTYPE: code(slots[2], 'weight'),
       B0_DTYPE: glu ? NO_BIAS : code(slots[0], 'bias'), B1_DTYPE: glu ? NO_BIAS : code(slots[1], 'bias'), B2_DTYPE: glu ? NO_BIAS : code(slots[2], 'bias'),
     });
@@ -246,7 +264,7 @@ export async function prepareLinearNorm(ctx: GpuContext, shape: LinearNormShape,
         entries.push([3 + j, w], [6 + j, b], [9 + j, y]);
       }
       const rows = group.map((p) => `${p.projection}[${p.window.firstRow}:${p.window.firstRow + p.window.rows}]`).join(' ');
-      const groups = group.reduce((sum, p) => sum + Math.ceil(p.window.rows / columns), 0);
+      const groups = blocks * group.reduce((sum, p) => sum + Math.ceil(p.window.rows / columns), 0);
       list.add(pipelines[d]!, `parts ${rows}`, entries, [groups, 1, 1], uniforms[d]);
     });
     return list.prepared();
@@ -254,15 +272,16 @@ export async function prepareLinearNorm(ctx: GpuContext, shape: LinearNormShape,
 }
 
 /** More rows: rmsnorm into scratch h, a linear per projection (into scratch gate and up with glu, then swiglu). */
-async function prepareUnfused(ctx: GpuContext, { m, k, eps, normDType, projections, glu }: CheckedShape, { x, norm, biases, outputs }: LinearNormBuffers,
+async function prepareUnfused(ctx: GpuContext, { m, k, eps, normDType, projections, glu }: CheckedShape, { x, norm, biases, outputs, scratch }: LinearNormBuffers,
   windows: readonly (readonly RowWindow[])[]): Promise<PreparedLinearNorm> {
+  if (scratch === undefined || scratch === null || (glu && (!scratch.gate || !scratch.up))) {
+    throw new InvalidArgumentError('scratch', `buffers { h${glu ? ', gate, up' : ''} } for ${m} rows (linearNormScratch: the shape runs unfused)`, describe(scratch));
+  }
+  const { h } = scratch;
   const steps: PreparedLinear[] = [];
-  const scratch: GPUBuffer[] = [];
   try {
-    const h = ctx.createBuffer('linear_norm:h', m * k * 4, GPUBufferUsage.STORAGE);
-    scratch.push(h);
     steps.push(await prepareRmsNorm(ctx, { rows: m, hidden: k, eps, weightDType: normDType }, x, norm, h));
-    const ys = glu ? projections.map((p, i) => (scratch.push(ctx.createBuffer(`linear_norm:${i === 0 ? 'gate' : 'up'}`, m * p.n * 4, GPUBufferUsage.STORAGE)), scratch.at(-1)!)) : outputs;
+    const ys = glu ? [scratch.gate!, scratch.up!] : outputs;
     for (const [i, p] of projections.entries()) {
       const bias = biases[i] ?? null;
       steps.push(await prepareLinear(ctx, { m, k, n: p.n, weightDType: p.weightDType, biasDType: bias === null ? undefined : p.biasDType }, h, windows[i]!, bias, ys[i]!));
@@ -270,7 +289,6 @@ async function prepareUnfused(ctx: GpuContext, { m, k, eps, normDType, projectio
     if (glu) steps.push(await prepareSwiglu(ctx, { rows: m, intermediate: projections[0]!.n }, ys[0]!, ys[1]!, outputs[0]!));
   } catch (err) {
     for (const step of steps) step.destroy();
-    for (const buffer of scratch) buffer.destroy();
     throw err;
   }
   return {
@@ -279,7 +297,6 @@ async function prepareUnfused(ctx: GpuContext, { m, k, eps, normDType, projectio
     },
     destroy() {
       for (const step of steps) step.destroy();
-      for (const buffer of scratch) buffer.destroy();
     },
   };
 }
@@ -329,7 +346,11 @@ export async function linearNorm(ctx: GpuContext, x: Float32Array, norm: HostArr
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC;
     const ys = outSizes.map((size, i) => (owned.push(options.poison ? ctx.upload(`linear_norm:outputs[${i}]`, new Uint32Array(size).fill(POISON_BITS), usage)
       : ctx.createBuffer(`linear_norm:outputs[${i}]`, size * 4, usage)), owned.at(-1)!));
-    const prepared = await prepareLinearNorm(ctx, shape, { x: upload('x', x), norm: upload('norm', norm), weights: weightBuffers, biases: biasBuffers, outputs: ys });
+    const sizes = linearNormScratch(shape, ctx.limits);
+    const scratchBuffer = (name: string, elements: number) => (elements === 0 ? null : (owned.push(ctx.createBuffer(`linear_norm:${name}`, elements * 4, GPUBufferUsage.STORAGE)), owned.at(-1)!));
+    const h = scratchBuffer('h', sizes.h);
+    const scratch = h === null ? undefined : { h, gate: scratchBuffer('gate', sizes.gate), up: scratchBuffer('up', sizes.up) };
+    const prepared = await prepareLinearNorm(ctx, shape, { x: upload('x', x), norm: upload('norm', norm), weights: weightBuffers, biases: biasBuffers, outputs: ys, scratch });
     try {
       await ctx.runPass('linear_norm', (pass) => prepared.encode(pass));
     } finally {
