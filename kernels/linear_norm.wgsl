@@ -3,7 +3,7 @@
 //   with GLU: y = silu(rmsnorm(x) · W_0ᵀ) ⊙ (rmsnorm(x) · W_1ᵀ)  (gate and up of the MLP: SwiGLU),
 // where rmsnorm(x) = x / sqrt(mean(x²) + eps) · g (Llama / Qwen2 RMSNorm, weight g).
 //
-// Shapes (row-major): x (M, K) f32 with M ≤ 32 (decoding a batch), g (K),
+// Shapes (row-major): x (M, K) f32 with M = ROWS_M ≤ 8 (an override: decoding a small batch), g (K),
 // W_p (N_p, K) as nn.Linear stores it, b_p (N_p) or none, y_p (M, yStride_p) f32 of which columns
 // [column_p, column_p + N_p) are written (a part may be one row window of a larger weight,
 // src/ops/split.ts: the bias is then the whole weight's, read at column_p + j). g, W_p and b_p are
@@ -13,12 +13,9 @@
 // per quad of x or of f32 W when K is a multiple of 4 (K_ALIGNED), half of one for 16-bit W, else
 // element by element.
 // Geometry: workgroups of 256 threads, LANES (4 … 32, an override) per column of y, 256 / LANES
-// columns and a block of ROWS_M = min(M, 8) rows of x (an override) a workgroup: grid x is
-// Σ_p ceil(N_p / columns) column groups × ceil(M / ROWS_M) blocks, blocks innermost (the blocks of
-// one group of W rows run side by side, so W's re-reads for blocks past the first hit the cache);
-// part p owns column groups [groupEnd_{p-1}, groupEnd_p) (with GLU one part: column j reads row j of
-// W_0 and of W_1). Lane l reads quads l, l + LANES, … of k: of its column's W row(s), of g, and of
-// every row of its block of x (ROWS_M accumulators). Its lanes thus see all of
+// columns a workgroup; part p owns workgroups [groupEnd_{p-1}, groupEnd_p) of grid x (with GLU one
+// part: column j reads row j of W_0 and of W_1). Lane l reads quads l, l + LANES, … of k: of its
+// column's W row(s), of g, and of every row of x (ROWS_M accumulators). Its lanes thus see all of
 // x's row together, so the sum of squares the norm needs comes with the loads the projection makes
 // anyway: each lane adds x² of its quads, and the same tree in workgroup memory that adds the
 // lanes' dot products adds those (one column's lanes: every column reads the same x).
@@ -50,7 +47,7 @@ struct Params {
 @group(0) @binding(10) var<storage, read_write> y1: array<f32>;   // placeholders past PARTS, and with GLU
 @group(0) @binding(11) var<storage, read_write> y2: array<f32>;
 
-override ROWS_M: u32 = 1u;          // rows of x a block, 1 … ROWS_MAX
+override ROWS_M: u32 = 1u;          // rows of x, 1 … ROWS_MAX
 override LANES: u32 = 32u;          // lanes per column, 4 … 32
 override COLUMNS: u32 = 256u / LANES;
 override K_ALIGNED: bool = false;
@@ -63,7 +60,7 @@ override B0_DTYPE: u32 = 3u;        // as W, or 3 = no bias
 override B1_DTYPE: u32 = 3u;
 override B2_DTYPE: u32 = 3u;
 
-const ROWS_MAX: u32 = 8u;           // src/ops/linear-norm.ts BLOCK_ROWS
+const ROWS_MAX: u32 = 8u;           // src/ops/linear-norm.ts ROWS_MAX
 const WG: u32 = 256u;
 
 var<workgroup> laneSums: array<array<f32, ROWS_MAX>, WG>;   // [thread][row of x]
@@ -116,11 +113,8 @@ fn w_quad(p: u32, row: u32, col: u32) -> vec4<f32> {
   return v;
 }
 
-// x[row, col..col+3], zeros past M and past K.
+// x[row, col..col+3], zeros past K.
 fn x_quad(row: u32, col: u32) -> vec4<f32> {
-  if (row >= params.m) {
-    return vec4(0.0);
-  }
   let e = row * params.k + col;
   if (K_ALIGNED) {
     return x[e >> 2u];
@@ -192,16 +186,13 @@ fn reduce_lanes(lid: u32, lane: u32, squares: bool) {
 
 @compute @workgroup_size(WG)
 fn linear_norm_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let blocks = (params.m + ROWS_M - 1u) / ROWS_M;
-  let row0 = (wid.x % blocks) * ROWS_M;
-  let group = wid.x / blocks;
   var p = 0u;
-  while (p + 1u < params.parts && group >= params.part[p].x) {
+  while (p + 1u < params.parts && wid.x >= params.part[p].x) {
     p++;
   }
   let first = select(0u, params.part[max(p, 1u) - 1u].x, p > 0u);
   let part = params.part[p];
-  let column = (group - first) * COLUMNS + lid / LANES;
+  let column = (wid.x - first) * COLUMNS + lid / LANES;
   let lane = lid % LANES;
   let live = column < part.y;
   var acc: array<f32, ROWS_MAX>;
@@ -218,7 +209,7 @@ fn linear_norm_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
       }
     }
     for (var r = 0u; r < ROWS_M; r++) {
-      let xq = x_quad(row0 + r, k);
+      let xq = x_quad(r, k);
       squares[r] += dot(xq, xq);
       let xg = xq * gq;
       acc[r] += dot(xg, wq);
@@ -247,8 +238,8 @@ fn linear_norm_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
   }
   for (var j = 0u; j < 2u; j++) {
     let r = lane + j * LANES;
-    if (r < ROWS_M && row0 + r < params.m && live) {
-      let at = (row0 + r) * part.w + part.z + column;
+    if (r < ROWS_M && live) {
+      let at = r * part.w + part.z + column;
       if (GLU) {
         let up = laneSums[lid - lane][r] * inverseSqrt(squareSums[0][r] / f32(params.k) + params.eps);
         write_y(0u, at, silu(done[j]) * up);

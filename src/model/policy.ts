@@ -10,8 +10,8 @@
  *
  * Every step is one prepared op recorded into a single compute pass; activations are allocated
  * once per (batch, length). The norms before q/k/v and before gate/up go with their projections
- * (src/ops/linear-norm.ts): decoding up to 32 sequences, the norm, q, k and v are one dispatch,
- * and the norm, gate, up and SwiGLU another; more rows run the norm and each projection on their own.
+ * (src/ops/linear-norm.ts): decoding up to 8 sequences, the norm, q, k and v are one dispatch, and
+ * the norm, gate, up and SwiGLU another; more rows run the norm and each projection on their own.
  *
  * Generation: the prefill also writes each layer's (RoPE'd) keys and values into a per-sequence
  * cache; each decode step then runs the same layers on one token per sequence, attending to the
@@ -182,7 +182,7 @@ export class PolicyModel {
       projections: ws.map((w, i) => ({ n: w.shape[0]!, weightDType: w.dtype, biasDType: biases[i]?.dtype })),
     });
     const first = this.weights.layers[0]!;
-    // gate and up exist only where the MLP's norm and projections run unfused (more than 32 rows).
+    // gate and up exist only where the MLP's norm and projections run unfused (more than 8 rows).
     const mlpScratch = linearNormScratch(normedShape(first.postNorm, [first.gate, first.up], [null, null], true), ctx.limits);
     // Every activation at once, so running out of memory says how much the forward needs.
     const gathered = logitRows !== rows;

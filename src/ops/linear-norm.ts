@@ -5,15 +5,15 @@
  * float64 reference. Weights, biases and the norm weight are f32, f16 or bf16 as src/ops/linear.ts
  * takes them, whole or in row windows (src/ops/split.ts); x and y are f32.
  *
- * Plan (linearNormPlan): up to 32 rows (decoding a batch) run fused, in blocks of up to 8 rows a
- * workgroup, the norm computed by each workgroup from the x loads its projection makes anyway and
- * up to three projections (or row windows) per dispatch: a layer's input norm, q, k and v take one
- * dispatch instead of four (seven at batch 32, where each linear splits k and reduces), its MLP's
- * norm, gate, up and SwiGLU one instead of four (six). More rows (a prefill, batch 128) run as
- * rmsnorm (into scratch) then one src/ops/linear.ts dispatch per projection (then swiglu): there
- * the tiles' reuse of W across 32 or 64 rows matters more than dispatches, and a tile would have
- * to re-read its rows' whole length of x for the norm whenever k is split. The 32-row bound is
- * lavapipe's choice so far; a GPU run has yet to time both sides of it. The projections keep their own weight buffers (several
+ * Plan (linearNormPlan): a few rows (m ≤ 8: decoding a small batch, where src/ops/linear.ts runs
+ * linear_rows_main) run fused, the norm computed by each workgroup from the x loads its projection
+ * makes anyway and up to three projections (or row windows) per dispatch: a layer's input norm,
+ * q, k and v take one dispatch instead of four, its MLP's norm, gate, up and SwiGLU one instead of
+ * four. More rows (decoding 32 or 128 sequences, a prefill) run as rmsnorm (into the caller's
+ * scratch) then one src/ops/linear.ts dispatch per projection (then swiglu): there the tiles' reuse
+ * of W across 32 or 64 rows matters more than dispatches (on lavapipe, blocks of 8 rows re-reading
+ * W made a batch-32 decode step 1.4× slower with bf16 weights), and a tile would have to re-read
+ * its rows' whole length of x for the norm whenever k is split. The projections keep their own weight buffers (several
  * bindings, not one concatenated copy), because training updates those buffers in place and
  * generation must see the update without a second copy of the weights.
  */
@@ -68,10 +68,8 @@ export interface LinearNormBuffers {
   scratch?: { h: GPUBuffer; gate: GPUBuffer | null; up: GPUBuffer | null };
 }
 
-/** Up to this many rows run fused… */
-const FUSED_ROWS_MAX = 32;
-/** …in blocks of up to this many rows a workgroup (kernels/linear_norm.wgsl ROWS_MAX). */
-const BLOCK_ROWS = 8;
+/** Up to this many rows run fused (kernels/linear_norm.wgsl ROWS_MAX). */
+const ROWS_MAX = 8;
 /** Parts (projections or row windows) one fused dispatch takes: the kernel's w0 … w2. */
 const PARTS_MAX = 3;
 /** Storage buffers the fused kernel binds: x, the norm weight, three weights, biases and outputs. */
@@ -123,14 +121,14 @@ export interface LinearNormPlan {
 }
 
 /**
- * How a shape runs: fused when m ≤ 32, every part's workgroups fit one grid dimension and the device
+ * How a shape runs: fused when m ≤ 8, every part's columns fit one grid dimension and the device
  * binds the kernel's 11 storage buffers (Dawn's desktop backends allow 16 and more); else unfused.
  */
 export function linearNormPlan({ m, k, projections }: Pick<CheckedShape, 'm' | 'k' | 'projections'>, limits: Pick<GPUSupportedLimits, 'maxStorageBuffersPerShaderStage' | 'maxComputeWorkgroupsPerDimension'>): LinearNormPlan {
   const lanes = lanesFor(Math.ceil(k / 4), 8, 4, 32);
   const widest = Math.max(...projections.map((p) => p.n));
-  const fused = m <= FUSED_ROWS_MAX && limits.maxStorageBuffersPerShaderStage >= FUSED_STORAGE_BUFFERS
-    && Math.ceil(widest / (WORKGROUP / lanes)) * Math.ceil(m / BLOCK_ROWS) <= limits.maxComputeWorkgroupsPerDimension;
+  const fused = m <= ROWS_MAX && limits.maxStorageBuffersPerShaderStage >= FUSED_STORAGE_BUFFERS
+    && Math.ceil(widest / (WORKGROUP / lanes)) <= limits.maxComputeWorkgroupsPerDimension;
   return { kernel: fused ? 'fused' : 'unfused', lanes };
 }
 
@@ -190,8 +188,6 @@ export async function prepareLinearNorm(ctx: GpuContext, shape: LinearNormShape,
 
   const { lanes } = plan;
   const columns = WORKGROUP / lanes;
-  const blockRows = Math.min(m, BLOCK_ROWS);
-  const blocks = Math.ceil(m / blockRows);
   const round16 = (bytes: number) => Math.ceil(bytes / 16) * 16;
   const xBinding = bindingOf(ctx, 'x', x, round16(m * k * 4));
   const normBinding = bindingOf(ctx, 'norm', norm, k * BYTES_PER_ELEMENT[normDType]);
@@ -216,7 +212,7 @@ export async function prepareLinearNorm(ctx: GpuContext, shape: LinearNormShape,
   const dispatches: Part[][] = [];
   for (const part of parts) {
     const last = dispatches.at(-1);
-    const groups = (list: Part[]) => blocks * list.reduce((sum, p) => sum + Math.ceil(p.window.rows / columns), 0);
+    const groups = (list: Part[]) => list.reduce((sum, p) => sum + Math.ceil(p.window.rows / columns), 0);
     if (last && !glu && last.length < PARTS_MAX && !last.some((p) => p.projection === part.projection) && groups([...last, part]) <= maxGroups) last.push(part);
     else dispatches.push([part]);
   }
@@ -226,7 +222,7 @@ export async function prepareLinearNorm(ctx: GpuContext, shape: LinearNormShape,
   const pipelines = await Promise.all(dispatches.map((list) => {
     const slots = glu ? [0, 1, undefined] : [0, 1, 2].map((j) => list[j]?.projection);
     return ctx.pipeline('linear_norm', 'linear_norm_rows', {
-      ROWS_M: blockRows, LANES: lanes, K_ALIGNED: k % 4 === 0 ? 1 : 0, GLU: glu ? 1 : 0, N_DTYPE: DTYPE_CODE[normDType],
+      ROWS_M: m, LANES: lanes, K_ALIGNED: k % 4 === 0 ? 1 : 0, GLU: glu ? 1 : 0, N_DTYPE: DTYPE_CODE[normDType],
       W0_DTYPE: code(slots[0], 'weight'), W1_DTYPE: code(slots[1], 'weight'), W2_DTYPE: code(slots[2], 'weight'),
       B0_DTYPE: glu ? NO_BIAS : code(slots[0], 'bias'), B1_DTYPE: glu ? NO_BIAS : code(slots[1], 'bias'), B2_DTYPE: glu ? NO_BIAS : code(slots[2], 'bias'),
     });
@@ -264,7 +260,7 @@ export async function prepareLinearNorm(ctx: GpuContext, shape: LinearNormShape,
         entries.push([3 + j, w], [6 + j, b], [9 + j, y]);
       }
       const rows = group.map((p) => `${p.projection}[${p.window.firstRow}:${p.window.firstRow + p.window.rows}]`).join(' ');
-      const groups = blocks * group.reduce((sum, p) => sum + Math.ceil(p.window.rows / columns), 0);
+      const groups = group.reduce((sum, p) => sum + Math.ceil(p.window.rows / columns), 0);
       list.add(pipelines[d]!, `parts ${rows}`, entries, [groups, 1, 1], uniforms[d]);
     });
     return list.prepared();

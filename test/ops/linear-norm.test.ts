@@ -16,9 +16,8 @@ import { TOLERANCES, expectClose } from '../tolerances.js';
 
 type Case = [m: number, k: number, ns: number[], weightDTypes: DType[], biasDType: DType | null, normDType: DType, glu: boolean, windowRows: number | null, path: string];
 
-// Paths (linearNormPlan): "fused" = linear_norm_rows (m ≤ 32, blocks of ≤ 8 rows), lanes = 4 … 32
-// per column (about 8 quads of k each), up to 3 parts (projections or row windows) per dispatch;
-// "unfused" (m > 32) =
+// Paths (linearNormPlan): "fused" = linear_norm_rows (m ≤ 8), lanes = 4 … 32 per column (about 8
+// quads of k each), up to 3 parts (projections or row windows) per dispatch; "unfused" (m > 8) =
 // rmsnorm, then linear per projection (then swiglu). "aligned" = k % 4 = 0.
 const CASES: Case[] = [
   [1, 1, [1], ['f32'], null, 'f32', false, null, 'fused, one element: 3 of 4 lanes and 63 of 64 columns idle, no bias'],
@@ -32,11 +31,9 @@ const CASES: Case[] = [
   [5, 256, [100, 100], ['bf16', 'bf16'], null, 'bf16', true, null, 'fused SwiGLU (gate, up), aligned bf16'],
   [2, 13, [9, 9], ['f16', 'f16'], null, 'f16', true, null, 'fused SwiGLU, odd k, f16'],
   [4, 36, [50, 50], ['bf16', 'bf16'], null, 'f32', true, 20, 'fused SwiGLU in row windows of 20: 3 dispatches of paired windows'],
-  [9, 37, [33, 9, 9], ['bf16', 'bf16', 'bf16'], 'bf16', 'bf16', false, null, 'fused, blocks of 8 and 1 rows'],
-  [20, 64, [40, 40], ['f32', 'f32'], null, 'f32', true, 16, 'fused SwiGLU, blocks of 8, 8 and 4 rows, row windows of 16'],
-  [32, 36, [24, 8, 8], ['f16', 'bf16', 'f32'], 'f32', 'bf16', false, null, 'fused at its largest m: 4 blocks of 8'],
-  [33, 37, [33, 9, 9], ['bf16', 'bf16', 'bf16'], 'bf16', 'bf16', false, null, 'unfused at its smallest m: rmsnorm then three linears'],
-  [40, 64, [40, 40], ['f32', 'f32'], null, 'f32', true, 16, 'unfused SwiGLU, row windows of 16'],
+  [9, 37, [33, 9, 9], ['bf16', 'bf16', 'bf16'], 'bf16', 'bf16', false, null, 'unfused at its smallest m: rmsnorm then three linears'],
+  [32, 36, [24, 8, 8], ['f16', 'bf16', 'f32'], 'f32', 'bf16', false, null, 'unfused, every projection its own weight dtype (a decoding batch of 32: split k)'],
+  [20, 64, [40, 40], ['f32', 'f32'], null, 'f32', true, 16, 'unfused SwiGLU, row windows of 16'],
 ];
 
 /**
@@ -82,15 +79,15 @@ describeGpu('linear_norm (WebGPU, y = rmsnorm(x) · Wᵀ + b per projection, or 
     got.forEach((y, i) => expectClose(`linear_norm ${m}x${k} output ${i} vs unfused`, y, unfused[i]!, TOLERANCES.linearNorm));
    }, 300_000);
 
-  test('the plan: fused up to 32 rows on a device that binds 11 storage buffers, else unfused', () => {
+  test('the plan: fused up to 8 rows on a device that binds 11 storage buffers, else unfused', () => {
     const limits = { maxStorageBuffersPerShaderStage: 16, maxComputeWorkgroupsPerDimension: 65535 };
     const qkv = [{ n: 896, weightDType: 'f32' as DType, biasDType: 'f32' as DType }, { n: 128, weightDType: 'f32' as DType, biasDType: 'f32' as DType }];
-    expect(linearNormPlan({ m: 32, k: 896, projections: qkv }, limits)).toEqual({ kernel: 'fused', lanes: 32 });
-    expect(linearNormPlan({ m: 33, k: 896, projections: qkv }, limits).kernel).toBe('unfused');
+    expect(linearNormPlan({ m: 8, k: 896, projections: qkv }, limits)).toEqual({ kernel: 'fused', lanes: 32 });
+    expect(linearNormPlan({ m: 9, k: 896, projections: qkv }, limits).kernel).toBe('unfused');
     expect(linearNormPlan({ m: 1, k: 16, projections: qkv }, limits)).toEqual({ kernel: 'fused', lanes: 4 });
     expect(linearNormPlan({ m: 1, k: 896, projections: qkv }, { ...limits, maxStorageBuffersPerShaderStage: 10 }).kernel).toBe('unfused');
-    expect(linearNormScratch({ m: 32, k: 896, eps: 0, projections: qkv }, limits)).toEqual({ h: 0, gate: 0, up: 0 });
-    expect(linearNormScratch({ m: 33, k: 896, eps: 0, glu: true, projections: [qkv[0]!, qkv[0]!] }, limits)).toEqual({ h: 33 * 896, gate: 33 * 896, up: 33 * 896 });
+    expect(linearNormScratch({ m: 8, k: 896, eps: 0, projections: qkv }, limits)).toEqual({ h: 0, gate: 0, up: 0 });
+    expect(linearNormScratch({ m: 9, k: 896, eps: 0, glu: true, projections: [qkv[0]!, qkv[0]!] }, limits)).toEqual({ h: 9 * 896, gate: 9 * 896, up: 9 * 896 });
   });
 
   test('bad input: typed errors naming the argument', async () => {
@@ -111,7 +108,7 @@ describeGpu('linear_norm (WebGPU, y = rmsnorm(x) · Wᵀ + b per projection, or 
         .rejects.toThrow(/outputs: expected 2 distinct output buffers, none of them x/);
       await expect(prepareLinearNorm(ctx, { m: 1, k: 9, eps: 0, projections: [{ n: 1 }] }, { x: small, norm: small, weights: [small], biases: [null], outputs: [other] }))
         .rejects.toThrow(/x: expected a GPUBuffer of at least 48 bytes, got 16 bytes/);
-      // More than 32 rows run unfused, on the caller's scratch (shared by the ops of a forward).
+      // More than 8 rows run unfused, on the caller's scratch (shared by the ops of a forward).
       await expect(prepareLinearNorm(ctx, { m: 40, k: 1, eps: 0, projections: [{ n: 1 }] }, { x: small, norm: small, weights: [small], biases: [null], outputs: [other] }))
         .rejects.toThrow(/scratch: expected buffers \{ h \} for 40 rows \(linearNormScratch: the shape runs unfused\), got undefined/);
     } finally {
