@@ -8,8 +8,8 @@
 // [column_p, column_p + N_p) are written (a part may be one row window of a larger weight,
 // src/ops/split.ts: the bias is then the whole weight's, read at column_p + j). g, W_p and b_p are
 // f32, f16 or bf16 (N_DTYPE, W<p>_DTYPE, B<p>_DTYPE overrides; B = 3: no bias), 16-bit values
-// packed two per u32 word as in a safetensors file (K odd: rows start mid-word). Every binding is
-// viewed in whole 16-byte words (GpuContext.createBuffer pads buffers to 16 bytes): one 16-byte load
+// packed two per u32 word as in a safetensors file (K odd: rows start mid-word). x and W are viewed
+// in whole 16-byte words (GpuContext.createBuffer pads buffers to 16 bytes): one 16-byte load
 // per quad of x or of f32 W when K is a multiple of 4 (K_ALIGNED), half of one for 16-bit W, else
 // element by element.
 // Geometry: workgroups of 256 threads, LANES (4 … 32, an override) per column of y, 256 / LANES

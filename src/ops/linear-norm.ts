@@ -236,7 +236,8 @@ export async function prepareLinearNorm(ctx: GpuContext, shape: LinearNormShape,
     // Bindings a dispatch declares but never reads: one read-only buffer, and one per unused output (writable bindings may not alias).
     let unreadBuffer: GPUBuffer | null = null;
     const unread = (): GPUBufferBinding => ({ buffer: (unreadBuffer ??= own(ctx.createBuffer('linear_norm:unread', 16, GPUBufferUsage.STORAGE))) });
-    const unwritten = [1, 2].map((i) => own(ctx.createBuffer(`linear_norm:unwritten.${i}`, 16, GPUBufferUsage.STORAGE)));
+    const unwrittenBuffers: GPUBuffer[] = [];
+    const unwritten = (slot: number): GPUBufferBinding => ({ buffer: (unwrittenBuffers[slot] ??= own(ctx.createBuffer(`linear_norm:unwritten.${slot}`, 16, GPUBufferUsage.STORAGE))) });
     const uniforms = dispatches.map((list) => {
       const params = new ArrayBuffer(64);
       const words = new Uint32Array(params);
@@ -256,7 +257,7 @@ export async function prepareLinearNorm(ctx: GpuContext, shape: LinearNormShape,
         const part = group[j];
         const w = glu ? (j === 0 ? wBinding(0, group[0]!.window) : j === 1 ? wBinding(1, group[0]!.up!) : unread()) : part ? wBinding(part.projection, part.window) : unread();
         const b = !glu && part ? bBindings[part.projection] ?? unread() : unread();
-        const y = j === 0 ? yBindings[glu ? 0 : part!.projection]! : !glu && part ? yBindings[part.projection]! : { buffer: unwritten[j - 1]! };
+        const y = j === 0 ? yBindings[glu ? 0 : part!.projection]! : !glu && part ? yBindings[part.projection]! : unwritten(j);
         entries.push([3 + j, w], [6 + j, b], [9 + j, y]);
       }
       const rows = group.map((p) => `${p.projection}[${p.window.firstRow}:${p.window.firstRow + p.window.rows}]`).join(' ');
