@@ -17,7 +17,7 @@ python3 -c "import torch, importlib.util as u; print('torch', torch.__version__,
 # 1. Correctness on NVIDIA: fixture logits, greedy generation, gradients vs transformers' float64.
 if has check; then
   timeout 70 node --require ./test/quick-exit.cjs --experimental-vm-modules node_modules/jest/bin/jest.js dist/test/model/training.test.js dist/test/model/policy.test.js dist/test/model/generate.test.js \
-    dist/test/ops/attention.test.js dist/test/ops/linear.test.js dist/test/ops/kv-cache.test.js dist/test/ops/token-stats.test.js \
+    dist/test/ops/attention.test.js dist/test/ops/linear.test.js dist/test/ops/linear-norm.test.js dist/test/ops/kv-cache.test.js dist/test/ops/token-stats.test.js \
     dist/test/model/logits-chunks.test.js dist/test/ops/lm-head-stats.test.js > "$OUT/jest.txt" 2>&1
   echo "jest exit $?" | tee -a "$OUT/jest.txt"
   grep -E "^(Tests|Test Suites):|✕" "$OUT/jest.txt"

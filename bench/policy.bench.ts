@@ -8,7 +8,7 @@
  *   (6 · parameters · tokens + attention).
  * - decode: greedy generation, batch 1 and 32, a 64-token prompt and 128 new tokens (EOS off); new
  *   tokens/s. Beside it, decode_step: the GPU's own time per step, steps recorded back to back, at
- *   batch 32 and 128 with f32 and with bf16 weights (a bf16 copy of the checkpoint), its GB/s the
+ *   batch 1, 32 and 128 with f32 and with bf16 weights (a bf16 copy of the checkpoint), its GB/s the
  *   weights' bytes per step, so its fraction of the copy ceiling is one read of the weights over
  *   the step's time (issue 16's target: a step within 3× that floor, a fraction ≥ 33%).
  * - score_completions: `intuitor score-completions`' path (src/score/pipeline.ts with this
@@ -144,8 +144,8 @@ async function trainStepCase(env: BenchEnv, model: PolicyModel, parameters: numb
   });
 }
 
-/** Batches of the decode_step rows (issue 16's targets: 32 and 128). */
-const DECODE_STEP_BATCHES = [32, 128];
+/** Batches of the decode_step rows: issue 16's targets (32 and 128), and 1, where the fused norm + projections (src/ops/linear-norm.ts) run. */
+const DECODE_STEP_BATCHES = [1, 32, 128];
 
 async function decodeCase(env: BenchEnv, model: PolicyModel, parameters: number, small: boolean): Promise<void> {
   const [promptLen, newTokens] = small ? [16, 16] : [64, 128];

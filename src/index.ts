@@ -24,6 +24,7 @@ export { prepareAttentionDecode } from './ops/kv-cache.js';
 export { attention, prepareAttention, referenceAttention, ATTENTION_VARIANTS, DEFAULT_ATTENTION_VARIANT, type AttentionShape, type AttentionTuning, type AttentionVariant } from './ops/attention.js';
 export { linear, prepareLinear, referenceLinear, type LinearShape } from './ops/linear.js';
 export { rmsNorm, prepareRmsNorm, referenceRmsNorm, type RmsNormShape } from './ops/rmsnorm.js';
+export { linearNorm, prepareLinearNorm, referenceLinearNorm, linearNormPlan, linearNormScratch, type LinearNormShape, type LinearNormBuffers } from './ops/linear-norm.js';
 export { embedding, prepareEmbedding, referenceEmbedding, type EmbeddingShape } from './ops/embedding.js';
 export { rope, prepareRope, referenceRope, ropeBackward, prepareRopeBackward, referenceRopeBackward, prepareRopeQk, referenceRopeQk, type RopeShape, type RopeQkShape, type RopeQkBuffers } from './ops/rope.js';
 export { swiglu, prepareSwiglu, referenceSwiglu, type SwigluShape } from './ops/swiglu.js';

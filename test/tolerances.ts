@@ -33,6 +33,11 @@ export const TOLERANCES = {
   fixture: { atol: 1e-4, rtol: 0 },
   /** linear (x · Wᵀ + b), f32 accumulation over k ≤ 2053 with W ~ N(0, 1/k), against float64 over the decoded weights. */
   linear: { atol: 1e-5, rtol: 1e-5 },
+  /**
+   * rmsnorm fused into projections (f32 sums over k ≤ 896, the norm's scale applied after the
+   * sum) against float64 and against the unfused ops (which round the normed row to f32 first).
+   */
+  linearNorm: { atol: 1e-5, rtol: 1e-5 },
   /** rmsnorm: an f32 sum of squares per row, inverseSqrt and two products. */
   rmsNorm: { atol: 1e-5, rtol: 1e-5 },
   /** embedding: a gather; 16-bit values widen to f32 exactly, so bit-exact. */

@@ -4,12 +4,14 @@
  * (prefill), producing logits that stay on the GPU for the token-statistics kernels:
  *
  *   x = embed(ids)
- *   per layer:  h = rmsnorm(x);  q, k, v = linear(h);  rope(q), rope(k);  a = attention(q, k, v)
- *               x += linear_o(a);  h = rmsnorm(x);  x += linear_down(silu(linear_gate(h)) ⊙ linear_up(h))
+ *   per layer:  q, k, v = linear(rmsnorm(x));  rope(q), rope(k);  a = attention(q, k, v)
+ *               x += linear_o(a);  x += linear_down(silu(linear_gate(rmsnorm(x))) ⊙ linear_up(rmsnorm(x)))
  *   logits = linear_lm_head(rmsnorm(x))
  *
- * Every step is one prepared dispatch recorded into a single compute pass; activations are
- * allocated once per (batch, length). Each step keeps its inputs, so a backward pass can slot in.
+ * Every step is one prepared op recorded into a single compute pass; activations are allocated
+ * once per (batch, length). The norms before q/k/v and before gate/up go with their projections
+ * (src/ops/linear-norm.ts): decoding up to 8 sequences, the norm, q, k and v are one dispatch, and
+ * the norm, gate, up and SwiGLU another; more rows run the norm and each projection on their own.
  *
  * Generation: the prefill also writes each layer's (RoPE'd) keys and values into a per-sequence
  * cache; each decode step then runs the same layers on one token per sequence, attending to the
@@ -23,10 +25,10 @@ import { prepareAttention } from '../ops/attention.js';
 import { prepareEmbedding } from '../ops/embedding.js';
 import { prepareAttentionDecode } from '../ops/kv-cache.js';
 import { prepareLinear } from '../ops/linear.js';
+import { linearNormScratch, prepareLinearNorm, type LinearNormShape } from '../ops/linear-norm.js';
 import { prepareRmsNorm } from '../ops/rmsnorm.js';
 import { prepareRopeQk } from '../ops/rope.js';
 import { rowsPerWindow } from '../ops/split.js';
-import { prepareSwiglu } from '../ops/swiglu.js';
 import { allocateOutputs, prepareForward as prepareStatsForward } from '../ops/token-stats/webgpu.js';
 import { prepareSample, type SamplingOptions } from '../sampling/sample.js';
 import { deriveSeed } from '../util/random.js';
@@ -175,11 +177,18 @@ export class PolicyModel {
     const qWidth = c.numHeads * c.headDim;
     const kvWidth = c.numKeyValueHeads * c.headDim;
     const steps: Step[] = [];
+    const normedShape = (normWeight: GpuTensor, ws: GpuTensor[], biases: (GpuTensor | null)[], glu: boolean): LinearNormShape => ({
+      m: rows, k: c.hiddenSize, eps: c.rmsNormEps, normDType: normWeight.dtype, glu,
+      projections: ws.map((w, i) => ({ n: w.shape[0]!, weightDType: w.dtype, biasDType: biases[i]?.dtype })),
+    });
+    const first = this.weights.layers[0]!;
+    // gate and up exist only where the MLP's norm and projections run unfused (more than 8 rows).
+    const mlpScratch = linearNormScratch(normedShape(first.postNorm, [first.gate, first.up], [null, null], true), ctx.limits);
     // Every activation at once, so running out of memory says how much the forward needs.
     const gathered = logitRows !== rows;
     const elements = {
       tokens: rows, positions: rows, x: rows * c.hiddenSize, h: rows * c.hiddenSize, q: rows * qWidth, k: rows * kvWidth, v: rows * kvWidth,
-      attn: rows * qWidth, gate: rows * c.intermediateSize, up: rows * c.intermediateSize, act: rows * c.intermediateSize,
+      attn: rows * qWidth, gate: mlpScratch.gate, up: mlpScratch.up, act: rows * c.intermediateSize,
       logits: lmHead ? logitRows * c.vocabSize : 0, logit_rows: gathered ? logitRows : 0, h_logit_rows: gathered ? logitRows * c.hiddenSize : 0,
     };
     const names = (Object.keys(elements) as (keyof typeof elements)[]).filter((name) => elements[name] > 0);
@@ -188,7 +197,8 @@ export class PolicyModel {
     const named = Object.fromEntries(names.map((name, i) => [name, buffers[i]!])) as Partial<Record<keyof typeof elements, GPUBuffer>>;
     const need = (name: keyof typeof elements): GPUBuffer => named[name]!;
     const [tokens, positions, x, h, q, k, v] = [need('tokens'), need('positions'), need('x'), need('h'), need('q'), need('k'), need('v')] as const;
-    const [attn, gate, up, act] = [need('attn'), need('gate'), need('up'), need('act')] as const;
+    const [attn, act] = [need('attn'), need('act')] as const;
+    const scratch = { h, gate: named.gate ?? null, up: named.up ?? null };
     const { logits = null, logit_rows: logitIndex, h_logit_rows: picked } = named;
     ctx.writeBuffer(positions, 0, Uint32Array.from({ length: rows }, (_, i) => positionsOf(i)));
     try {
@@ -199,21 +209,19 @@ export class PolicyModel {
         prepareLinear(ctx, { m: rows, k: kIn, n: w.shape[0]!, weightDType: w.dtype, biasDType: bias?.dtype }, input, w.windows, bias?.buffer ?? null, x, { accumulate: true });
       const norm = (w: GpuTensor, output: GPUBuffer) =>
         prepareRmsNorm(ctx, { rows, hidden: c.hiddenSize, eps: c.rmsNormEps, weightDType: w.dtype }, x, w.buffer, output);
+      // outputs = the projections of rmsnorm(x) (with glu: silu(gate) ⊙ up), the norm inside.
+      const normedLinear = (normWeight: GpuTensor, ws: GpuTensor[], biases: (GpuTensor | null)[], outputs: GPUBuffer[], glu = false) =>
+        prepareLinearNorm(ctx, normedShape(normWeight, ws, biases, glu),
+          { x, norm: normWeight.buffer, weights: ws.map((w) => w.windows), biases: biases.map((b) => b?.buffer ?? null), outputs, scratch });
 
       steps.push(await prepareEmbedding(ctx, { tokens: rows, vocab: c.vocabSize, hidden: c.hiddenSize, dtype: this.weights.embed.dtype }, tokens, this.weights.embed.windows, x));
       for (const [index, layer] of this.weights.layers.entries()) {
-        steps.push(await norm(layer.inputNorm, h));
-        steps.push(await linear(h, c.hiddenSize, layer.q, layer.qBias, q));
-        steps.push(await linear(h, c.hiddenSize, layer.k, layer.kBias, k));
-        steps.push(await linear(h, c.hiddenSize, layer.v, layer.vBias, v));
+        steps.push(await normedLinear(layer.inputNorm, [layer.q, layer.k, layer.v], [layer.qBias, layer.kBias, layer.vBias], [q, k, v]));
         steps.push(await prepareRopeQk(ctx, { tokens: rows, heads: c.numHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim, cache: cache && { seqLen, maxLen: cache.maxLen } },
           { q, k, positions, invFreq: this.invFreq, ...(cache && { v, kCache: cache.k[index]!, vCache: cache.v[index]! }) }));
         steps.push(await attend(index, { q, k, v, out: attn }));
         steps.push(await residualLinear(attn, qWidth, layer.o, layer.oBias));
-        steps.push(await norm(layer.postNorm, h));
-        steps.push(await linear(h, c.hiddenSize, layer.gate, null, gate));
-        steps.push(await linear(h, c.hiddenSize, layer.up, null, up));
-        steps.push(await prepareSwiglu(ctx, { rows, intermediate: c.intermediateSize }, gate, up, act));
+        steps.push(await normedLinear(layer.postNorm, [layer.gate, layer.up], [null, null], [act], true));
         steps.push(await residualLinear(act, c.intermediateSize, layer.down, null));
       }
       steps.push(await norm(this.weights.finalNorm, h));

@@ -50,7 +50,7 @@ test('--quick writes the JSON, Markdown and chart it was asked for', async () =>
   expect(r.stdout).toContain('## token_stats_forward');
 }, 300_000);
 
-(SKIP_GPU ? test.skip : test)('the policy suites time a training step, greedy decoding (batch 1 and 32) and decode steps (batch 32 and 128, f32 and bf16 weights) of a small model, and --profile breaks both down by kernel', async () => {
+(SKIP_GPU ? test.skip : test)('the policy suites time a training step, greedy decoding (batch 1 and 32) and decode steps (batch 1, 32 and 128, f32 and bf16 weights) of a small model, and --profile breaks both down by kernel', async () => {
   const r = await cli(['bench', '--quick', '--kernels', 'train_step,decode', '--backends', 'webgpu', '--profile', '--json', join(dir, 'p.json')], undefined, 280_000);
   expectSuccess(r);
   const report = JSON.parse(readFileSync(join(dir, 'p.json'), 'utf8')) as BenchReport;
@@ -59,15 +59,20 @@ test('--quick writes the JSON, Markdown and chart it was asked for', async () =>
   expect(step.gflops).toBeGreaterThan(0);
   expect(step.note).toMatch(/GPU memory peak \d+\.\d+ GiB/);
   expect(report.rows.filter((row) => row.kernel === 'decode').map((row) => row.shape[0])).toEqual([1, 32]);
-  // decode_step at issue 16's batches, f32 and bf16 weights, each against the weights-read floor (its GB/s over the copy's).
+  // decode_step at batch 1 and issue 16's batches, f32 and bf16 weights, each against the weights-read floor (its GB/s over the copy's).
   const steps = report.rows.filter((row) => row.kernel === 'decode_step');
-  expect(steps.map((row) => `${row.dtype} ${row.shape[0]}`)).toEqual(['f32 32', 'f32 128', 'bf16 32', 'bf16 128']);
+  expect(steps.map((row) => `${row.dtype} ${row.shape[0]}`)).toEqual(['f32 1', 'f32 32', 'f32 128', 'bf16 1', 'bf16 32', 'bf16 128']);
   expect(steps.every((row) => row.rowsPerSecond! > 0 && row.gbps! > 0 && row.fractionOfCeiling! > 0)).toBe(true);
   expect(report.profiles.map((p) => p.name)).toEqual(['train_step 2×64 (one micro-batch: forward + backward)',
-    ...['f32 weights, batch 32', 'f32 weights, batch 128', 'bf16 weights, batch 32', 'bf16 weights, batch 128'].map((what) => `decode_step ${what}, 24 cached keys`)]);
+    ...['f32 weights, batch 1', 'f32 weights, batch 32', 'f32 weights, batch 128', 'bf16 weights, batch 1', 'bf16 weights, batch 32', 'bf16 weights, batch 128']
+      .map((what) => `decode_step ${what}, 24 cached keys`)]);
   const decode = report.profiles[1]!;
   expect(decode.rows.reduce((n, row) => n + row.dispatches, 0)).toBe(decode.dispatches);
   expect(decode.rows.some((row) => row.kernel.startsWith('attention_decode:'))).toBe(true);
+  // Batch 1: each layer's norm + q/k/v and norm + gate/up + SwiGLU are one linear_norm dispatch each, no rmsnorm or swiglu of their own (the final norm remains).
+  expect(decode.rows.filter((row) => row.kernel.startsWith('linear_norm:')).reduce((n, row) => n + row.dispatches, 0)).toBe(4);
+  expect(decode.rows.find((row) => row.kernel.startsWith('rmsnorm:'))?.dispatches).toBe(1);
+  expect(decode.rows.some((row) => row.kernel.startsWith('swiglu:'))).toBe(false);
   expect(r.stdout).toContain('## Where the GPU time goes');
 }, 300_000);
 
