@@ -130,7 +130,7 @@ async function trainStepCase(env: BenchEnv, model: PolicyModel, parameters: numb
       const bytes = gpu.memory.peakBytes;
       const row = rowFromSamples({
         kernel: 'train_step', backend: 'webgpu', dtype: 'f32', shape: [batch, seqLen], device: env.gpuDevice, method: 'wall-clock',
-        note: `${(parameters / 1e6).toFixed(0)}M parameters, ${batch / micro} micro-batches of ${micro}×${seqLen}; GPU memory peak ${(bytes / 2 ** 30).toFixed(2)} GiB (every buffer, weights to op scratch)`,
+        note: `${(parameters / 1e6).toFixed(0)}M parameters, ${batch / micro} micro-batches of ${micro}×${seqLen}; GPU memory peak ${(bytes / 2 ** 30).toFixed(2)} GiB (${(bytes / 2 ** 20).toFixed(1)} MiB; every buffer, weights to op scratch)`,
       }, samples, 0, tokens);
       // 6 FLOPs per parameter per token (forward 2, backward 4) plus causal attention (QKᵀ and PV: 2 · 2 · T/2 per head dim, ×3 for backward).
       const attention = 3 * 2 * 2 * c.numLayers * c.numHeads * c.headDim * (seqLen + 1) / 2 * tokens;
