@@ -12,12 +12,15 @@
  * as a −inf logit is masked (a vocabulary padded past the tokenizer's). Semantics of the
  * statistics and of their gradients: src/ops/token-stats/reference.ts.
  *
- * Forward: partials_main per window (a grid of vocabulary ranges × row tiles, each range's online
- * statistics of every row), then token_stats_forward.wgsl's finalize_main over the ranges.
+ * Forward: partials_main (a grid of vocabulary ranges × row tiles, each range's online statistics
+ * of every row), one dispatch per window for the ranges inside it and one per range that crosses
+ * a window boundary, then token_stats_forward.wgsl's finalize_main over the ranges.
  * Backward: grad_rows_main, then per vocabulary slab (whose dL/dz fits a scratch of
  * slabBytes) grad_main recomputes the slab's logits and writes dL/dz into the scratch, and the
  * linear backward (src/ops/linear-backward.ts) adds dz · W_slab into d(hidden) and dzᵀ · hidden
- * into the slab of dW.
+ * into the slab of dW. Ranges and slabs start at fixed columns whatever the windows, so every
+ * vocabulary reduction runs in one order and windowed W gives the bits of whole W (training's
+ * windows test holds it to that).
  */
 import { BYTES_PER_ELEMENT, POISON_BITS, checkHostArray, elementReader, parseDType, type DType, type HostArray } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
