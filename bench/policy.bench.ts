@@ -3,7 +3,8 @@
  * random checkpoint (hidden 896, 24 layers, 14/2 heads, intermediate 4864, vocabulary 151,936,
  * tied embeddings), built on the fly in a temporary folder.
  * - train_step: forward + backward + AdamW on f32 master weights at batch 8 × 512 tokens (two
- *   micro-batches of 4 × 512: the (4096, 151936) f32 logits would exceed one 2 GiB binding);
+ *   micro-batches of 4 × 512, as recorded before the lm_head ran fused: then the (4096, 151936)
+ *   f32 logits exceeded one 2 GiB binding; now no logits bound a pass);
  *   tokens/s, the peak of GPU memory in buffers (GpuContext.memory), and the model FLOP/s
  *   (6 · parameters · tokens + attention).
  * - decode: greedy generation, batch 1 and 32, a 64-token prompt and 128 new tokens (EOS off); new
