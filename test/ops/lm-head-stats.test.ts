@@ -44,7 +44,7 @@ const CASES: Case[] = [
   { rows: 1, hidden: 8, vocab: 1, dtype: 'f32', path: 'rows = 1, V = 1: one range, one live column of a 64-column tile (63 past the window), one finite entry: selfCertainty and entropy exactly 0' },
   { rows: 1, hidden: 7, vocab: 7, dtype: 'f32', path: 'hidden not a multiple of 4: unaligned x and W reads; V = 7 inside one group of the tile' },
   { rows: 33, hidden: 12, vocab: 1000, dtype: 'bf16', path: '64-row tiles, rows not a multiple of them (31 empty rows in the tile); aligned bf16 pairs; V = 1000 not a multiple of 64 (ragged last tile)' },
-  { rows: 5, hidden: 13, vocab: 4099, dtype: 'f16', path: '32-row tiles, 27 empty rows; odd hidden with 16-bit W: rows start mid-word; V = 4099: 65 ranges of 64 (rows ≤ 32 get the narrowest ranges), the last of 3 columns' },
+  { rows: 5, hidden: 13, vocab: 4099, dtype: 'f16', path: 'an 8-row tile, 3 empty rows; odd hidden with 16-bit W: rows start mid-word; V = 4099: 65 ranges of 64 (a few rows get the narrowest ranges), the last of 3 columns' },
   { rows: 70, hidden: 16, vocab: 4099, dtype: 'f32', windowRows: 1000, path: 'W in 5 row windows (the last of 99 rows): the canonical 65 ranges of 64, one partials dispatch per window for those inside it, the 4 crossing a boundary read from gathered seam rows' },
   { rows: 31, hidden: 24, vocab: 700, dtype: 'f32', path: '32-row tile with one padding row' },
   { rows: 12, hidden: 16, vocab: 300, dtype: 'bf16', windowRows: 39, path: '16-row tile (4 padding rows); bf16 W in 8 windows of 39 rows, none a multiple of 4: every range of 64 crosses a window, gathered to f32 seam rows' },
@@ -249,6 +249,14 @@ describeGpu('lm_head + token statistics, fused (WebGPU)', () => {
     await expect(lmHeadStats(ctx, hidden, weight, shape, { ids: new Int32Array([7]) })).rejects.toMatchObject({ argument: 'ids[0]' });
     await expect(lmHeadStatsBackward(ctx, hidden, weight as Float32Array, { ...shape, weightDType: 'bf16' }, { logsumexp: new Float32Array(1), validCount: new Uint32Array(1) }))
       .rejects.toMatchObject({ argument: 'weightDType' });
+    // A slab piece binds W at (its first row in the window) · hidden · 4 bytes: 25 · 48 here, off the 256-byte alignment.
+    {
+      const odd: Case = { rows: 2, hidden: 12, vocab: 200, dtype: 'f32', path: '' };
+      const args = inputs(odd);
+      await expect(lmHeadStatsBackward(ctx, args.hidden, args.weight as Float32Array, args.shape,
+        { logsumexp: new Float32Array(2), validCount: new Uint32Array(2).fill(200), gSelfCertainty: new Float32Array(2), windowRows: 39, slabBytes: 2 * 4 * 64 }))
+        .rejects.toMatchObject({ argument: 'weight', message: expect.stringMatching(/piece starts 25 rows in \(1200 bytes\)/) });
+    }
     // Slabs at a byte offset are the backward's own use of the linear backward; other ops refuse them.
     const buffer = ctx.upload('test:w', new Float32Array(64 * 7));
     const outputs = allocateOutputs(ctx, 1, false);
