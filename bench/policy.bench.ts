@@ -3,7 +3,8 @@
  * random checkpoint (hidden 896, 24 layers, 14/2 heads, intermediate 4864, vocabulary 151,936,
  * tied embeddings), built on the fly in a temporary folder.
  * - train_step: forward + backward + AdamW on f32 master weights at batch 8 × 512 tokens (two
- *   micro-batches of 4 × 512: the (4096, 151936) f32 logits would exceed one 2 GiB binding);
+ *   micro-batches of 4 × 512, as recorded before the lm_head ran fused: then the (4096, 151936)
+ *   f32 logits exceeded one 2 GiB binding; now no logits bound a pass);
  *   tokens/s, the peak of GPU memory in buffers (GpuContext.memory), and the model FLOP/s
  *   (6 · parameters · tokens + attention).
  * - decode: greedy generation, batch 1 and 32, a 64-token prompt and 128 new tokens (EOS off); new
@@ -130,7 +131,7 @@ async function trainStepCase(env: BenchEnv, model: PolicyModel, parameters: numb
       const bytes = gpu.memory.peakBytes;
       const row = rowFromSamples({
         kernel: 'train_step', backend: 'webgpu', dtype: 'f32', shape: [batch, seqLen], device: env.gpuDevice, method: 'wall-clock',
-        note: `${(parameters / 1e6).toFixed(0)}M parameters, ${batch / micro} micro-batches of ${micro}×${seqLen}; GPU memory peak ${(bytes / 2 ** 30).toFixed(2)} GiB (every buffer, weights to op scratch)`,
+        note: `${(parameters / 1e6).toFixed(0)}M parameters, ${batch / micro} micro-batches of ${micro}×${seqLen}; GPU memory peak ${(bytes / 2 ** 30).toFixed(2)} GiB (${(bytes / 2 ** 20).toFixed(1)} MiB; every buffer, weights to op scratch)`,
       }, samples, 0, tokens);
       // 6 FLOPs per parameter per token (forward 2, backward 4) plus causal attention (QKᵀ and PV: 2 · 2 · T/2 per head dim, ×3 for backward).
       const attention = 3 * 2 * 2 * c.numLayers * c.numHeads * c.headDim * (seqLen + 1) / 2 * tokens;

@@ -18,13 +18,14 @@
 
 override W_DTYPE: u32 = 0u;   // 0 = f32, 1 = f16, 2 = bf16
 override K_ALIGNED: bool = false;
-override TILE_M: u32 = 64u;   // 64 or 32
+override TILE_M: u32 = 64u;   // 64 or 32 (the linear op); 16 or 8 too (lm_head_stats.wgsl, a few rows)
 
 const TILE_N: u32 = 64u;
 const DEPTH: u32 = 16u;
 override X_STRIDE: u32 = TILE_M / 4u + 1u;   // vec4s per slab row of x: TILE_M / 4 quads of rows and a pad
 const W_STRIDE: u32 = TILE_N / 4u + 1u;
-override W_QUADS_PER_THREAD: u32 = TILE_N * DEPTH / 4u / TILE_M;   // 4, or 8 when TILE_M = 32
+override W_QUADS_PER_THREAD: u32 = TILE_N * DEPTH / 4u / TILE_M;   // 4, 8, 16 or 32 for TILE_M = 64 … 8
+const MAX_W_QUADS: u32 = 32u;   // wNext's length (a function-scope array needs a constant one)
 
 var<workgroup> tileX: array<vec4<f32>, DEPTH * X_STRIDE>;   // [k][quad of x rows]
 var<workgroup> tileW: array<vec4<f32>, DEPTH * W_STRIDE>;   // [k][quad of W rows = columns of y]
@@ -77,7 +78,7 @@ fn tile_product(row0: u32, col0: u32, kBegin: u32, kEnd: u32, lid: vec3<u32>) ->
   // Slabs: 4 threads per row, each loading one quad of DEPTH consecutive k; x has TILE_M rows
   // (4 quads per thread), W 64 (W_QUADS_PER_THREAD).
   var xNext: array<vec4<f32>, 4>;
-  var wNext: array<vec4<f32>, 8>;
+  var wNext: array<vec4<f32>, MAX_W_QUADS>;
   for (var j = 0u; j < 4u; j++) {
     let q = thread + TILE_M * j;
     xNext[j] = x_quad(row0 + q / 4u, kBegin + 4u * (q % 4u), kEnd);

@@ -4,32 +4,40 @@
 // Shapes: hidden x (M, K) f32 (the final hidden states, M rows of K = hidden size), lm_head W
 // (V, K) as nn.Linear stores it, f32 / f16 / bf16 (16-bit packed two per word, W_DTYPE), no bias;
 // z = x · Wᵀ are the logits, x / T their scaled values. W may come as row windows (src/ops/
-// split.ts): one dispatch per window, bound on its own, whose row 0 is vocabulary entry
-// params.column. Vocabulary entries ≥ params.vocabLimit are masked exactly as a −inf logit is
-// (left out of p and of U): a padded vocabulary.
+// split.ts), each bound on its own, whose row 0 is vocabulary entry params.column. Vocabulary
+// entries ≥ params.vocabLimit are masked exactly as a −inf logit is (left out of p and of U): a
+// padded vocabulary.
 //
-// partials_main (forward): grid (ranges of this window, ceil(M / TILE_M)) of (8, TILE_M / 8)
-//   threads. A workgroup walks the columns [range · rangeCols, …) of its window 64 at a time: each
-//   step computes the TILE_M × 64 logits tile in registers (tile_product, linear_tile.wgsl, the
-//   linear kernel's tiling) and folds each thread's 8 × 8 block into 8 per-row online states
-//   (token_stats_online.wgsl: max, Σe, Σ(x−m)e, Σz, count, bad; the very math of the token-stats
-//   kernel). After the last step the 8 threads sharing a row merge their states in lane order in
-//   workgroup memory, and one Partial per (row, range) goes to `partials` at row · ranges +
-//   rangeBase + range. The thread whose block holds a row's chosen id writes x[id] (−inf bits for a
-//   masked entry) to `chosen`. The finalize pass is token_stats_forward.wgsl's finalize_main,
-//   unchanged: one workgroup per row combines its `ranges` partials into logsumexp,
-//   selfCertainty, entropy, logprob and validCount.
+// Every reduction over the vocabulary follows a canonical cut of it that windows do not move, so
+// windowed and whole W give the same bits: the forward's ranges start at multiples of rangeCols,
+// the backward's slabs at multiples of their width (src/ops/lm-head-stats.ts; a range that
+// crosses a window boundary is read from a gathered copy of its rows, a slab is cut into pieces).
+//
+// partials_main (forward): grid (ranges of this dispatch, ceil(M / TILE_M)) of (8, TILE_M / 8)
+//   threads. A workgroup walks the columns [params.start + range · rangeCols, …) of its window 64 at
+//   a time: each step computes the TILE_M × 64 logits tile in registers (tile_product,
+//   linear_tile.wgsl, the linear kernel's tiling) and folds each thread's 8 × 8 block into 8 per-row
+//   online states (token_stats_online.wgsl: max, Σe, Σ(x−m)e, Σz, count, bad; the very math of the
+//   token-stats kernel). After the last step the 8 threads sharing a row merge their states in
+//   lane order in workgroup memory, and one Partial per (row, range) goes to `partials` at
+//   row · ranges + rangeBase + range. The thread whose block holds a row's chosen id writes x[id]
+//   (−inf bits for a masked entry) to `chosen`. The finalize pass is token_stats_forward.wgsl's
+//   finalize_main, unchanged: one workgroup per row combines its `ranges` partials into
+//   logsumexp, selfCertainty, entropy, logprob and validCount.
 // grad_rows_main (backward, first): ceil(M / 256) workgroups of 256, one row each: folds the
 //   forward's logsumexp and validCount and the upstream gradients gL, gS into `rowTerms`.
-// grad_main (backward): grid (ceil(slabCols / 64), ceil(M / TILE_M)), same threads. Recomputes the
-//   logits of the vocabulary slab [slabStart, slabStart + slabCols) of this window and writes
-//   dL/dz (M, slabCols) f32 into a slab-sized scratch, by token_stats_backward.wgsl's formula:
+// grad_main (backward): grid (ceil(cols / 64), ceil(M / TILE_M)), same threads. Recomputes the
+//   logits of the window's columns [start, start + cols) (a piece of a vocabulary slab) and writes
+//   dL/dz into a slab-sized scratch (M, stride) f32 at columns offset…, by
+//   token_stats_backward.wgsl's formula:
 //     dL/dz_j = (1/T) · [gL · (δ_{j,id} − p_j) + gS · (p_j − 1/validCount)]   (finite z_j)
 //     dL/dz_j = (1/T) · gL · δ_{j,id}                                          (masked z_j)
 //   with p_j = e^{x_j − lse} from the forward's logsumexp; NaN across a row whose logsumexp is NaN.
 //   src/ops/lm-head-stats.ts then runs the linear backward (kernels/linear_backward.wgsl) on the
 //   slab: d(hidden) += dz · W_slab, dW_slab += dzᵀ · x.
-// Shapes travel in the uniform; overrides (W_DTYPE, K_ALIGNED, TILE_M) only pick code.
+// Shapes travel in the uniform; overrides (W_DTYPE, K_ALIGNED, TILE_M) only pick code. TILE_M is
+// 8, 16, 32 or 64: fewer rows than a 32-row tile get a smaller one, so no lm_head work goes to
+// padding rows (a decode step, a tiny batch).
 // Reference: referenceLmHeadStats / referenceLmHeadStatsBackward in src/ops/lm-head-stats.ts
 // (float64: referenceLinear, then the token-stats reference).
 
@@ -39,13 +47,17 @@ struct Params {
   k: u32,            // hidden size
   column: u32,       // vocabulary index of the window's row 0
   rangeCols: u32,    // partials_main: columns per range, a multiple of 64
-  rangeBase: u32,    // partials_main: index of this window's first range among all ranges
-  ranges: u32,       // partials_main: ranges per row over all windows (the partials' row stride)
+  rangeBase: u32,    // partials_main: index of this dispatch's first range among all ranges
+  ranges: u32,       // partials_main: ranges per row in all (the partials' row stride)
   vocabLimit: u32,   // vocabulary entries at or past this are masked
-  slabStart: u32,    // grad_main: the slab's first column (window row), a multiple of 64
-  slabCols: u32,     // grad_main: the slab's width: the scratch's row stride
+  start: u32,        // window row where partials_main's first range, or grad_main's piece, begins
+  cols: u32,         // grad_main: the piece's width
+  stride: u32,       // grad_main: the scratch's row stride (its slab's width)
+  offset: u32,       // grad_main: the scratch column of the piece's first column
   flags: u32,        // bit 0: ids given; bit 1: gLogprob given; bit 2: gSelfCertainty given
   invTemperature: f32,
+  _pad0: u32,
+  _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -100,7 +112,7 @@ fn id_of(row: u32) -> u32 {
 @compute @workgroup_size(8, TILE_M / 8)
 fn partials_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let row0 = wid.y * TILE_M;
-  let colBegin = wid.x * params.rangeCols;
+  let colBegin = params.start + wid.x * params.rangeCols;
   let colEnd = min(params.n, colBegin + params.rangeCols);
   let invT = params.invTemperature;
   let c = invT * LOG2E;
@@ -180,8 +192,8 @@ fn grad_rows_main(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(8, TILE_M / 8)
 fn grad_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let row0 = wid.y * TILE_M;
-  let col0 = params.slabStart + wid.x * TILE_N;
-  let slabEnd = min(params.n, params.slabStart + params.slabCols);
+  let col0 = params.start + wid.x * TILE_N;
+  let pieceEnd = min(params.n, params.start + params.cols);
   let acc = tile_product(row0, col0, 0u, params.k, lid);
   let c = params.invTemperature * LOG2E;
   for (var i = 0u; i < 8u; i++) {
@@ -193,7 +205,7 @@ fn grad_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     for (var h = 0u; h < 2u; h++) {
       for (var e = 0u; e < 4u; e++) {
         let col = col0 + 32u * h + 4u * lid.x + e;
-        if (col >= slabEnd) {
+        if (col >= pieceEnd) {
           continue;
         }
         let vocabIndex = params.column + col;
@@ -203,7 +215,7 @@ fn grad_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
         if (vocabIndex == t.id) {
           g += t.gL;
         }
-        dLogits[row * params.slabCols + col - params.slabStart] = select(bitcast<u32>(g), NAN_BITS, t.invalid != 0u);
+        dLogits[row * params.stride + params.offset + col - params.start] = select(bitcast<u32>(g), NAN_BITS, t.invalid != 0u);
       }
     }
   }

@@ -84,10 +84,20 @@ export const TOLERANCES = {
   /**
    * AdamW values and moments after two clipped steps, weights in row windows against one buffer:
    * the gradients are equal, but the global norm adds per-window sums of squares (another f32
-   * tree), so the clip scale may differ in its last bit. Seen on tiny-qwen2 with 10 KB windows:
-   * norms 1.3e-9 apart, both scales the same f32, values and moments equal.
+   * tree), so the clip scale may differ in its last bit. Step 1's updates then differ by about
+   * lr · 1e-7, and step 2's gradients, taken at those weights, by more where an element's
+   * gradient is a sum that cancels. Seen on tiny-qwen2 with 10 KB windows at lr 1e-2: norms
+   * 1.8e-6 apart (of 124), 51 of 24,576 embedding values more than 1e-8 off, the largest 1.8e-6
+   * (its m 5e-4 off relatively). atol: 1e-3 · lr.
    */
-  windowedClipping: { atol: 1e-8, rtol: 1e-5 },
+  windowedClipping: { atol: 1e-5, rtol: 1e-5 },
+  /**
+   * The same comparison for the k projection's bias, whose exact gradient is zero (adding q·b_k to
+   * every key's score leaves the softmax unchanged): its computed gradient is rounding noise, which
+   * AdamW scales to steps of up to about lr, so a last-bit change in the clip scale moves them
+   * freely. Seen: 2.3e-5 at lr 1e-2. atol: 0.1 · lr.
+   */
+  windowedClippingNoise: { atol: 1e-3, rtol: 0 },
   /** The same f32 forward with fewer rows per dispatch (logits in chunks): the linear kernels may split k differently. */
   chunkedLogits: { atol: 1e-5, rtol: 1e-5 },
   /** The scoring server's merged batches against each request scored alone: other pass shapes may split k differently. */

@@ -5,8 +5,9 @@
  *
  * A loss is any function of the per-row log-probs and self-certainties: the caller writes its
  * gradient with respect to them (`gLogprob`, `gSelfCertainty`, one value per token row) and the
- * backward starts from the token-statistics backward, so no softmax is ever materialised beyond
- * the one (rows, vocab) gradient of the logits that the lm_head backward consumes.
+ * backward starts from the statistics' backward. The lm_head and the statistics are one fused op
+ * (src/ops/lm-head-stats.ts), forward and backward: the (rows, vocab) logits and their gradient
+ * never exist, only a slab of dL/dz at a time, so a micro-batch is bounded by its activations.
  *
  * What is stored (per layer, f32, rows = batch · seqLen): the layer input x, both RMSNorm outputs,
  * q and k after RoPE, v, the attention output and its logsumexp (B, H, T), the residual after
@@ -18,8 +19,9 @@
  *
  * A parameter larger than one storage binding lives in row windows (src/ops/split.ts; the loader
  * cuts it) and so does its gradient, window for window: the embedding gather, the linear forward,
- * the lm_head's and projections' backward and the embedding's scatter-add run per window, each
- * summing in the one-buffer order, so the gradients are bit for bit those of an unsplit model.
+ * the projections' backward and the embedding's scatter-add run per window, each summing in the
+ * one-buffer order, and the fused lm_head reduces over the vocabulary in ranges and slabs that
+ * windows do not move, so the gradients are bit for bit those of an unsplit model.
  */
 import { InvalidArgumentError, IntuitorError, describe } from '../errors.js';
 import { prepareAdd } from '../ops/add.js';
@@ -29,12 +31,13 @@ import { prepareEmbedding } from '../ops/embedding.js';
 import { prepareEmbeddingBackward } from '../ops/embedding-backward.js';
 import { prepareLinear } from '../ops/linear.js';
 import { prepareLinearBackward } from '../ops/linear-backward.js';
+import { prepareLmHeadStats, prepareLmHeadStatsBackward } from '../ops/lm-head-stats.js';
 import { prepareRmsNorm } from '../ops/rmsnorm.js';
 import { prepareRmsNormBackward } from '../ops/rmsnorm-backward.js';
 import { prepareRopeQk } from '../ops/rope.js';
 import { prepareSwiglu } from '../ops/swiglu.js';
 import { prepareSwigluBackward } from '../ops/swiglu-backward.js';
-import { allocateOutputs, prepareBackward as prepareStatsBackward, prepareForward as prepareStatsForward, type GpuStatsOutputs } from '../ops/token-stats/webgpu.js';
+import { allocateOutputs, type GpuStatsOutputs } from '../ops/token-stats/webgpu.js';
 import type { PolicyModel } from './policy.js';
 import type { RowWindow } from '../ops/split.js';
 import type { GpuTensor } from './weights.js';
@@ -75,8 +78,6 @@ export interface PreparedTrainStep {
   gSelfCertainty: GPUBuffer;
   /** Per-row statistics of the logits at the step's temperature (logprob of `targets`). */
   stats: GpuStatsOutputs & { logprob: GPUBuffer };
-  /** (batch · seqLen, vocab) f32. */
-  logits: GPUBuffer;
   encodeForward(pass: GPUComputePassEncoder): void;
   encodeBackward(pass: GPUComputePassEncoder): void;
   /** Buffers to zero before encodeBackward runs (gradients the kernels add into). */
@@ -87,6 +88,8 @@ export interface PreparedTrainStep {
 export interface TrainStepOptions {
   /** Softmax temperature of the statistics and their gradients (GRPO scores samples at the sampling temperature). Default 1. */
   temperature?: number;
+  /** Bytes of the lm_head backward's scratch: dL/dz of one vocabulary slab (default min(64 MiB, maxBindingBytes); see lmHeadStatsSlabCols). */
+  lmHeadSlabBytes?: number;
 }
 
 /** Gradients and the training graph over a PolicyModel loaded with f32 weights. */
@@ -195,7 +198,6 @@ export class TrainingGraph {
       const xOut = f32('x_out', rows * H);
       const hOut = f32('h_out', rows * H);
       const proj = f32('proj', rows * H);
-      const logits = f32('logits', rows * c.vocabSize);
       forward.push(await prepareEmbedding(ctx, { tokens: rows, vocab: c.vocabSize, hidden: H, dtype: 'f32' }, ids, w.embed.windows, saved[0]?.xIn ?? xOut));
       for (const [l, layer] of w.layers.entries()) {
         const s = saved[l]!;
@@ -216,14 +218,13 @@ export class TrainingGraph {
         forward.push(await prepareAdd(ctx, { n: rows * H }, s.xMid, proj, next));
       }
       forward.push(await prepareRmsNorm(ctx, normShape, xOut, w.finalNorm.buffer, hOut));
-      forward.push(await linear(hOut, H, w.lmHead, null, logits));
       const stats = allocateOutputs(ctx, rows, true) as GpuStatsOutputs & { logprob: GPUBuffer };
       buffers.push(stats.logsumexp, stats.selfCertainty, stats.entropy, stats.logprob, stats.validCount);
-      const statsInputs = { dtype: 'f32' as const, rows, vocab: c.vocabSize, logits, ids: targets, invTemperature: 1 / temperature };
-      forward.push(await prepareStatsForward(ctx, statsInputs, stats));
+      const headShape = { rows, hidden: H, vocab: c.vocabSize };
+      const invTemperature = 1 / temperature;
+      forward.push(await prepareLmHeadStats(ctx, headShape, { hidden: hOut, weight: w.lmHead.windows, ids: targets }, stats, { invTemperature }));
 
       // Backward: activation gradients in buffers shared by all layers.
-      const dLogits = f32('d_logits', rows * c.vocabSize);
       const dX = f32('d_x', rows * H);
       const dH = f32('d_h', rows * H);
       const dQ = f32('d_q', rows * qWidth);
@@ -233,8 +234,10 @@ export class TrainingGraph {
       const dGate = f32('d_gate', rows * I);
       const dUp = f32('d_up', rows * I);
       const dAct = f32('d_act', rows * I);
-      backward.push(await prepareStatsBackward(ctx, { ...statsInputs, logsumexp: stats.logsumexp, validCount: stats.validCount, gLogprob, gSelfCertainty, grad: dLogits }));
-      backward.push(await linearBack(hOut, H, w.lmHead, null, dLogits, dH));
+      backward.push(await prepareLmHeadStatsBackward(ctx, headShape, {
+        hidden: hOut, weight: w.lmHead.windows, ids: targets, logsumexp: stats.logsumexp, validCount: stats.validCount, gLogprob, gSelfCertainty,
+        dHidden: dH, dWeight: this.grad(w.lmHead),
+      }, { invTemperature, slabBytes: options.lmHeadSlabBytes }));
       backward.push(await prepareRmsNormBackward(ctx, normShape, { x: xOut, weight: w.finalNorm.buffer, dy: dH, dx: dX, dWeight: this.wholeGrad(w.finalNorm) }));
       for (let l = w.layers.length - 1; l >= 0; l--) {
         const layer = w.layers[l]!;
@@ -257,7 +260,7 @@ export class TrainingGraph {
       backward.push(await prepareEmbeddingBackward(ctx, { tokens: rows, vocab: c.vocabSize, hidden: H }, { ids, dy: dX, dWeight: this.grad(w.embed) }));
 
       return {
-        batch, seqLen, ids, lengths, targets, gLogprob, gSelfCertainty, stats, logits,
+        batch, seqLen, ids, lengths, targets, gLogprob, gSelfCertainty, stats,
         clearBeforeBackward: [dX],
         encodeForward(pass) {
           for (const step of forward) step.encode(pass);

@@ -12,18 +12,22 @@
  * as a −inf logit is masked (a vocabulary padded past the tokenizer's). Semantics of the
  * statistics and of their gradients: src/ops/token-stats/reference.ts.
  *
- * Forward: partials_main per window (a grid of vocabulary ranges × row tiles, each range's online
- * statistics of every row), then token_stats_forward.wgsl's finalize_main over the ranges.
+ * Forward: partials_main (a grid of vocabulary ranges × row tiles, each range's online statistics
+ * of every row), one dispatch per window for the ranges inside it and one per range that crosses
+ * a window boundary, then token_stats_forward.wgsl's finalize_main over the ranges.
  * Backward: grad_rows_main, then per vocabulary slab (whose dL/dz fits a scratch of
  * slabBytes) grad_main recomputes the slab's logits and writes dL/dz into the scratch, and the
  * linear backward (src/ops/linear-backward.ts) adds dz · W_slab into d(hidden) and dzᵀ · hidden
- * into the slab of dW.
+ * into the slab of dW. Ranges and slabs start at fixed columns whatever the windows, so every
+ * vocabulary reduction runs in one order and windowed W gives the bits of whole W (training's
+ * windows test holds it to that).
  */
 import { BYTES_PER_ELEMENT, POISON_BITS, checkHostArray, elementReader, parseDType, type DType, type HostArray } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { DispatchList, bindingOf } from './bindings.js';
 import { prepareLinearBackward, type PreparedLinearBackward } from './linear-backward.js';
+import { prepareEmbedding, type PreparedEmbedding } from './embedding.js';
 import { DTYPE_CODE, TARGET_WORKGROUPS, TILE_N, referenceLinear, tileRows } from './linear.js';
 import { MAX_PARTIAL_BYTES, windowsOf, type RowWindow } from './split.js';
 import { referenceBackward, referenceForward, type ReferenceForward } from './token-stats/reference.js';
@@ -88,57 +92,87 @@ function checkInvTemperature(invTemperature: unknown): number {
 }
 
 export interface LmHeadStatsPlan {
-  /** Rows per tile: 32 when rows ≤ 32, else 64. */
-  tileM: 32 | 64;
+  /** Rows per tile: 8, 16 or 32 for as few rows or fewer (no padding rows computed), else 64. */
+  tileM: 8 | 16 | 32 | 64;
   /** Vocabulary columns per range, a multiple of 64. */
   rangeCols: number;
-  /** Ranges of each window (its grid x). */
-  windowRanges: number[];
-  /** Ranges per row in all: the partials' row stride and the finalize's chunks. */
+  /** Ranges per row: ceil(vocab / rangeCols), the partials' row stride and the finalize's chunks. */
   ranges: number;
+}
+
+/** Rows per tile of the fused kernels: the linear op's choice (tileRows), and 8 or 16 below 17 rows. */
+export function lmHeadStatsTileRows(rows: number): 8 | 16 | 32 | 64 {
+  return rows <= 8 ? 8 : rows <= 16 ? 16 : tileRows(rows);
 }
 
 /**
  * How partials_main cuts the work: row tiles of tileM, and the vocabulary in ranges of rangeCols
- * (a multiple of 64), as many as bring the grid to about the linear op's TARGET_WORKGROUPS; a range never crosses
- * a window. E.g. 4096 rows × V 151,936: 64 row tiles, 32 ranges of 4,800 columns per row; 8 rows:
- * one 32-row tile, 1,187 ranges of 128 columns.
+ * (a multiple of 64) from column 0, as many as bring the grid to about the linear op's
+ * TARGET_WORKGROUPS. A function of (rows, vocab) only, never of W's windows, so windowed and
+ * whole W reduce in the same order. E.g. 4096 rows × V 151,936: 64 row tiles, 32 ranges of
+ * 4,800 columns per row; 8 rows: one 8-row tile, 1,187 ranges of 128 columns.
  */
-export function lmHeadStatsPlan(rows: number, windowRows: readonly number[]): LmHeadStatsPlan {
-  const tileM = tileRows(rows);
-  const vocab = windowRows.reduce((a, b) => a + b, 0);
+export function lmHeadStatsPlan(rows: number, vocab: number): LmHeadStatsPlan {
+  const tileM = lmHeadStatsTileRows(rows);
   const wanted = Math.max(1, Math.ceil(TARGET_WORKGROUPS / Math.ceil(rows / tileM)));
   const rangeCols = Math.max(TILE_N, Math.ceil(Math.ceil(vocab / wanted) / TILE_N) * TILE_N);
-  const windowRanges = windowRows.map((n) => Math.ceil(n / rangeCols));
-  return { tileM, rangeCols, windowRanges, ranges: windowRanges.reduce((a, b) => a + b, 0) };
+  return { tileM, rangeCols, ranges: Math.ceil(vocab / rangeCols) };
 }
 
 /**
  * Vocabulary columns per backward slab: the most (a multiple of 64) whose f32 dL/dz of `rows`
- * rows fits `slabBytes` (default min(64 MiB, maxBindingBytes)), at least 64.
+ * rows fits `slabBytes` (default min(64 MiB, maxBindingBytes)), at least 64. Slabs start at
+ * multiples of it from column 0, whatever W's windows.
  */
 export function lmHeadStatsSlabCols(rows: number, vocab: number, maxBindingBytes: number, slabBytes = Math.min(MAX_PARTIAL_BYTES, maxBindingBytes)): number {
   const fit = Math.floor(slabBytes / (rows * 4 * TILE_N)) * TILE_N;
   return Math.min(Math.max(TILE_N, fit), Math.ceil(vocab / TILE_N) * TILE_N);
 }
 
-function params(s: CheckedShape, w: RowWindow, fields: { rangeCols?: number; rangeBase?: number; ranges?: number; slabStart?: number; slabCols?: number; flags: number; invTemperature: number }): ArrayBuffer {
-  const data = new ArrayBuffer(48);
+/** Where the forward reads each range: a window (from its row `start`) or, crossing windows, a gathered copy. */
+interface RangeRun {
+  /** Index into the windows, or -1: the ranges' rows gathered into the seam buffer from row `start`. */
+  window: number;
+  start: number;
+  firstRange: number;
+  count: number;
+}
+
+/** The forward's ranges grouped into dispatches: runs of whole ranges inside one window, and each range that crosses a window boundary on its own. */
+function rangeRuns(windows: readonly RowWindow[], vocab: number, rangeCols: number): { runs: RangeRun[]; seamIds: number[] } {
+  const runs: RangeRun[] = [];
+  const seamIds: number[] = [];
+  let w = 0;
+  for (let r = 0; r * rangeCols < vocab; r++) {
+    const begin = r * rangeCols;
+    const end = Math.min(vocab, begin + rangeCols);
+    while (windows[w]!.firstRow + windows[w]!.rows <= begin) w++;
+    const win = windows[w]!;
+    const last = runs[runs.length - 1];
+    if (end <= win.firstRow + win.rows) {
+      if (last && last.window === w && last.firstRange + last.count === r) last.count++;
+      else runs.push({ window: w, start: begin - win.firstRow, firstRange: r, count: 1 });
+    } else {
+      runs.push({ window: -1, start: seamIds.length, firstRange: r, count: 1 });
+      for (let j = begin; j < end; j++) seamIds.push(j);
+    }
+  }
+  return { runs, seamIds };
+}
+
+function params(s: CheckedShape, w: { firstRow: number; rows: number }, fields: { rangeCols?: number; rangeBase?: number; ranges?: number; start?: number; cols?: number; stride?: number; offset?: number; flags: number; invTemperature: number }): ArrayBuffer {
+  const data = new ArrayBuffer(64);
   new Uint32Array(data).set([s.rows, w.rows, s.hidden, w.firstRow, fields.rangeCols ?? 0, fields.rangeBase ?? 0, fields.ranges ?? 0, s.vocabLimit,
-    fields.slabStart ?? 0, fields.slabCols ?? 0, fields.flags]);
-  new Float32Array(data)[11] = fields.invTemperature;
+    fields.start ?? 0, fields.cols ?? 0, fields.stride ?? 0, fields.offset ?? 0, fields.flags]);
+  new Float32Array(data)[13] = fields.invTemperature;
   return data;
 }
 
 /** Bindings 1–5 of a tile kernel: x and its quads, one window of W and its aligned views. */
-function tileBindings(ctx: GpuContext, s: CheckedShape, hidden: GPUBufferBinding, w: GPUBufferBinding, unread: () => GPUBufferBinding): [number, GPUBufferBinding][] {
+function tileBindings(s: CheckedShape, dtype: DType, hidden: GPUBufferBinding, w: GPUBufferBinding, unread: () => GPUBufferBinding): [number, GPUBufferBinding][] {
   const kAligned = s.hidden % 4 === 0;
   return [[1, hidden], [2, kAligned ? hidden : unread()], [3, w],
-    [4, kAligned && s.weightDType === 'f32' ? w : unread()], [5, kAligned && s.weightDType !== 'f32' ? w : unread()]];
-}
-
-function windowLabel(windows: readonly RowWindow[], w: RowWindow): string {
-  return windows.length === 1 ? '' : ` rows ${w.firstRow}:${w.firstRow + w.rows}`;
+    [4, kAligned && dtype === 'f32' ? w : unread()], [5, kAligned && dtype !== 'f32' ? w : unread()]];
 }
 
 /**
@@ -146,7 +180,9 @@ function windowLabel(windows: readonly RowWindow[], w: RowWindow): string {
  * weightDType, or its row windows; 16-bit windows of odd hidden start on a word), ids (rows u32,
  * each < vocab; or null: no logprob) → `outputs` (see allocateOutputs in
  * ./token-stats/webgpu.ts; logprob needed when ids are given), the statistics of z / T for
- * invTemperature = 1 / T.
+ * invTemperature = 1 / T. The vocabulary ranges are lmHeadStatsPlan's whatever the windows, so
+ * windowed W gives the bits of whole W: a range that crosses a window boundary is first gathered
+ * (the embedding op, f32) into a seam buffer of rangeCols rows per such range.
  */
 export async function prepareLmHeadStats(ctx: GpuContext, shape: LmHeadStatsShape,
   buffers: { hidden: GPUBuffer; weight: GPUBuffer | readonly RowWindow[]; ids: GPUBuffer | null }, outputs: GpuStatsOutputs,
@@ -157,12 +193,13 @@ export async function prepareLmHeadStats(ctx: GpuContext, shape: LmHeadStatsShap
   if (outputs === null || typeof outputs !== 'object') throw new InvalidArgumentError('outputs', 'per-row output buffers (allocateOutputs)', describe(outputs));
   const { rows, hidden: k, vocab, weightDType } = s;
   const windows = windowsOf('weight', buffers.weight, vocab);
-  const plan = lmHeadStatsPlan(rows, windows.map((w) => w.rows));
+  const plan = lmHeadStatsPlan(rows, vocab);
   const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
   if (Math.ceil(rows / plan.tileM) > maxGroups) throw new InvalidArgumentError('rows', `at most ${plan.tileM * maxGroups}`, String(rows));
   if (rows * plan.ranges * PARTIAL_BYTES > ctx.maxBindingBytes) {
     throw new InvalidArgumentError('rows', `at most ${Math.floor(ctx.maxBindingBytes / (plan.ranges * PARTIAL_BYTES))} (their ${plan.ranges} partial statistics each must fit one binding)`, String(rows));
   }
+  const { runs, seamIds } = rangeRuns(windows, vocab, plan.rangeCols);
   const hiddenBinding = bindingOf(ctx, 'hidden', buffers.hidden, rows * k * 4);
   const named = (w: RowWindow) => (windows.length === 1 ? 'weight' : `weight[${w.firstRow}:${w.firstRow + w.rows}]`);
   const wBindings = windows.map((w) => bindingOf(ctx, named(w), w.buffer, w.rows * k * BYTES_PER_ELEMENT[weightDType]));
@@ -170,56 +207,85 @@ export async function prepareLmHeadStats(ctx: GpuContext, shape: LmHeadStatsShap
   const outBindings = (['logsumexp', 'selfCertainty', 'entropy', 'validCount'] as const).map((name) => bindingOf(ctx, name, outputs[name], rows * 4));
   if (idsBinding !== null && !outputs.logprob) throw new InvalidArgumentError('outputs.logprob', 'a GPUBuffer when ids are given', describe(outputs.logprob));
   const logprobBinding = idsBinding === null ? null : bindingOf(ctx, 'logprob', outputs.logprob!, rows * 4);
-  const [partialsPipeline, finalizePipeline] = await Promise.all([
-    ctx.pipeline(KERNEL, 'partials_main', { W_DTYPE: DTYPE_CODE[weightDType], K_ALIGNED: k % 4 === 0 ? 1 : 0, TILE_M: plan.tileM }),
+  const tileConstants = (dtype: DType) => ({ W_DTYPE: DTYPE_CODE[dtype], K_ALIGNED: k % 4 === 0 ? 1 : 0, TILE_M: plan.tileM });
+  const [partialsPipeline, seamPipeline, finalizePipeline] = await Promise.all([
+    ctx.pipeline(KERNEL, 'partials_main', tileConstants(weightDType)),
+    seamIds.length > 0 ? ctx.pipeline(KERNEL, 'partials_main', tileConstants('f32')) : null,
     ctx.pipeline('token_stats_forward', 'finalize_main', { DTYPE: 0, WG: FINALIZE_WORKGROUP }),
   ]);
-  return ctx.scoped('lm_head_stats:prepare', () => {
-    const label = `lm_head_stats ${rows}x${k}x${vocab} ${weightDType}${windows.length > 1 ? ` in ${windows.length} windows` : ''}`;
-    const owned: GPUBuffer[] = [];
-    const own = (buffer: GPUBuffer): GPUBuffer => (owned.push(buffer), buffer);
-    let placeholder: GPUBuffer | null = null;
-    const unread = (): GPUBufferBinding => ({ buffer: (placeholder ??= own(ctx.createBuffer('lm_head_stats:unread', 16, GPUBufferUsage.STORAGE))) });
-    const partials = own(ctx.createBuffer('lm_head_stats:partials', rows * plan.ranges * PARTIAL_BYTES, GPUBufferUsage.STORAGE));
-    const chosen = own(ctx.createBuffer('lm_head_stats:chosen', rows * 4, GPUBufferUsage.STORAGE));
-    const flags = idsBinding === null ? 0 : FLAG_IDS;
-    const finUniform = own(ctx.uniform('lm_head_stats:finalize_params', new Uint32Array([rows, plan.ranges, vocab, flags]).buffer));
-    const dispatches = new DispatchList(ctx, label, finUniform, owned);
-    let rangeBase = 0;
-    windows.forEach((w, i) => {
-      const uniform = own(ctx.uniform('lm_head_stats:params', params(s, w, { rangeCols: plan.rangeCols, rangeBase, ranges: plan.ranges, flags, invTemperature })));
-      dispatches.add(partialsPipeline, `partials${windowLabel(windows, w)}`, [
-        ...tileBindings(ctx, s, hiddenBinding, wBindings[i]!, unread),
-        [6, idsBinding ?? unread()], [7, { buffer: partials }], [8, { buffer: chosen }],
-      ], [plan.windowRanges[i]!, Math.ceil(rows / plan.tileM), 1], uniform);
-      rangeBase += plan.windowRanges[i]!;
+  const owned: GPUBuffer[] = [];
+  const own = (buffer: GPUBuffer): GPUBuffer => (owned.push(buffer), buffer);
+  let gather: PreparedEmbedding | null = null;
+  try {
+    let seam: GPUBuffer | null = null;
+    if (seamIds.length > 0) {
+      seam = own(ctx.createBuffer('lm_head_stats:seam_rows', seamIds.length * k * 4, GPUBufferUsage.STORAGE));
+      const seamIdsBuffer = own(ctx.upload('lm_head_stats:seam_ids', Uint32Array.from(seamIds)));
+      gather = await prepareEmbedding(ctx, { tokens: seamIds.length, vocab, hidden: k, dtype: weightDType }, seamIdsBuffer, windows, seam);
+    }
+    const prepared = ctx.scoped('lm_head_stats:prepare', () => {
+      const label = `lm_head_stats ${rows}x${k}x${vocab} ${weightDType}${windows.length > 1 ? ` in ${windows.length} windows` : ''}`;
+      let placeholder: GPUBuffer | null = null;
+      const unread = (): GPUBufferBinding => ({ buffer: (placeholder ??= own(ctx.createBuffer('lm_head_stats:unread', 16, GPUBufferUsage.STORAGE))) });
+      const partials = own(ctx.createBuffer('lm_head_stats:partials', rows * plan.ranges * PARTIAL_BYTES, GPUBufferUsage.STORAGE));
+      const chosen = own(ctx.createBuffer('lm_head_stats:chosen', rows * 4, GPUBufferUsage.STORAGE));
+      const flags = idsBinding === null ? 0 : FLAG_IDS;
+      const finUniform = own(ctx.uniform('lm_head_stats:finalize_params', new Uint32Array([rows, plan.ranges, vocab, flags]).buffer));
+      const dispatches = new DispatchList(ctx, label, finUniform, owned);
+      for (const run of runs) {
+        const rangeFields = { rangeCols: plan.rangeCols, rangeBase: run.firstRange, ranges: plan.ranges, flags, invTemperature };
+        const first = run.firstRange * plan.rangeCols;
+        const extra: [number, GPUBufferBinding][] = [[6, idsBinding ?? unread()], [7, { buffer: partials }], [8, { buffer: chosen }]];
+        if (run.window >= 0) {
+          const w = windows[run.window]!;
+          const uniform = own(ctx.uniform('lm_head_stats:params', params(s, w, { ...rangeFields, start: run.start })));
+          const end = Math.min(vocab, (run.firstRange + run.count) * plan.rangeCols);
+          dispatches.add(partialsPipeline, `partials ${first}:${end}${windows.length === 1 ? '' : ` of rows ${w.firstRow}:${w.firstRow + w.rows}`}`,
+            [...tileBindings(s, weightDType, hiddenBinding, wBindings[run.window]!, unread), ...extra], [run.count, Math.ceil(rows / plan.tileM), 1], uniform);
+        } else {
+          // One range across windows: its gathered rows (f32), from seam row run.start.
+          const cols = Math.min(vocab, first + plan.rangeCols) - first;
+          const uniform = own(ctx.uniform('lm_head_stats:params', params(s, { firstRow: first, rows: cols }, rangeFields)));
+          const binding = bindingOf(ctx, 'seam_rows', seam!, cols * k * 4, run.start * k * 4);
+          dispatches.add(seamPipeline!, `partials ${first}:${first + cols} gathered`, [...tileBindings(s, 'f32', hiddenBinding, binding, unread), ...extra],
+            [1, Math.ceil(rows / plan.tileM), 1], uniform);
+        }
+      }
+      // The token-stats finalize: bindings 10 (its uniform) to 18.
+      let unwritten: GPUBuffer | null = null;
+      const finalizeEntries: [number, GPUBufferBinding][] = [
+        [11, { buffer: partials }], [12, idsBinding ?? unread()], [13, { buffer: chosen }],
+        [14, outBindings[0]!], [15, outBindings[1]!], [16, outBindings[2]!],
+        [17, logprobBinding ?? { buffer: (unwritten ??= own(ctx.createBuffer('lm_head_stats:unwritten', 16, GPUBufferUsage.STORAGE))) }], [18, outBindings[3]!],
+      ];
+      const [gx, gy] = grid(rows, maxGroups);
+      const bindGroup = ctx.device.createBindGroup({
+        label: `${label} finalize`,
+        layout: finalizePipeline.getBindGroupLayout(0),
+        entries: [{ binding: 10, resource: { buffer: finUniform } }, ...finalizeEntries.map(([binding, resource]) => ({ binding, resource }))],
+      });
+      const list = dispatches.prepared();
+      const seamGather = gather;
+      return {
+        encode(pass: GPUComputePassEncoder) {
+          seamGather?.encode(pass);
+          list.encode(pass);
+          pass.setPipeline(finalizePipeline);
+          pass.setBindGroup(0, bindGroup);
+          pass.dispatchWorkgroups(gx, gy);
+        },
+        destroy() {
+          seamGather?.destroy();
+          list.destroy();
+        },
+      };
     });
-    // The token-stats finalize: bindings 10 (its uniform) to 18.
-    let unwritten: GPUBuffer | null = null;
-    const finalizeEntries: [number, GPUBufferBinding][] = [
-      [11, { buffer: partials }], [12, idsBinding ?? unread()], [13, { buffer: chosen }],
-      [14, outBindings[0]!], [15, outBindings[1]!], [16, outBindings[2]!],
-      [17, logprobBinding ?? { buffer: (unwritten ??= own(ctx.createBuffer('lm_head_stats:unwritten', 16, GPUBufferUsage.STORAGE))) }], [18, outBindings[3]!],
-    ];
-    const [gx, gy] = grid(rows, maxGroups);
-    const bindGroup = ctx.device.createBindGroup({
-      label: `${label} finalize`,
-      layout: finalizePipeline.getBindGroupLayout(0),
-      entries: [{ binding: 10, resource: { buffer: finUniform } }, ...finalizeEntries.map(([binding, resource]) => ({ binding, resource }))],
-    });
-    const prepared = dispatches.prepared();
-    return {
-      encode(pass: GPUComputePassEncoder) {
-        prepared.encode(pass);
-        pass.setPipeline(finalizePipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(gx, gy);
-      },
-      destroy() {
-        prepared.destroy();
-      },
-    };
-  });
+    return prepared;
+  } catch (err) {
+    gather?.destroy();
+    for (const b of owned) b.destroy();
+    throw err;
+  }
 }
 
 export interface LmHeadStatsBackwardBuffers {
@@ -241,11 +307,24 @@ export interface LmHeadStatsBackwardBuffers {
   dWeight: GPUBuffer | readonly RowWindow[];
 }
 
+/** A window's columns [start, start + cols) of a slab, at the slab's column `offset`. */
+interface SlabPiece {
+  window: number;
+  start: number;
+  cols: number;
+  offset: number;
+}
+
 /**
  * Records the backward into a caller's pass: d(hidden) = dz · W (overwritten, or added with
  * accumulateDHidden) and dW += dzᵀ · hidden, for dz = dL/dz of the statistics' upstream gradients
  * (the token-stats backward's formula), slab by slab, never the whole (rows, vocab) dz. W is f32.
- * `slabBytes` caps the scratch of one slab's dz (default min(64 MiB, maxBindingBytes)).
+ * `slabBytes` caps the scratch of one slab's dz (default min(64 MiB, maxBindingBytes)). Slabs are
+ * cut from column 0 whatever the windows; a slab across windows runs as pieces, one per window,
+ * and its linear backward takes the pieces as windows (one fma chain into d(hidden), dW's row
+ * split of the slab's shape), so windowed W gives the bits of whole W. A piece binds W and dW at
+ * (start · hidden · 4) bytes into its window: a multiple of the device's
+ * minStorageBufferOffsetAlignment whenever hidden is a multiple of 64 (every model's).
  */
 export async function prepareLmHeadStatsBackward(ctx: GpuContext, shape: LmHeadStatsShape, buffers: LmHeadStatsBackwardBuffers,
   { invTemperature = 1, accumulateDHidden = false, slabBytes }: { invTemperature?: number; accumulateDHidden?: boolean; slabBytes?: number } = {}): Promise<PreparedLmHeadStats> {
@@ -260,10 +339,10 @@ export async function prepareLmHeadStatsBackward(ctx: GpuContext, shape: LmHeadS
   const gradWindows = windowsOf('dWeight', buffers.dWeight, vocab);
   const ranges = (list: readonly RowWindow[]) => list.map((w) => `${w.firstRow}:${w.firstRow + w.rows}`).join(',');
   if (ranges(gradWindows) !== ranges(windows)) throw new InvalidArgumentError('dWeight', `row windows of the weight's rows (${ranges(windows)})`, ranges(gradWindows));
-  const tileM = tileRows(rows);
+  const tileM = lmHeadStatsTileRows(rows);
   const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
   if (Math.ceil(rows / tileM) > maxGroups) throw new InvalidArgumentError('rows', `at most ${tileM * maxGroups}`, String(rows));
-  const slabCols = lmHeadStatsSlabCols(rows, Math.max(...windows.map((w) => w.rows)), ctx.maxBindingBytes, slabBytes);
+  const slabCols = lmHeadStatsSlabCols(rows, vocab, ctx.maxBindingBytes, slabBytes);
   const hiddenBinding = bindingOf(ctx, 'hidden', buffers.hidden, rows * k * 4);
   const named = (name: string, w: RowWindow) => (windows.length === 1 ? name : `${name}[${w.firstRow}:${w.firstRow + w.rows}]`);
   const wBindings = windows.map((w) => bindingOf(ctx, named('weight', w), w.buffer, w.rows * k * 4));
@@ -275,22 +354,38 @@ export async function prepareLmHeadStatsBackward(ctx: GpuContext, shape: LmHeadS
     ctx.pipeline(KERNEL, 'grad_rows_main', constants),
     ctx.pipeline(KERNEL, 'grad_main', constants),
   ]);
+  // Slab j: columns [j · slabCols, …), as pieces of the windows it overlaps.
+  const slabs: { start: number; width: number; pieces: SlabPiece[] }[] = [];
+  for (let start = 0; start < vocab; start += slabCols) {
+    const width = Math.min(slabCols, vocab - start);
+    const pieces: SlabPiece[] = [];
+    windows.forEach((w, i) => {
+      const from = Math.max(start, w.firstRow);
+      const to = Math.min(start + width, w.firstRow + w.rows);
+      if (from < to) pieces.push({ window: i, start: from - w.firstRow, cols: to - from, offset: from - start });
+    });
+    slabs.push({ start, width, pieces });
+  }
+  const alignment = ctx.limits.minStorageBufferOffsetAlignment;
+  for (const p of slabs.flatMap((slab) => slab.pieces)) {
+    if ((p.start * k * 4) % alignment !== 0) {
+      const w = windows[p.window]!;
+      throw new InvalidArgumentError('weight', `row windows whose slab pieces bind at multiples of ${alignment} bytes (hidden a multiple of 64, or windows starting at multiples of 64 rows)`,
+        `a window from row ${w.firstRow} whose piece starts ${p.start} rows in (${p.start * k * 4} bytes)`);
+    }
+  }
   const owned: GPUBuffer[] = [];
   const slabSteps: PreparedLinearBackward[] = [];
   try {
     const scratch = ctx.createBuffer('lm_head_stats:d_logits_slab', rows * slabCols * 4, GPUBufferUsage.STORAGE);
     owned.push(scratch);
-    // Slab j of window w: dz (rows, width) then the linear backward of W rows [start, start + width).
-    const slabs: { window: number; start: number; width: number }[] = [];
-    windows.forEach((w, i) => {
-      for (let start = 0; start < w.rows; start += slabCols) slabs.push({ window: i, start, width: Math.min(slabCols, w.rows - start) });
-    });
     for (const [j, slab] of slabs.entries()) {
-      const w = windows[slab.window]!;
-      const g = gradWindows[slab.window]!;
-      const at = (base: RowWindow) => [{ buffer: base.buffer, firstRow: 0, rows: slab.width, byteOffset: (base.byteOffset ?? 0) + slab.start * k * 4 }];
+      const at = (list: readonly RowWindow[]) => slab.pieces.map((p) => {
+        const base = list[p.window]!;
+        return { buffer: base.buffer, firstRow: p.offset, rows: p.cols, byteOffset: (base.byteOffset ?? 0) + p.start * k * 4 };
+      });
       slabSteps.push(await prepareLinearBackward(ctx, { m: rows, k, n: slab.width, hasBias: false },
-        { x: buffers.hidden, weight: at(w), dy: scratch, dx: buffers.dHidden, dWeight: at(g), dBias: null },
+        { x: buffers.hidden, weight: at(windows), dy: scratch, dx: buffers.dHidden, dWeight: at(gradWindows), dBias: null },
         { accumulateDx: j > 0 || accumulateDHidden }));
     }
     const prepared = await ctx.scoped('lm_head_stats_backward:prepare', () => {
@@ -305,12 +400,15 @@ export async function prepareLmHeadStatsBackward(ctx: GpuContext, shape: LmHeadS
       dispatches.add(rowsPipeline, 'rows', [[6, rowBindings[0] ?? unread()], [9, { buffer: rowTerms }], [11, rowBindings[1]!], [12, rowBindings[2]!],
         [13, rowBindings[3] ?? unread()], [14, rowBindings[4] ?? unread()]], [Math.ceil(rows / GRAD_ROWS_WORKGROUP), 1, 1]);
       const gradSteps = slabs.map((slab) => {
-        const w = windows[slab.window]!;
-        const uniform = ctx.uniform('lm_head_stats:params', params(s, w, { slabStart: slab.start, slabCols: slab.width, flags, invTemperature }));
-        owned.push(uniform);
-        const list = new DispatchList(ctx, `${label} slab ${w.firstRow + slab.start}:${w.firstRow + slab.start + slab.width}`, uniform, []);
-        list.add(gradPipeline, 'dz', [...tileBindings(ctx, s, hiddenBinding, wBindings[slab.window]!, unread), [9, { buffer: rowTerms }], [10, { buffer: scratch, size: rows * slab.width * 4 }]],
-          [Math.ceil(slab.width / TILE_N), Math.ceil(rows / tileM), 1]);
+        const list = new DispatchList(ctx, `${label} slab ${slab.start}:${slab.start + slab.width}`, rowsUniform, []);
+        for (const p of slab.pieces) {
+          const w = windows[p.window]!;
+          const uniform = ctx.uniform('lm_head_stats:params', params(s, w, { start: p.start, cols: p.cols, stride: slab.width, offset: p.offset, flags, invTemperature }));
+          owned.push(uniform);
+          list.add(gradPipeline, slab.pieces.length === 1 ? 'dz' : `dz of rows ${w.firstRow}:${w.firstRow + w.rows}`,
+            [...tileBindings(s, 'f32', hiddenBinding, wBindings[p.window]!, unread), [9, { buffer: rowTerms }], [10, { buffer: scratch, size: rows * slab.width * 4 }]],
+            [Math.ceil(p.cols / TILE_N), Math.ceil(rows / tileM), 1], uniform);
+        }
         return list.prepared();
       });
       if (placeholder) owned.push(placeholder);

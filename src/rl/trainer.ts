@@ -39,7 +39,7 @@ import { evaluate, modeShares, type Evaluation } from '../tasks/evaluate.js';
 import { grpoLoss } from './loss.js';
 import { CollapseMonitor, collapseVerdict, otherPromptIndices, probeModeStop, saturationStop, type CollapseMonitorState, type CollapseReport } from './monitors.js';
 import { evaluateReward, parseRewardSpec, resolveRewards, rewardRandom, type ResolvedReward } from './rewards.js';
-import { completionMask, concatStats, readCompletionStats, rollout, rowGradients, scoreCompletions, scoringLayout, sequencesPerPass, sliceLayout, type Completion, type CompletionStats, type ScoringLayout } from './rollout.js';
+import { completionMask, concatStats, readCompletionStats, rollout, rowGradients, scoreCompletions, scoringLayout, sequencesPerPass, sliceLayout, widestActivation, type Completion, type CompletionStats, type ScoringLayout } from './rollout.js';
 
 export interface GrpoStepRecord extends Record<string, MetricValue> {
   step: number;
@@ -137,9 +137,9 @@ export async function runGrpo(ctx: GpuContext, input: GrpoConfigInput, hooks: Gr
   let prepared: PreparedTrainStep | null = null;
   try {
     reference = config.beta > 0 ? await PolicyModel.load(ctx, config.model) : null;
-    // Micro-batches: as many sequences per training pass as keep its logits within one storage
-    // binding (all P × G at once for small vocabularies; Qwen's 151,936-token vocabulary needs several).
-    const passes = Math.ceil(P * G / sequencesPerPass(ctx.maxBindingBytes, seqLen, policy.config.vocabSize, P * G, 'logits'));
+    // Micro-batches: as many sequences per training pass as keep its widest activation within one
+    // storage binding (the lm_head runs fused with the statistics: no logits bound a pass).
+    const passes = Math.ceil(P * G / sequencesPerPass(ctx.maxBindingBytes, seqLen, widestActivation(policy.config), P * G));
     const passSize = Math.ceil(P * G / passes);
     prepared = await session.graph.prepareStep(passSize, seqLen, { temperature: config.sampling.temperature });
     const trainStep = prepared;

@@ -1,13 +1,14 @@
 /**
  * Training on weights in row windows (tensors larger than one storage binding), forced here by
  * loading the tiny-qwen2 fixture (tied embeddings, q/k/v bias) with small windows: the embedding /
- * tied lm_head in 10 or 12 windows, q and o in 2, gate and up in 5 or 6, down in 5 or 6. The
- * backward per window (lm_head dW into the embedding's gradient windows, dX as one fma chain over
- * the lm_head's windows, the projections likewise, the embedding's sorted scatter-add per window)
- * sums every element in the one-buffer order, so gradients, AdamW steps, optimiser state and
+ * tied lm_head in 10 or 12 windows, q and o in 2, gate and up in 5 or 6, down in 5 or 6. The fused
+ * lm_head + statistics reduces over vocabulary ranges and slabs cut from column 0 (a range across
+ * windows read from gathered rows, a slab across windows run as pieces continuing one fma chain
+ * into dX, dW into the embedding's gradient windows), the projections' backward per window likewise,
+ * the embedding's sorted scatter-add per window: every element is summed in the one-buffer order, so gradients, AdamW steps, optimiser state and
  * checkpoints are bit for bit those of the unsplit model. Only the global gradient norm adds
  * per-window sums of squares (another tree), so with clipping on it, and what follows from it,
- * agree within tolerance.
+ * agree within tolerance (the k bias, whose exact gradient is zero, within a looser one).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -140,7 +141,7 @@ describeGpu('training on weights in row windows (WebGPU)', () => {
             if (maxGradNorm === 0) {
               if (!bits(got).every((b, i) => b === bits(ref)[i])) throw new Error(`${name} ${what}: differs from the one-buffer run`);
             } else {
-              const v = firstViolation(got, ref, TOLERANCES.windowedClipping);
+              const v = firstViolation(got, ref, what === 'value' && name.endsWith('k_proj.bias') ? TOLERANCES.windowedClippingNoise : TOLERANCES.windowedClipping);
               if (v !== null) throw new Error(`${name} ${what}[${v.index}]: ${v.got} vs ${v.want}`);
             }
           }

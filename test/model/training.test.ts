@@ -4,8 +4,9 @@
  * finite differences of the reference forward on Llama layouts (untied lm_head, explicit
  * head_dim, a padded batch; no bias, and `attention_bias`'s q/k/v/o biases) with a loss on both
  * log-probs and self-certainty. A training session on the biased Llama trains the o bias without
- * weight decay and saves it under its Hugging Face name.
+ * weight decay and saves it under its Hugging Face name. A step's buffers: none of (rows, vocab).
  */
+import { jest } from '@jest/globals';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -175,6 +176,44 @@ describeGpu('training graph gradients', () => {
       resumed.destroy();
     }
   });
+
+  test('a training step makes no (rows, vocab) buffer: the lm_head and the statistics run fused, one vocabulary slab of dL/dz at a time', async () => {
+    const model = await PolicyModel.load(ctx, fixture, { dtype: 'f32' });
+    const graph = TrainingGraph.create(model);
+    const [batch, seqLen] = [2, 24];
+    const rows = batch * seqLen;
+    const vocab = model.config.vocabSize;
+    const made: { label: string; size: number }[] = [];
+    const original = ctx.createBuffer.bind(ctx);
+    const spy = jest.spyOn(ctx, 'createBuffer').mockImplementation((label: string, size: number, usage: GPUBufferUsageFlags) => {
+      made.push({ label, size });
+      return original(label, size, usage);
+    });
+    try {
+      // Slabs of 128 columns: a third of the vocabulary (the default, 64 MiB, holds all 384 here).
+      const step = await graph.prepareStep(batch, seqLen, { lmHeadSlabBytes: rows * 4 * 128 });
+      try {
+        const rand = mulberry32(3);
+        const ids = Array.from({ length: rows }, () => Math.floor(rand() * vocab));
+        graph.writeBatch(step, { ids, lengths: [seqLen, seqLen - 5], targets: ids.map((_, r) => ids[(r + 1) % rows]!), gLogprob: new Float32Array(rows).fill(-1 / rows) });
+        await graph.zeroGrads();
+        await graph.forwardBackward(step);
+        const logprob = new Float32Array(await ctx.read('test', step.stats.logprob, rows * 4));
+        expect(logprob.every((v) => Number.isFinite(v) && v <= 0)).toBe(true);
+      } finally {
+        step.destroy();
+      }
+    } finally {
+      spy.mockRestore();
+      graph.destroy();
+      model.destroy();
+    }
+    expect(made.length).toBeGreaterThan(0);
+    // The largest a step makes are its (rows, intermediate = 176) activations; the slab of dz is rows × 128.
+    expect(made.filter((b) => b.size >= rows * vocab * 4)).toEqual([]);
+    expect(Math.max(...made.map((b) => b.size))).toBe(rows * model.config.intermediateSize * 4);
+    expect(made.find((b) => b.label === 'lm_head_stats:d_logits_slab')!.size).toBe(rows * 128 * 4);
+  }, 600_000);
 
   test('a model with 16-bit weights is refused, naming the remedy', async () => {
     const model = await PolicyModel.load(ctx, bf16Fixture(fixture, join(tmp, 'bf16')));

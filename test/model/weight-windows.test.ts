@@ -3,13 +3,16 @@
  * fixture with small windows (maxWindowBytes), so every weight matrix lives in row windows (the
  * tied embedding / lm_head in 10, each projection in 2 to 5). The forward, logits in windows and
  * generation must give bit for bit what the one-buffer model gives (same reads, same summation
- * order), in f32 and bf16. Training on windows: training-windows.test.ts.
+ * order), in f32 and bf16, and so must scoring (the fused lm_head's vocabulary ranges do not move
+ * with the windows). Training on windows: training-windows.test.ts.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { PolicyModel } from '../../src/model/policy.js';
+import { PolicyTokenizer } from '../../src/model/tokenizer.js';
+import { Scorer } from '../../src/score/engine.js';
 import { mulberry32 } from '../../src/util/random.js';
 import { FIXTURES, describeGpu, openGpu } from '../helpers.js';
 import { bf16Fixture } from './checkpoints.js';
@@ -91,6 +94,23 @@ describeGpu('weights in row windows (WebGPU)', () => {
         expect(await split.generate(prompts, options)).toEqual(await whole.generate(prompts, options));
       }
     });
+  });
+
+  test.each([['f32'], ['bf16']] as const)('scoring (the fused lm_head over windows, ranges across them gathered) gives the one-buffer statistics bit for bit, %s', async (dtype) => {
+    const dir = dtype === 'f32' ? fixture : bf16Fixture(fixture, join(tmp, 'bf16-score'));
+    const rand = mulberry32(8);
+    const ids = (n: number) => Array.from({ length: n }, () => Math.floor(rand() * 384));
+    const items = Array.from({ length: 5 }, (_, i) => ({ id: i, promptIds: ids(3 + i), completionIds: ids(2 + 3 * i) }));
+    const tokenizer = PolicyTokenizer.load(fixture);
+    const whole = new Scorer(await PolicyModel.load(ctx, dir), tokenizer);
+    const split = new Scorer(await PolicyModel.load(ctx, dir, { maxWindowBytes: WINDOW_BYTES }), tokenizer);
+    try {
+      const options = { temperature: 0.8, perToken: true };
+      expect(await split.score(items, options)).toEqual(await whole.score(items, options));
+    } finally {
+      await whole.destroy();
+      await split.destroy();
+    }
   });
 
   test('maxWindowBytes outside [16, the binding] is refused by name', async () => {

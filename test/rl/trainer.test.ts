@@ -104,9 +104,10 @@ describeGpu('GRPO trainer', () => {
     for (const name of Object.keys(wa)) expect(Buffer.from((wc[name]!.data as Float32Array).buffer).equals(Buffer.from((wa[name]!.data as Float32Array).buffer))).toBe(true);
   });
 
-  test('micro-batches: with bindings that hold a few sequences\' logits, training runs in passes and matches one pass', async () => {
-    // Bindings of 96 KiB (the embedding table's size): 15 sequences of 13 tokens × 384 logits
-    // (20 KB each) train in 4 passes of 4 (the last with one padding sequence).
+  test('micro-batches: with bindings that hold a few sequences\' activations, training runs in passes and matches one pass', async () => {
+    // Bindings of 96 KiB (the embedding table's size): 15 sequences of 13 tokens × 176 floats of
+    // the widest activation (the MLP's, 9.2 KB each; the lm_head runs fused, no logits) train in 2
+    // passes of 8 (the last with one padding sequence).
     const narrow = await GpuContext.create({ maxBindingBytes: 98_304 });
     try {
       const options = { steps: 2, mu: 2, beta: 0.02, rewards: 'accuracy,self-certainty', promptsPerStep: 3, groupSize: 5 };
