@@ -23,7 +23,7 @@ import type { GpuContext } from '../gpu/context.js';
 import { DispatchList, bindingOf } from './bindings.js';
 import { DTYPE_CODE, prepareLinear, referenceLinear, type PreparedLinear } from './linear.js';
 import { prepareRmsNorm, referenceRmsNorm } from './rmsnorm.js';
-import { lanesFor, windowsOf, type RowWindow } from './split.js';
+import { lanesFor, uploadRowWindows, windowsOf, type RowWindow } from './split.js';
 import { prepareSwiglu, referenceSwiglu } from './swiglu.js';
 
 export interface LinearNormProjection {
@@ -328,17 +328,7 @@ export async function linearNorm(ctx: GpuContext, x: Float32Array, norm: HostArr
   const owned: GPUBuffer[] = [];
   const upload = (label: string, data: ArrayBufferView): GPUBuffer => (owned.push(ctx.upload(`linear_norm:${label}`, data)), owned.at(-1)!);
   try {
-    const weightBuffers = weights.map((w, i): GPUBuffer | RowWindow[] => {
-      const { n, weightDType } = projections[i]!;
-      if (windowRows === undefined || windowRows >= n) return upload(`weights[${i}]`, w);
-      const words = (k * BYTES_PER_ELEMENT[weightDType]) / w.BYTES_PER_ELEMENT;
-      const list: RowWindow[] = [];
-      for (let first = 0; first < n; first += windowRows) {
-        const rows = Math.min(windowRows, n - first);
-        list.push({ buffer: upload(`weights[${i}][${first}:${first + rows}]`, w.subarray(first * words, (first + rows) * words)), firstRow: first, rows });
-      }
-      return list;
-    });
+    const weightBuffers = weights.map((w, i) => uploadRowWindows(ctx, `linear_norm:weights[${i}]`, w, k, projections[i]!.n, windowRows, owned));
     const biasBuffers = biases.map((b, i) => (b === null ? null : upload(`biases[${i}]`, b)));
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC;
     const ys = outSizes.map((size, i) => (owned.push(options.poison ? ctx.upload(`linear_norm:outputs[${i}]`, new Uint32Array(size).fill(POISON_BITS), usage)

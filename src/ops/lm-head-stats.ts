@@ -29,7 +29,7 @@ import { DispatchList, bindingOf } from './bindings.js';
 import { prepareLinearBackward, type PreparedLinearBackward } from './linear-backward.js';
 import { prepareEmbedding, type PreparedEmbedding } from './embedding.js';
 import { DTYPE_CODE, TARGET_WORKGROUPS, TILE_N, referenceLinear, tileRows } from './linear.js';
-import { MAX_PARTIAL_BYTES, windowsOf, type RowWindow } from './split.js';
+import { MAX_PARTIAL_BYTES, uploadRowWindows, windowsOf, type RowWindow } from './split.js';
 import { referenceBackward, referenceForward, type ReferenceForward } from './token-stats/reference.js';
 import { grid } from './token-stats/plan.js';
 import { allocateOutputs, type GpuStatsOutputs } from './token-stats/webgpu.js';
@@ -458,23 +458,6 @@ function checkIds(ids: unknown, rows: number, vocab: number): Uint32Array | null
   return Uint32Array.from(ids);
 }
 
-/** Weight windows of host rows: `windowRows` rows each (one window when absent), uploaded. */
-function uploadWindows(ctx: GpuContext, name: string, data: HostArray | Float32Array, rowElements: number, vocab: number, windowRows: number | undefined, owned: GPUBuffer[],
-  usage = GPUBufferUsage.STORAGE): RowWindow[] {
-  const per = windowRows ?? vocab;
-  const windows: RowWindow[] = [];
-  for (let first = 0; first < vocab; first += per) {
-    const rows = Math.min(per, vocab - first);
-    const part = data.subarray(first * rowElements, (first + rows) * rowElements);
-    // 16-bit rows are uploaded padded to whole words.
-    const padded = part instanceof Uint16Array && part.length % 2 === 1 ? Uint16Array.from({ length: part.length + 1 }, (_, i) => part[i] ?? 0) : part;
-    const buffer = ctx.upload(`${name}[${first}:${first + rows}]`, padded, usage);
-    owned.push(buffer);
-    windows.push({ buffer, firstRow: first, rows });
-  }
-  return windows;
-}
-
 /**
  * The forward for host arrays: hidden (rows·hidden f32), weight (vocab·hidden, Float32Array for
  * f32 or Uint16Array of f16/bf16 bits). `windowRows` uploads W in row windows of that many rows
@@ -491,7 +474,7 @@ export async function lmHeadStats(ctx: GpuContext, hidden: Float32Array, weight:
   try {
     const hiddenBuffer = ctx.upload('lm_head_stats:hidden', hidden);
     owned.push(hiddenBuffer);
-    const windows = uploadWindows(ctx, 'lm_head_stats:weight', weight, s.hidden, s.vocab, windowRows, owned);
+    const windows = uploadRowWindows(ctx, 'lm_head_stats:weight', weight, s.hidden, s.vocab, windowRows, owned);
     const idsBuffer = idArray === null ? null : ctx.upload('lm_head_stats:ids', idArray);
     if (idsBuffer) owned.push(idsBuffer);
     const outputs = allocateOutputs(ctx, s.rows, idArray !== null);
@@ -542,9 +525,9 @@ export async function lmHeadStatsBackward(ctx: GpuContext, hidden: Float32Array,
     const dHidden = ctx.upload('lm_head_stats:d_hidden', new Uint32Array(s.rows * s.hidden).fill(args.poison ? POISON_BITS : 0), out);
     owned.push(dHidden);
     const dWeightStart = args.dWeightInit ?? new Float32Array(s.vocab * s.hidden);
-    const dWeight = uploadWindows(ctx, 'lm_head_stats:d_weight', dWeightStart, s.hidden, s.vocab, args.windowRows, owned, out);
+    const dWeight = uploadRowWindows(ctx, 'lm_head_stats:d_weight', dWeightStart, s.hidden, s.vocab, args.windowRows, owned, out);
     const prepared = await prepareLmHeadStatsBackward(ctx, shape, {
-      hidden: up('hidden', hidden)!, weight: uploadWindows(ctx, 'lm_head_stats:weight', weight, s.hidden, s.vocab, args.windowRows, owned),
+      hidden: up('hidden', hidden)!, weight: uploadRowWindows(ctx, 'lm_head_stats:weight', weight, s.hidden, s.vocab, args.windowRows, owned),
       ids: up('ids', idArray), logsumexp: up('logsumexp', args.logsumexp)!, validCount: up('valid_count', args.validCount)!,
       gLogprob: up('g_logprob', args.gLogprob), gSelfCertainty: up('g_self_certainty', args.gSelfCertainty), dHidden, dWeight,
     }, { invTemperature: 1 / (args.temperature ?? 1), slabBytes: args.slabBytes });

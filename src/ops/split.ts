@@ -5,7 +5,9 @@
  * range order. The cut depends on the shape (and on the binding limit) only, so results repeat
  * bit for bit.
  */
+import type { HostArray } from '../dtype.js';
 import { InvalidArgumentError, describe } from '../errors.js';
+import type { GpuContext } from '../gpu/context.js';
 
 export interface SplitRule {
   /** Output tiles (workgroups per range). */
@@ -90,4 +92,25 @@ export function windowsOf(name: string, table: GPUBuffer | readonly RowWindow[],
   }
   if (next !== rows) throw new InvalidArgumentError(name, `row windows covering rows [0, ${rows})`, `windows covering [0, ${next})`);
   return table as readonly RowWindow[];
+}
+
+/**
+ * Host rows of a (rows, rowElements) tensor uploaded as row windows of `windowRows` rows each (one
+ * window when absent): the host functions' way to exercise an op's windowed path. Each buffer is
+ * pushed onto `owned` for the caller to destroy.
+ */
+export function uploadRowWindows(ctx: GpuContext, name: string, data: HostArray | Float32Array, rowElements: number, rows: number, windowRows: number | undefined, owned: GPUBuffer[],
+  usage = GPUBufferUsage.STORAGE): RowWindow[] {
+  const per = windowRows ?? rows;
+  const windows: RowWindow[] = [];
+  for (let first = 0; first < rows; first += per) {
+    const count = Math.min(per, rows - first);
+    const part = data.subarray(first * rowElements, (first + count) * rowElements);
+    // 16-bit rows are uploaded padded to whole words.
+    const padded = part instanceof Uint16Array && part.length % 2 === 1 ? Uint16Array.from({ length: part.length + 1 }, (_, i) => part[i] ?? 0) : part;
+    const buffer = ctx.upload(`${name}[${first}:${first + count}]`, padded, usage);
+    owned.push(buffer);
+    windows.push({ buffer, firstRow: first, rows: count });
+  }
+  return windows;
 }
